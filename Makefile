@@ -1,0 +1,28 @@
+# Quick start: `make run` serves the service on 127.0.0.1:8080; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench docs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/cds-service serve --host 127.0.0.1 --port 8080
+
+test: $(STAMP)
+	$(BIN)/ruff check cds_service tests
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check cds_service tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,175 @@
+"""Typed, frozen view of the knowledge base under `cards/` (built by `cds_service.knowledge.load_knowledge`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Predicate = Mapping[str, Any]
+
+RRL_SYMBOLS = ("O", "☢", "☢☢", "☢☢☢", "☢☢☢☢", "☢☢☢☢☢")
+RRL_DOSES = ("0 mSv", "< 0.1 mSv", "0.1-1 mSv", "1-10 mSv", "10-30 mSv", "30-100 mSv")
+
+
+@dataclass(frozen=True)
+class Code:
+    system: str
+    code: str
+    verified: bool
+    source: str
+
+
+@dataclass(frozen=True)
+class Procedure:
+    id: str
+    display: str
+    modality: str
+    contrast: str  # none | iodinated | gadolinium
+    region: str
+    rrl: int  # relative radiation level 0-5
+    rrl_verified: bool
+    codes: tuple[Code, ...] = ()
+    components: tuple[str, ...] = ()  # separately ordered studies that together make this one
+    pet_tracer: bool = False  # tracer-specific PET/CT, reached only through tracer codes
+    component_only: bool = False  # never rated on its own (e.g. MRI chest as part of MRI C/A/P)
+
+    @property
+    def rrl_symbol(self) -> str:
+        return RRL_SYMBOLS[self.rrl]
+
+    @property
+    def rrl_text(self) -> str:
+        return f"{RRL_SYMBOLS[self.rrl]} {RRL_DOSES[self.rrl]}"
+
+
+@dataclass(frozen=True)
+class Tracer:
+    system: str
+    code: str
+    procedure: str
+    agent: str
+    verified: bool
+    source: str
+
+
+@dataclass(frozen=True)
+class Catalog:
+    procedures: Mapping[str, Procedure]
+    by_code: Mapping[tuple[str, str], str]  # (system, code) -> procedure id
+    tracers: Mapping[tuple[str, str], Tracer]
+    system_aliases: Mapping[str, str] = field(default_factory=dict)
+
+    def canonical_system(self, system: str) -> str:
+        return self.system_aliases.get(system, system)
+
+    def lookup(self, system: str, code: str) -> str | None:
+        return self.by_code.get((self.canonical_system(system), code))
+
+    def tracer(self, system: str, code: str) -> Tracer | None:
+        return self.tracers.get((self.canonical_system(system), code))
+
+    @property
+    def combinations(self) -> tuple[Procedure, ...]:
+        """Studies made of several orders, largest first so a whole spine beats a partial one."""
+        combos = [p for p in self.procedures.values() if p.components]
+        return tuple(sorted(combos, key=lambda p: -len(p.components)))
+
+
+@dataclass(frozen=True)
+class Rating:
+    procedure_id: str
+    category: str
+    rationale: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Variant:
+    id: str
+    title: str
+    when: Predicate | None
+    ratings: Mapping[str, Rating]
+    preferred: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    id: str
+    label: str
+    when: Predicate
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    title: str
+    label: str
+    kind: str  # scenario | red-flag
+    priority: int
+    description: str
+    acr: Mapping[str, Any] | None
+    seeds: tuple[str, ...]
+    population: Predicate
+    requires: tuple[Requirement, ...]
+    criteria: Predicate
+    variants: tuple[Variant, ...]
+    pitfalls: tuple[str, ...]
+    recommended: Mapping[str, str] = field(default_factory=dict)  # unrated source recommendations
+    urgent_procedure: str | None = None
+    evidence: str | None = None
+
+    @property
+    def acr_citation(self) -> str:
+        if not self.acr:
+            return "No ACR Appropriateness Criteria variant covers this scenario"
+        topic_id = f" (TopicId {self.acr['topic_id']})" if self.acr.get("topic_id") else ""
+        return f"ACR Appropriateness Criteria: {self.acr['topic']}{topic_id}, variant {self.acr['variant']}, " \
+               f"{self.acr['version']}"
+
+
+@dataclass(frozen=True)
+class Pitfall:
+    id: str
+    title: str
+    short: str
+    indicator: str
+    applies_procedures: frozenset[str]
+    applies_contrast: frozenset[str]
+    trigger: Predicate
+    text: str
+    sources: tuple[str, ...]
+    prefer: tuple[str, ...] = ()
+    prefer_contrast_not: str | None = None
+
+    def applies_to(self, procedure: Procedure) -> bool:
+        return procedure.id in self.applies_procedures or procedure.contrast in self.applies_contrast
+
+
+@dataclass(frozen=True)
+class Outcome:
+    id: str
+    title: str
+    description: str
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Texts:
+    canonical_base: str
+    source_label: str
+    category_labels: Mapping[str, str]
+    override_reasons: tuple[tuple[str, str], ...]  # (code, display)
+    outcomes: Mapping[str, Outcome]
+
+    @property
+    def override_system(self) -> str:
+        return f"{self.canonical_base}/CodeSystem/override-reason"
+
+    @property
+    def rating_extension_url(self) -> str:
+        return f"{self.canonical_base}/StructureDefinition/imaging-appropriateness"
+
+    @property
+    def rule_system(self) -> str:
+        return f"{self.canonical_base}/CodeSystem/rule"

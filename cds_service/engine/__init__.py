@@ -1,18 +1,57 @@
 """The seam between the protocol layer and the clinical logic.
 
-`evaluate` is the only function the protocol layer calls. It is pure: same request, record and
-knowledge in, same result out (uuids aside). The pipeline stages behind it are
-facts -> scenario -> rating -> cards.
+`evaluate` is the only function the protocol layer calls. It is pure: same request, record,
+knowledge and options in, same result out (uuids come from `options.new_uuid`). The pipeline:
+orders -> facts -> scenario -> rating -> cards.
 """
 
 from __future__ import annotations
 
+from cds_service.engine.cards import RenderContext, render
+from cds_service.engine.options import EngineOptions
+from cds_service.engine.orders import studies_to_rate
+from cds_service.engine.rating import rate_study
+from cds_service.engine.scenario import select_scenario
+from cds_service.facts import extract_facts
+from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.model import EngineResult, HookRequest, PatientRecord
 
+__all__ = ["EngineOptions", "evaluate"]
 
-def evaluate(request: HookRequest, record: PatientRecord, knowledge: object | None = None) -> EngineResult:
+_default_knowledge: Knowledge | None = None
+
+
+def evaluate(
+    request: HookRequest,
+    record: PatientRecord,
+    knowledge: Knowledge | None = None,
+    options: EngineOptions | None = None,
+) -> EngineResult:
     """Rate the imaging orders of `request` for the patient in `record`.
 
-    Placeholder until the knowledge-engine issue lands: no guidance.
+    order-select rates the selected imaging orders, order-sign every draft imaging order; other
+    orders are ignored, and a call without imaging orders returns no guidance.
     """
-    return EngineResult()
+    knowledge = knowledge or _builtin_knowledge()
+    options = options or EngineOptions()
+    studies = studies_to_rate(request.hook, request.draft_orders, request.selections, knowledge.catalog)
+    if not studies:
+        return EngineResult()
+    facts = extract_facts(record, knowledge.valuesets)
+    selection = select_scenario(facts, knowledge)
+    ratings = [rate_study(study, selection, facts, knowledge) for study in studies]
+    out = render(RenderContext(request, record, facts, knowledge, options), selection, ratings)
+    return EngineResult(
+        cards=tuple(out.cards),
+        system_actions=tuple(out.system_actions),
+        rule_ids=tuple(out.rule_ids),
+        card_index=out.card_index,
+    )
+
+
+def _builtin_knowledge() -> Knowledge:
+    # The app passes its loaded knowledge; this fallback serves scripts and the REPL.
+    global _default_knowledge
+    if _default_knowledge is None:
+        _default_knowledge = load_knowledge()
+    return _default_knowledge

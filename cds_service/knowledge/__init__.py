@@ -76,7 +76,8 @@ def load_knowledge(cards_dir: Path | None = None) -> Knowledge:
     if not scenario_files:
         raise KnowledgeError(f"{root / 'scenarios'}: no scenario files")
     scenarios = [
-        _scenario(reader.read(f"scenarios/{f.name}", "scenario"), f, catalog, pitfalls) for f in scenario_files
+        _scenario(reader.read(f"scenarios/{f.name}", "scenario"), f, catalog, pitfalls)
+        for f in scenario_files
     ]
     scenarios.sort(key=lambda s: -s.priority)
 
@@ -153,9 +154,16 @@ def _catalog(data: dict[str, Any]) -> Catalog:
                 raise _fail(file, f"procedures[{i}].codes", f"{key} already maps to {by_code[key]!r}")
             by_code[key] = p["id"]
         procedures[p["id"]] = Procedure(
-            id=p["id"], display=p["display"], modality=p["modality"], contrast=p["contrast"],
-            region=p["region"], rrl=p["relative_radiation_level"], rrl_verified=p["rrl_verified"],
-            codes=codes, components=tuple(p.get("components", ())), pet_tracer=p.get("pet_tracer", False),
+            id=p["id"],
+            display=p["display"],
+            modality=p["modality"],
+            contrast=p["contrast"],
+            region=p["region"],
+            rrl=p["relative_radiation_level"],
+            rrl_verified=p["rrl_verified"],
+            codes=codes,
+            components=tuple(p.get("components", ())),
+            pet_tracer=p.get("pet_tracer", False),
             component_only=p.get("component_only", False),
         )
     for i, p in enumerate(data["procedures"]):
@@ -165,7 +173,9 @@ def _catalog(data: dict[str, Any]) -> Catalog:
     tracers: dict[tuple[str, str], Tracer] = {}
     for i, t in enumerate(data["pet_tracers"]):
         if t["procedure"] not in procedures or not procedures[t["procedure"]].pet_tracer:
-            raise _fail(file, f"pet_tracers[{i}].procedure", f"{t['procedure']!r} is not a tracer-specific PET study")
+            raise _fail(
+                file, f"pet_tracers[{i}].procedure", f"{t['procedure']!r} is not a tracer-specific PET study"
+            )
         key = (aliases.get(t["system"], t["system"]), str(t["code"]))
         tracers[key] = Tracer(key[0], key[1], t["procedure"], t["agent"], t["verified"], t["source"])
     return Catalog(procedures=procedures, by_code=by_code, tracers=tracers, system_aliases=aliases)
@@ -174,7 +184,9 @@ def _catalog(data: dict[str, Any]) -> Catalog:
 def _check_predicate(file: str | Path, pred: Any, path: str) -> dict[str, Any]:
     problems = predicates.check(pred, path)
     if problems:
-        raise KnowledgeError(f"{file}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if problems[1:] else ""))
+        raise KnowledgeError(
+            f"{file}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if problems[1:] else "")
+        )
     return pred
 
 
@@ -197,10 +209,16 @@ def _pitfalls(data: dict[str, Any], catalog: Catalog) -> dict[str, Pitfall]:
         prefer = p.get("prefer", [])
         prefer_ids = _check_ids(file, prefer, catalog, f"{here}.prefer") if isinstance(prefer, list) else ()
         out[p["id"]] = Pitfall(
-            id=p["id"], title=p["title"], short=p["short"], indicator=p["indicator"],
-            applies_procedures=frozenset(procs), applies_contrast=frozenset(applies.get("contrast", ())),
-            trigger=_check_predicate(file, p["trigger"], f"{here}.trigger"), text=p["text"],
-            sources=tuple(p["sources"]), prefer=prefer_ids,
+            id=p["id"],
+            title=p["title"],
+            short=p["short"],
+            indicator=p["indicator"],
+            applies_procedures=frozenset(procs),
+            applies_contrast=frozenset(applies.get("contrast", ())),
+            trigger=_check_predicate(file, p["trigger"], f"{here}.trigger"),
+            text=p["text"],
+            sources=tuple(p["sources"]),
+            prefer=prefer_ids,
             prefer_contrast_not=prefer.get("contrast_not") if isinstance(prefer, dict) else None,
         )
     return out
@@ -211,14 +229,17 @@ def _texts(data: dict[str, Any]) -> Texts:
         o["id"]: Outcome(o["id"], o["title"], o["description"], tuple(o["sources"])) for o in data["outcomes"]
     }
     return Texts(
-        canonical_base=data["canonical_base"], source_label=data["source_label"],
+        canonical_base=data["canonical_base"],
+        source_label=data["source_label"],
         category_labels=dict(data["category_labels"]),
         override_reasons=tuple((r["code"], r["display"]) for r in data["override_reasons"]),
         outcomes=outcomes,
     )
 
 
-def _scenario(data: dict[str, Any], path: Path, catalog: Catalog, pitfalls: Mapping[str, Pitfall]) -> Scenario:
+def _scenario(
+    data: dict[str, Any], path: Path, catalog: Catalog, pitfalls: Mapping[str, Pitfall]
+) -> Scenario:
     file = f"scenarios/{path.name}"
     if data["id"] != path.stem:
         raise _fail(file, "id", f"id {data['id']!r} must equal the file name {path.stem!r}")
@@ -246,10 +267,20 @@ def _scenario(data: dict[str, Any], path: Path, catalog: Catalog, pitfalls: Mapp
         for i, r in enumerate(data["requires"])
     )
     return Scenario(
-        id=data["id"], title=data["title"], label=data["label"], kind=data["kind"], priority=data["priority"],
-        description=data["description"], acr=data["acr"], seeds=tuple(data["seeds"]),
-        population=_check_predicate(file, data["population"], "population"), requires=requires,
-        criteria=_check_predicate(file, data["criteria"], "criteria"), variants=tuple(variants),
-        pitfalls=tuple(data["pitfalls"]), recommended=dict(recommended), urgent_procedure=urgent,
+        id=data["id"],
+        title=data["title"],
+        label=data["label"],
+        kind=data["kind"],
+        priority=data["priority"],
+        description=data["description"],
+        acr=data["acr"],
+        seeds=tuple(data["seeds"]),
+        population=_check_predicate(file, data["population"], "population"),
+        requires=requires,
+        criteria=_check_predicate(file, data["criteria"], "criteria"),
+        variants=tuple(variants),
+        pitfalls=tuple(data["pitfalls"]),
+        recommended=dict(recommended),
+        urgent_procedure=urgent,
         evidence=data.get("evidence"),
     )

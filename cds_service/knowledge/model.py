@@ -1,4 +1,4 @@
-"""Typed, frozen view of the knowledge base under `cards/` (built by `cds_service.knowledge.load_knowledge`)."""
+"""Typed, frozen view of the knowledge base under `cards/` (built by `load_knowledge`)."""
 
 from __future__ import annotations
 
@@ -124,8 +124,10 @@ class Scenario:
         if not self.acr:
             return "No ACR Appropriateness Criteria variant covers this scenario"
         topic_id = f" (TopicId {self.acr['topic_id']})" if self.acr.get("topic_id") else ""
-        return f"ACR Appropriateness Criteria: {self.acr['topic']}{topic_id}, variant {self.acr['variant']}, " \
-               f"{self.acr['version']}"
+        return (
+            f"ACR Appropriateness Criteria: {self.acr['topic']}{topic_id}, variant {self.acr['variant']}, "
+            f"{self.acr['version']}"
+        )
 
 
 @dataclass(frozen=True)

@@ -203,8 +203,10 @@ def _meds(classes: list[str], facts: Facts) -> Match:
 
 def _med_started(arg: Mapping[str, Any], facts: Facts, _ctx: Context) -> Match:
     meds = [
-        m for m in current_medications(facts)
-        if m.classes & set(arg["classes"]) and m.start is not None
+        m
+        for m in current_medications(facts)
+        if m.classes & set(arg["classes"])
+        and m.start is not None
         and 0 <= (facts.as_of - m.start).days <= arg["days"]
     ]
     lines = tuple(f"{_med_line(m)}: started {(facts.as_of - m.start).days} days ago" for m in meds)
@@ -290,8 +292,7 @@ def _receptor_is(arg: Mapping[str, str], facts: Facts, _ctx: Context) -> Match:
 def _imaging_hit(arg: Mapping[str, Any], facts: Facts, ctx: Context) -> Match:
     wanted = set(arg["modality"])
     studies = [
-        s for s in facts.imaging
-        if s.procedure in wanted or ctx.modality_of.get(s.procedure) in wanted
+        s for s in facts.imaging if s.procedure in wanted or ctx.modality_of.get(s.procedure) in wanted
     ]
     if "within_days" in arg:
         studies = [s for s in studies if s.date and (facts.as_of - s.date).days <= arg["within_days"]]

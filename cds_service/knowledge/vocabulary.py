@@ -6,38 +6,105 @@ file stops the service at start instead of silently never matching.
 
 from __future__ import annotations
 
-CONCEPTS = frozenset({
-    "prostate-cancer", "breast-cancer", "other-cancer", "metastatic-disease", "metastasis-bone",
-    "metastasis-liver", "metastasis-lung", "metastasis-brain", "metastasis-lymph-node", "bone-pain",
-    "back-pain", "weight-loss", "headache", "seizure", "focal-neuro-deficit", "cord-compression",
-    "pulmonary-symptoms", "triple-negative", "inflammatory-breast-cancer", "castration-resistant",
-    "hormone-sensitive", "rising-psa-after-treatment", "ckd-severe", "dialysis",
-})
+CONCEPTS = frozenset(
+    {
+        "prostate-cancer",
+        "breast-cancer",
+        "other-cancer",
+        "metastatic-disease",
+        "metastasis-bone",
+        "metastasis-liver",
+        "metastasis-lung",
+        "metastasis-brain",
+        "metastasis-lymph-node",
+        "bone-pain",
+        "back-pain",
+        "weight-loss",
+        "headache",
+        "seizure",
+        "focal-neuro-deficit",
+        "cord-compression",
+        "pulmonary-symptoms",
+        "triple-negative",
+        "inflammatory-breast-cancer",
+        "castration-resistant",
+        "hormone-sensitive",
+        "rising-psa-after-treatment",
+        "ckd-severe",
+        "dialysis",
+    }
+)
 LABS = frozenset({"alp", "ast", "alt", "bilirubin", "egfr", "creatinine", "testosterone"})
-MED_CLASSES = frozenset({
-    "adt", "arpi", "antiandrogen", "chemotherapy", "her2-targeted", "immunotherapy", "endocrine",
-    "radioligand", "parp-inhibitor",
-})
+MED_CLASSES = frozenset(
+    {
+        "adt",
+        "arpi",
+        "antiandrogen",
+        "chemotherapy",
+        "her2-targeted",
+        "immunotherapy",
+        "endocrine",
+        "radioligand",
+        "parp-inhibitor",
+    }
+)
 PROCEDURE_CONCEPTS = frozenset({"radical-prostatectomy", "radiotherapy", "breast-surgery", "dialysis"})
-MODALITIES = frozenset({
-    "bone-scan", "ct", "mri", "psma-pet", "fdg-pet", "other-pet", "spect", "radiograph", "ultrasound",
-    "mammography",
-})
-FINDINGS = frozenset({
-    "bone-metastases", "no-bone-metastases", "visceral-metastases", "stable", "progression", "new-lesions",
-})
+MODALITIES = frozenset(
+    {
+        "bone-scan",
+        "ct",
+        "mri",
+        "psma-pet",
+        "fdg-pet",
+        "other-pet",
+        "spect",
+        "radiograph",
+        "ultrasound",
+        "mammography",
+    }
+)
+FINDINGS = frozenset(
+    {
+        "bone-metastases",
+        "no-bone-metastases",
+        "visceral-metastases",
+        "stable",
+        "progression",
+        "new-lesions",
+    }
+)
 RISK_GROUPS = ("low", "favorable-intermediate", "unfavorable-intermediate", "high", "very-high")
 RECEPTORS = frozenset({"er", "pr", "her2"})
 RECEPTOR_VALUES = frozenset({"positive", "negative"})
-STAGE_GROUPS = frozenset({
-    "0", "I", "IA", "IB", "II", "IIA", "IIB", "III", "IIIA", "IIIB", "IIIC", "IV",
-})
+STAGE_GROUPS = frozenset(
+    {
+        "0",
+        "I",
+        "IA",
+        "IB",
+        "II",
+        "IIA",
+        "IIB",
+        "III",
+        "IIIA",
+        "IIIB",
+        "IIIC",
+        "IV",
+    }
+)
 CATEGORIES = ("usually-appropriate", "may-be-appropriate", "usually-not-appropriate")
-PITFALL_IDS = frozenset({
-    "flare-phenomenon", "discordant-psa-progression", "visceral-suspicion-bone-scan-insufficient",
-    "aggressive-subtype-prefer-fdg", "lytic-lesions-missed-on-bone-scan",
-    "low-psa-conventional-imaging-low-yield", "contrast-kidney-risk", "psma-radioligand-eligibility",
-})
+PITFALL_IDS = frozenset(
+    {
+        "flare-phenomenon",
+        "discordant-psa-progression",
+        "visceral-suspicion-bone-scan-insufficient",
+        "aggressive-subtype-prefer-fdg",
+        "lytic-lesions-missed-on-bone-scan",
+        "low-psa-conventional-imaging-low-yield",
+        "contrast-kidney-risk",
+        "psma-radioligand-eligibility",
+    }
+)
 
 # MedicationRequest statuses that mean "the patient is on it now". A completed or unknown request
 # counts only if it started recently (see predicates.CURRENT_MED_WINDOW_DAYS): depot ADT and chemo

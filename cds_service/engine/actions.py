@@ -1,0 +1,170 @@
+"""FHIR pieces of the response: rating `update` systemActions and proposed replacement orders.
+
+Rating actions follow the Argonaut CDS Hooks for PAMA convention: the draft ServiceRequest comes
+back whole and unchanged except for its rating extensions (`pama-rating`, `pama-rating-consult-id`,
+optionally `pama-rating-qcdsm-consulted`) plus this project's own extension
+`{canonical_base}/StructureDefinition/imaging-appropriateness` with sub-extensions `category` (ACR
+category, when rated), `scenario`, `rule`, `procedure` and `knowledgeVersion` (docs/knowledge.md).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from cds_service.engine.options import EngineOptions
+from cds_service.engine.rating import StudyRating
+from cds_service.knowledge import Knowledge
+from cds_service.knowledge.model import Procedure
+from cds_service.model import ImagingOrder, Resource
+
+PAMA_RATING = "http://fhir.org/argonaut/Extension/pama-rating"
+PAMA_CONSULT_ID = "http://fhir.org/argonaut/Extension/pama-rating-consult-id"
+PAMA_QCDSM = "http://fhir.org/argonaut/Extension/pama-rating-qcdsm-consulted"
+PAMA_SYSTEM = "http://fhir.org/argonaut/CodeSystem/pama-rating"
+PAMA_DISPLAY = {
+    "appropriate": "Appropriate",
+    "not-appropriate": "Not appropriate",
+    "no-criteria-apply": "No criteria apply",
+}
+
+
+def _extensions(resource: Resource, drop: set[str]) -> list[Any]:
+    current = resource.get("extension")
+    current = current if isinstance(current, list) else ([current] if isinstance(current, dict) else [])
+    return [e for e in current if not (isinstance(e, dict) and e.get("url") in drop)]
+
+
+def rating_action(
+    order: ImagingOrder, rated: StudyRating, knowledge: Knowledge, options: EngineOptions
+) -> dict:
+    ours = knowledge.texts.rating_extension_url
+    resource = copy.deepcopy(dict(order.resource))
+    extensions = _extensions(resource, {PAMA_RATING, PAMA_CONSULT_ID, PAMA_QCDSM, ours})
+    extensions.append(
+        {
+            "url": PAMA_RATING,
+            "valueCodeableConcept": {
+                "coding": [{"system": PAMA_SYSTEM, "code": rated.pama, "display": PAMA_DISPLAY[rated.pama]}]
+            },
+        }
+    )
+    extensions.append({"url": PAMA_CONSULT_ID, "valueUri": f"urn:uuid:{options.new_uuid()}"})
+    if options.qcdsm_id:
+        extensions.append({"url": PAMA_QCDSM, "valueString": options.qcdsm_id})
+    detail = []
+    if rated.category:
+        detail.append({"url": "category", "valueCode": rated.category})
+    detail += [
+        {"url": "scenario", "valueCode": rated.scenario_id},
+        {"url": "rule", "valueCode": rated.rule_id},
+    ]
+    if rated.procedure:
+        detail.append({"url": "procedure", "valueCode": rated.procedure.id})
+    detail.append({"url": "knowledgeVersion", "valueString": knowledge.version})
+    extensions.append({"url": ours, "extension": detail})
+    resource["extension"] = extensions
+    label = PAMA_DISPLAY[rated.pama].lower()
+    return {
+        "type": "update",
+        "description": f"Record the imaging appropriateness rating ({label}) on the draft order",
+        "resource": resource,
+    }
+
+
+def _coding(system: str, code: str) -> dict[str, str]:
+    return {"system": system, "code": code}
+
+
+def _order_template(template: Resource, code: dict[str, Any], new_id: str, *, urgent: bool) -> dict:
+    order: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "id": new_id,
+        "status": "draft",
+        "intent": template.get("intent") if isinstance(template.get("intent"), str) else "order",
+        "code": code,
+    }
+    if urgent:
+        order["priority"] = "urgent"
+    for key in ("subject", "encounter", "requester"):
+        if isinstance(template.get(key), dict) and template[key]:
+            order[key] = copy.deepcopy(template[key])
+    reasons = template.get("reasonCode")
+    reasons = reasons if isinstance(reasons, list) else ([reasons] if isinstance(reasons, dict) else [])
+    reasons = [copy.deepcopy(r) for r in reasons if isinstance(r, dict) and r]
+    if reasons:
+        order["reasonCode"] = reasons  # the indication is carried over to the replacement
+    return order
+
+
+def can_order(procedure: Procedure, knowledge: Knowledge) -> bool:
+    """A replacement is only offered when we can code it (e.g. whole-body MRI has no specific code)."""
+    procs = knowledge.catalog.procedures
+    if procedure.pet_tracer:
+        return any(t.procedure == procedure.id for t in knowledge.catalog.tracers.values())
+    parts = [procs[c] for c in procedure.components] or [procedure]
+    return all(p.codes for p in parts)
+
+
+def new_orders(
+    procedure: Procedure,
+    template: Resource,
+    knowledge: Knowledge,
+    options: EngineOptions,
+    *,
+    urgent: bool = False,
+) -> list[dict]:
+    """ServiceRequests for `procedure`: one per component of a combined study; tracer in orderDetail."""
+    catalog = knowledge.catalog
+    if procedure.pet_tracer:
+        pet = catalog.procedures["pet-ct-unspecified-tracer"].codes[0]
+        tracer = next(t for t in catalog.tracers.values() if t.procedure == procedure.id)
+        order = _order_template(
+            template,
+            {"coding": [_coding(pet.system, pet.code)], "text": procedure.display},
+            options.new_uuid(),
+            urgent=urgent,
+        )
+        order["orderDetail"] = [{"coding": [_coding(tracer.system, tracer.code)], "text": tracer.agent}]
+        return [order]
+    parts = [catalog.procedures[c] for c in procedure.components] or [procedure]
+    return [
+        _order_template(
+            template,
+            {"coding": [_coding(p.codes[0].system, p.codes[0].code)], "text": p.display},
+            options.new_uuid(),
+            urgent=urgent,
+        )
+        for p in parts
+    ]
+
+
+def replace_actions(
+    orders: tuple[ImagingOrder, ...],
+    procedure: Procedure,
+    knowledge: Knowledge,
+    options: EngineOptions,
+    *,
+    urgent: bool = False,
+) -> list[dict]:
+    actions = [
+        {"type": "delete", "description": f"Remove the draft order {o.reference}", "resourceId": o.reference}
+        for o in orders
+    ]
+    template = orders[0].resource if orders else {}
+    actions += [
+        {"type": "create", "description": f"Order {order['code']['text']}", "resource": order}
+        for order in new_orders(procedure, template, knowledge, options, urgent=urgent)
+    ]
+    return actions
+
+
+def add_tracer_action(order: ImagingOrder, procedure: Procedure, knowledge: Knowledge) -> dict:
+    """Update a PET/CT draft with the chosen tracer in orderDetail (a user-accepted suggestion)."""
+    tracer = next(t for t in knowledge.catalog.tracers.values() if t.procedure == procedure.id)
+    resource = copy.deepcopy(dict(order.resource))
+    details = resource.get("orderDetail")
+    details = details if isinstance(details, list) else ([details] if isinstance(details, dict) else [])
+    details.append({"coding": [_coding(tracer.system, tracer.code)], "text": tracer.agent})
+    resource["orderDetail"] = details
+    return {"type": "update", "description": f"Specify the tracer: {tracer.agent}", "resource": resource}

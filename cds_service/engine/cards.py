@@ -1,0 +1,408 @@
+"""Ratings -> CDS Hooks 2.0 cards (at most one per study plus one per red flag) and rating systemActions.
+
+Every card: a uuid, a plain-verdict summary under 140 characters, GFM detail with the facts that drove
+it (dates and values), alternatives with category and radiation level, pitfalls and sources, coded
+override reasons with display, and an absolute link to `/rules/<rule_id>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cds_service.engine.actions import (
+    add_tracer_action,
+    can_order,
+    new_orders,
+    rating_action,
+    replace_actions,
+)
+from cds_service.engine.options import EngineOptions
+from cds_service.engine.rating import Alternative, StudyRating
+from cds_service.engine.scenario import INSUFFICIENT_DATA, ScenarioMatch, Selection
+from cds_service.knowledge import Knowledge
+from cds_service.knowledge.model import Procedure, Scenario
+from cds_service.model import Facts, HookRequest, PatientRecord
+
+SUMMARY_MAX = 139
+
+
+@dataclass
+class Rendered:
+    cards: list[dict] = field(default_factory=list)
+    system_actions: list[dict] = field(default_factory=list)
+    card_index: dict[str, dict[str, str]] = field(default_factory=dict)
+    rule_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    request: HookRequest
+    record: PatientRecord
+    facts: Facts
+    knowledge: Knowledge
+    options: EngineOptions
+
+
+def _summary(text: str) -> str:
+    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1].rstrip(" ,;:") + "…"
+
+
+def _md(text: str) -> str:
+    """Neutralise characters that would turn record text into markup or break a table."""
+    return (
+        text.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("|", "\\|")
+        .replace("*", "\\*")
+        .replace("_", "\\_")
+    )
+
+
+def _bullets(lines: Iterable[str]) -> str:
+    return "\n".join(f"- {_md(line)}" for line in lines)
+
+
+def _category_label(ctx: RenderContext, category: str | None) -> str:
+    return ctx.knowledge.texts.category_labels[category] if category else "Not rated (source recommendation)"
+
+
+def _alt_table(ctx: RenderContext, alts: Iterable[Alternative]) -> str:
+    rows = [
+        f"| {_md(a.procedure.display)} | {_category_label(ctx, a.category)} | {a.procedure.rrl_text} |"
+        for a in alts
+    ]
+    if not rows:
+        return ""
+    return "**Alternatives**\n\n| Study | Rating | Radiation (adult RRL) |\n|---|---|---|\n" + "\n".join(rows)
+
+
+def _sources(scenario: Scenario | None, extra: Iterable[str]) -> str:
+    lines = []
+    if scenario:
+        lines.append(scenario.acr_citation)
+        lines += [f"Source article {seed}" for seed in scenario.seeds]
+    lines += list(extra)
+    return "**Sources**\n\n" + _bullets(dict.fromkeys(lines))
+
+
+def _confidence(ctx: RenderContext) -> str:
+    issues = list(ctx.facts.data_issues)
+    issues += [f"could not retrieve {key}" for key in ctx.record.incomplete]
+    if not issues:
+        return ""
+    return (
+        "**Confidence lowered**: the record is incomplete or contradictory; check before relying on this.\n\n"
+        + _bullets(issues)
+    )
+
+
+def _join(*parts: str) -> str:
+    return "\n\n".join(p for p in parts if p)
+
+
+def _card(
+    ctx: RenderContext,
+    out: Rendered,
+    *,
+    rule_id: str,
+    title: str,
+    scenario_id: str,
+    procedure_id: str,
+    summary: str,
+    detail: str,
+    indicator: str,
+    suggestions: list[dict] | None = None,
+) -> None:
+    texts = ctx.knowledge.texts
+    url = f"{ctx.request.base_url.rstrip('/')}/rules/{rule_id}"
+    card_uuid = ctx.options.new_uuid()
+    card: dict[str, Any] = {
+        "uuid": card_uuid,
+        "summary": _summary(summary),
+        "detail": detail,
+        "indicator": indicator,
+        "source": {
+            "label": texts.source_label,
+            "url": url,
+            "topic": {"system": texts.rule_system, "code": rule_id, "display": title},
+        },
+        "overrideReasons": [
+            {"system": texts.override_system, "code": c, "display": d} for c, d in texts.override_reasons
+        ],
+        "links": [{"label": f"Why this advice: {title}"[:80], "url": url, "type": "absolute"}],
+    }
+    if suggestions:
+        card["suggestions"] = suggestions
+        card["selectionBehavior"] = "at-most-one"
+    out.cards.append(card)
+    out.card_index[card_uuid] = {
+        "rule_id": rule_id,
+        "scenario_id": scenario_id,
+        "knowledge_version": ctx.knowledge.version,
+        "procedure_id": procedure_id,
+    }
+
+
+def _suggestion(ctx: RenderContext, label: str, actions: list[dict], recommended: bool) -> dict:
+    return {
+        "label": label[:120],
+        "uuid": ctx.options.new_uuid(),
+        "isRecommended": recommended,
+        "actions": actions,
+    }
+
+
+def _replacement_suggestions(
+    ctx: RenderContext, rated: StudyRating, alts: Iterable[Alternative]
+) -> list[dict]:
+    offer = [a for a in alts if can_order(a.procedure, ctx.knowledge)]
+    return [
+        _suggestion(
+            ctx,
+            f"Replace with {a.procedure.display} ({_category_label(ctx, a.category).lower()}, "
+            f"{a.procedure.rrl_symbol})",
+            replace_actions(rated.study.to_rate, a.procedure, ctx.knowledge, ctx.options),
+            i == 0,
+        )
+        for i, a in enumerate(offer)
+    ]
+
+
+def _ordered_line(rated: StudyRating) -> str:
+    proc = rated.procedure
+    name = f"{proc.display} (radiation {proc.rrl_text})" if proc else "Imaging study not in the catalog"
+    if len(rated.study.orders) > 1:
+        name += "; rated as one study from " + " + ".join(rated.study.references)
+    return f"**Ordered**: {_md(name)}"
+
+
+def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
+    match, proc = rated.match, rated.procedure
+    if match is None or proc is None:
+        return
+    category = rated.category
+    if category == "usually-appropriate" and not rated.pitfalls and ctx.options.quiet_appropriate:
+        return
+    if category is None and not rated.pitfalls:
+        return
+    scenario = match.scenario
+    if category == "usually-not-appropriate":
+        better = f"; consider {rated.replacements[0].procedure.display}" if rated.replacements else ""
+        summary = f"{proc.display} is usually not appropriate for {scenario.label}{better}"
+    elif category and rated.pitfalls:
+        label = _category_label(ctx, category).lower()
+        summary = f"{proc.display} is {label}, but {rated.pitfalls[0].pitfall.short}"
+    elif category:
+        summary = f"{proc.display}: {_category_label(ctx, category).lower()} for {scenario.label}"
+    else:
+        summary = f"{proc.display}: {rated.pitfalls[0].pitfall.short}"
+    warn = category == "usually-not-appropriate" or any(
+        p.pitfall.indicator == "warning" for p in rated.pitfalls
+    )
+    verdict = (
+        f"**{_category_label(ctx, category)}** for *{_md(scenario.title)}* "
+        f"({_md(match.variant.title)}): {_md(rated.rating.rationale)}"
+        if rated.rating
+        else f"Not rated for *{_md(scenario.title)}*: no criteria apply to this study."
+    )
+    pitfalls = "\n".join(
+        f"- **{_md(p.pitfall.title)}**: {_md(p.pitfall.text)}"
+        + (f" *(Record: {_md('; '.join(p.evidence))})*" if p.evidence else "")
+        for p in rated.pitfalls
+    )
+    detail = _join(
+        verdict,
+        _ordered_line(rated),
+        "**Facts that placed the patient in this scenario**\n\n" + _bullets(match.evidence)
+        if match.evidence
+        else "",
+        "**Caution**\n\n" + pitfalls if pitfalls else "",
+        _alt_table(ctx, rated.alternatives),
+        f"**Evidence**: {_md(scenario.evidence)}" if scenario.evidence else "",
+        _confidence(ctx),
+        _sources(
+            scenario,
+            ([rated.rating.source] if rated.rating else [])
+            + [s for p in rated.pitfalls for s in p.pitfall.sources],
+        ),
+    )
+    suggestions = _replacement_suggestions(ctx, rated, rated.replacements)
+    if category == "usually-not-appropriate" and not suggestions:
+        removal = [
+            {
+                "type": "delete",
+                "description": f"Remove the draft order {o.reference}",
+                "resourceId": o.reference,
+            }
+            for o in rated.study.to_rate
+        ]
+        suggestions = [_suggestion(ctx, f"Remove the {proc.display} order", removal, True)]
+    _card(
+        ctx,
+        out,
+        rule_id=scenario.id,
+        title=scenario.title,
+        scenario_id=scenario.id,
+        procedure_id=proc.id,
+        summary=summary,
+        detail=detail,
+        indicator="warning" if warn else "info",
+        suggestions=suggestions,
+    )
+    out.rule_ids += [p.pitfall.id for p in rated.pitfalls]
+
+
+def _tracer_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
+    order = rated.study.to_rate[0]
+    options = [a for a in rated.tracer_options if can_order(a.procedure, ctx.knowledge)]
+    suggestions = [
+        _suggestion(
+            ctx,
+            f"{a.procedure.display} ({_category_label(ctx, a.category).lower()})",
+            [add_tracer_action(order, a.procedure, ctx.knowledge)],
+            False,
+        )
+        for a in options
+    ]
+    outcome = ctx.knowledge.texts.outcomes["pet-tracer-unspecified"]
+    scenario = rated.match.scenario if rated.match else None
+    rows = _alt_table(ctx, rated.tracer_options).replace("**Alternatives**", "**Tracer-specific studies**")
+    detail = _join(
+        f"This PET/CT cannot be rated: {_md(rated.study.unresolved_reason or 'tracer not coded')}. "
+        "The tracer decides the rating, so the service does not assume one.",
+        f"Scenario: *{_md(scenario.title)}*." if scenario else "",
+        rows,
+        _confidence(ctx),
+        _sources(scenario, outcome.sources),
+    )
+    _card(
+        ctx,
+        out,
+        rule_id=outcome.id,
+        title=outcome.title,
+        scenario_id=rated.scenario_id,
+        procedure_id=rated.procedure.id if rated.procedure else "",
+        summary="PET/CT tracer not specified: choose the tracer (PSMA, FDG or fluciclovine) to get a rating",
+        detail=detail,
+        indicator="warning",
+        suggestions=suggestions,
+    )
+    out.rule_ids.append(outcome.id)
+
+
+def _red_flag_card(
+    ctx: RenderContext, out: Rendered, flag: ScenarioMatch, ratings: list[StudyRating]
+) -> None:
+    scenario = flag.scenario
+    urgent: Procedure = ctx.knowledge.catalog.procedures[scenario.urgent_procedure]
+    ordered = [r for r in ratings if r.procedure is None or r.procedure.id != urgent.id]
+    already = len(ordered) < len(ratings)
+    to_replace = tuple(o for r in ordered for o in r.study.to_rate)
+    suggestions = []
+    if not already and to_replace:
+        suggestions = [
+            _suggestion(
+                ctx,
+                f"Replace with urgent {urgent.display}",
+                replace_actions(to_replace, urgent, ctx.knowledge, ctx.options, urgent=True),
+                True,
+            ),
+            _suggestion(
+                ctx,
+                f"Add urgent {urgent.display} and keep the current order",
+                _add_only(ctx, urgent, to_replace[0].resource),
+                False,
+            ),
+        ]
+    action = f"perform the ordered {urgent.display} urgently" if already else f"order urgent {urgent.display}"
+    summary = f"URGENT: {scenario.label}: {action}"
+    rated_lines = [
+        f"{r.procedure.display if r.procedure else 'Unrecognised study'}: "
+        f"{_category_label(ctx, r.category).lower() if r.category else 'no criteria apply'}"
+        for r in ratings
+    ]
+    detail = _join(
+        f"**Red flag: {_md(scenario.title)}.** {_md(scenario.description)}",
+        "**Facts**\n\n" + _bullets(flag.evidence),
+        f"**Recommended**: {_md(urgent.display)} ({urgent.rrl_text}), urgently.",
+        "**Orders under this red flag**\n\n" + _bullets(rated_lines) if rated_lines else "",
+        f"**Evidence**: {_md(scenario.evidence)}" if scenario.evidence else "",
+        _confidence(ctx),
+        _sources(scenario, [r.source for r in flag.variant.ratings.values()]),
+    )
+    _card(
+        ctx,
+        out,
+        rule_id=scenario.id,
+        title=scenario.title,
+        scenario_id=scenario.id,
+        procedure_id=urgent.id,
+        summary=summary,
+        detail=detail,
+        indicator="critical",
+        suggestions=suggestions,
+    )
+
+
+def _add_only(ctx: RenderContext, procedure: Procedure, template: Mapping[str, Any]) -> list[dict]:
+    return [
+        {"type": "create", "description": f"Order urgent {o['code']['text']}", "resource": o}
+        for o in new_orders(procedure, template, ctx.knowledge, ctx.options, urgent=True)
+    ]
+
+
+def _insufficient_card(
+    ctx: RenderContext, out: Rendered, selection: Selection, ratings: list[StudyRating]
+) -> None:
+    outcome = ctx.knowledge.texts.outcomes[INSUFFICIENT_DATA]
+    first = selection.missing[0]
+    lines = [
+        f"For *{_md(m.scenario.title)}*: record " + "; ".join(_md(x) for x in m.missing)
+        for m in selection.missing
+    ]
+    ordered = [r.procedure.display for r in ratings if r.procedure]
+    detail = _join(
+        _md(outcome.description),
+        "**Missing facts**\n\n" + "\n".join(f"- {line}" for line in lines),
+        "**Orders not rated**: " + _md(", ".join(ordered)) if ordered else "",
+        _confidence(ctx),
+        _sources(None, outcome.sources + tuple(f"{m.scenario.acr_citation}" for m in selection.missing)),
+    )
+    _card(
+        ctx,
+        out,
+        rule_id=outcome.id,
+        title=outcome.title,
+        scenario_id=INSUFFICIENT_DATA,
+        procedure_id=ratings[0].procedure.id if ratings and ratings[0].procedure else "",
+        summary=f"No rating: record is missing {first.missing[0]}",
+        detail=detail,
+        indicator="info",
+    )
+
+
+def render(ctx: RenderContext, selection: Selection, ratings: list[StudyRating]) -> Rendered:
+    out = Rendered()
+    for flag in selection.red_flags:
+        _red_flag_card(ctx, out, flag, ratings)
+        out.rule_ids.append(flag.scenario.id)
+    if not selection.red_flags:
+        if selection.match is None and selection.missing:
+            _insufficient_card(ctx, out, selection, ratings)
+            out.rule_ids.append(INSUFFICIENT_DATA)
+        for rated in ratings:
+            if rated.rule_id == "pet-tracer-unspecified":
+                _tracer_card(ctx, out, rated)
+            else:
+                _study_card(ctx, out, rated)
+        out.rule_ids.append(selection.outcome)
+    for rated in ratings:
+        if rated.pama is not None:
+            out.system_actions += [
+                rating_action(o, rated, ctx.knowledge, ctx.options) for o in rated.study.to_rate
+            ]
+    out.rule_ids = list(dict.fromkeys(out.rule_ids))
+    return out

@@ -1,0 +1,207 @@
+"""(Study, selected scenario, facts) -> rating, fired pitfalls and the alternatives to offer.
+
+Semantics: a study rated in the scenario's variant gets that ACR category (usually/may-be
+appropriate -> PAMA `appropriate`, usually-not-appropriate -> `not-appropriate`); a study the scenario
+does not rate gets `no-criteria-apply` and never an invented category. A PET/CT whose tracer is not
+coded gets no rating when the tracer would change the answer. Red flags outrank the scenario: under
+a red flag, orders are rated by the red-flag rule only. With insufficient data nothing is rated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cds_service.engine.orders import PET_UNSPECIFIED, Study
+from cds_service.engine.scenario import INSUFFICIENT_DATA, NO_CRITERIA_APPLY, ScenarioMatch, Selection
+from cds_service.knowledge import Knowledge
+from cds_service.knowledge.model import Pitfall, Procedure, Rating
+from cds_service.knowledge.predicates import Context, evaluate
+from cds_service.model import Facts
+
+PAMA_BY_CATEGORY = {
+    "usually-appropriate": "appropriate",
+    "may-be-appropriate": "appropriate",
+    "usually-not-appropriate": "not-appropriate",
+}
+CATEGORY_ORDER = {"usually-appropriate": 0, "may-be-appropriate": 1, None: 2, "usually-not-appropriate": 3}
+KIDNEY_PITFALL = "contrast-kidney-risk"
+
+
+@dataclass(frozen=True)
+class FiredPitfall:
+    pitfall: Pitfall
+    evidence: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Alternative:
+    procedure: Procedure
+    category: str | None  # None: recommended by the source without an ACR category
+    note: str
+
+
+@dataclass(frozen=True)
+class StudyRating:
+    study: Study
+    procedure: Procedure | None
+    scenario_id: str  # scenario or red flag that rated it, or "no-criteria-apply"/"insufficient-data"
+    rule_id: str
+    rating: Rating | None  # the ACR-rated entry, when the scenario rates this study
+    pama: str | None  # appropriate | not-appropriate | no-criteria-apply | None (no rating given)
+    pitfalls: tuple[FiredPitfall, ...] = ()
+    alternatives: tuple[Alternative, ...] = ()  # everything the scenario rates or recommends, best first
+    replacements: tuple[Alternative, ...] = ()  # what to offer instead of this order, preferred first
+    tracer_options: tuple[Alternative, ...] = ()  # for a PET/CT without a coded tracer
+    match: ScenarioMatch | None = None
+
+    @property
+    def category(self) -> str | None:
+        return self.rating.category if self.rating else None
+
+
+def _alternatives(match: ScenarioMatch, knowledge: Knowledge, exclude: str | None) -> list[Alternative]:
+    procs = knowledge.catalog.procedures
+    variant, scenario = match.variant, match.scenario
+    alts = [Alternative(procs[pid], r.category, r.rationale) for pid, r in variant.ratings.items()]
+    alts += [
+        Alternative(procs[pid], None, note)
+        for pid, note in scenario.recommended.items()
+        if pid not in variant.ratings
+    ]
+    preferred = {pid: i for i, pid in enumerate(variant.preferred)}
+    alts.sort(key=lambda a: (preferred.get(a.procedure.id, 99), CATEGORY_ORDER[a.category], a.procedure.rrl))
+    return [a for a in alts if a.procedure.id != exclude]
+
+
+def _offerable(alts: list[Alternative], wanted: list[str], kidney_risk: bool) -> tuple[Alternative, ...]:
+    """Keep alternatives the scenario rates appropriate or recommends, in the `wanted` order."""
+    by_id = {a.procedure.id: a for a in alts if a.category != "usually-not-appropriate"}
+    chosen = [by_id[pid] for pid in dict.fromkeys(wanted) if pid in by_id]
+    if kidney_risk:
+        chosen = [a for a in chosen if a.procedure.contrast != "iodinated"]
+    return tuple(chosen)
+
+
+def _fired_pitfalls(
+    match: ScenarioMatch, procedure: Procedure, facts: Facts, knowledge: Knowledge, ctx: Context
+) -> tuple[FiredPitfall, ...]:
+    fired = []
+    for pid in match.scenario.pitfalls:
+        pitfall = knowledge.pitfalls[pid]
+        if pitfall.applies_to(procedure):
+            m = evaluate(pitfall.trigger, facts, ctx)
+            if m.ok:
+                fired.append(FiredPitfall(pitfall, m.evidence))
+    return tuple(fired)
+
+
+def _kidney_risk(match: ScenarioMatch, facts: Facts, knowledge: Knowledge, ctx: Context) -> bool:
+    pitfall = knowledge.pitfalls.get(KIDNEY_PITFALL)
+    return bool(
+        pitfall and KIDNEY_PITFALL in match.scenario.pitfalls and evaluate(pitfall.trigger, facts, ctx).ok
+    )
+
+
+def _replacements(
+    rating: Rating | None,
+    procedure: Procedure,
+    pitfalls: tuple[FiredPitfall, ...],
+    alts: list[Alternative],
+    match: ScenarioMatch,
+    kidney_risk: bool,
+) -> tuple[Alternative, ...]:
+    wanted: list[str] = []
+    for fired in pitfalls:
+        p = fired.pitfall
+        if p.prefer and procedure.id not in p.prefer:
+            wanted += p.prefer
+        if p.prefer_contrast_not:
+            wanted += [a.procedure.id for a in alts if a.procedure.contrast != p.prefer_contrast_not]
+    if rating and rating.category == "usually-not-appropriate":
+        wanted += list(match.variant.preferred) + [a.procedure.id for a in alts]
+    return _offerable(alts, wanted, kidney_risk)
+
+
+def _rate_in_scenario(
+    study: Study, procedure: Procedure, match: ScenarioMatch, facts: Facts, knowledge: Knowledge, ctx: Context
+) -> StudyRating:
+    scenario_id = match.scenario.id
+    alts = _alternatives(match, knowledge, exclude=procedure.id)
+    kidney = _kidney_risk(match, facts, knowledge, ctx)
+    if procedure.id == PET_UNSPECIFIED:
+        options = [a for a in _alternatives(match, knowledge, None) if a.procedure.pet_tracer]
+        outcomes = {PAMA_BY_CATEGORY.get(a.category or "", NO_CRITERIA_APPLY) for a in options} or {
+            NO_CRITERIA_APPLY
+        }
+        tracer_ids = [p.id for p in knowledge.catalog.procedures.values() if p.pet_tracer]
+        if len(outcomes) == 1 and len(options) in (0, len(tracer_ids)):
+            return StudyRating(study, procedure, scenario_id, scenario_id, None, outcomes.pop(), match=match)
+        return StudyRating(
+            study,
+            procedure,
+            scenario_id,
+            "pet-tracer-unspecified",
+            None,
+            None,
+            alternatives=tuple(alts),
+            tracer_options=tuple(options),
+            match=match,
+        )
+    rating = match.variant.ratings.get(procedure.id)
+    pitfalls = _fired_pitfalls(match, procedure, facts, knowledge, ctx)
+    pama = PAMA_BY_CATEGORY[rating.category] if rating else NO_CRITERIA_APPLY
+    return StudyRating(
+        study,
+        procedure,
+        scenario_id,
+        scenario_id,
+        rating,
+        pama,
+        pitfalls,
+        tuple(alts),
+        _replacements(rating, procedure, pitfalls, alts, match, kidney),
+        match=match,
+    )
+
+
+def _rate_under_red_flags(
+    study: Study, procedure: Procedure | None, red_flags: tuple[ScenarioMatch, ...]
+) -> StudyRating:
+    for flag in red_flags:
+        rating = flag.variant.ratings.get(procedure.id) if procedure else None
+        if rating:
+            return StudyRating(
+                study,
+                procedure,
+                flag.scenario.id,
+                flag.scenario.id,
+                rating,
+                PAMA_BY_CATEGORY[rating.category],
+                match=flag,
+            )
+    flag = red_flags[0]
+    return StudyRating(
+        study, procedure, flag.scenario.id, flag.scenario.id, None, NO_CRITERIA_APPLY, match=flag
+    )
+
+
+def rate_study(study: Study, selection: Selection, facts: Facts, knowledge: Knowledge) -> StudyRating:
+    procedure = knowledge.catalog.procedures.get(study.procedure_id) if study.procedure_id else None
+    if selection.red_flags:
+        return _rate_under_red_flags(study, procedure, selection.red_flags)
+    if selection.match is None:
+        if selection.missing:
+            return StudyRating(study, procedure, INSUFFICIENT_DATA, INSUFFICIENT_DATA, None, None)
+        return StudyRating(study, procedure, NO_CRITERIA_APPLY, NO_CRITERIA_APPLY, None, NO_CRITERIA_APPLY)
+    if procedure is None:
+        return StudyRating(
+            study,
+            None,
+            selection.match.scenario.id,
+            selection.match.scenario.id,
+            None,
+            NO_CRITERIA_APPLY,
+            match=selection.match,
+        )
+    ctx = Context(modality_of=knowledge.modality_of)
+    return _rate_in_scenario(study, procedure, selection.match, facts, knowledge, ctx)

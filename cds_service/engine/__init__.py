@@ -14,9 +14,9 @@ from cds_service.engine.rating import rate_study
 from cds_service.engine.scenario import select_scenario
 from cds_service.facts import extract_facts
 from cds_service.knowledge import Knowledge, load_knowledge
-from cds_service.model import EngineResult, HookRequest, PatientRecord
+from cds_service.model import EngineResult, Facts, HookRequest, PatientRecord
 
-__all__ = ["EngineOptions", "evaluate"]
+__all__ = ["EngineOptions", "evaluate", "evaluate_facts"]
 
 _default_knowledge: Knowledge | None = None
 
@@ -33,14 +33,32 @@ def evaluate(
     orders are ignored, and a call without imaging orders returns no guidance.
     """
     knowledge = knowledge or _builtin_knowledge()
-    options = options or EngineOptions()
     studies = studies_to_rate(request.hook, request.draft_orders, request.selections, knowledge.catalog)
     if not studies:
         return EngineResult()
     facts = extract_facts(record, knowledge.valuesets)
+    return evaluate_facts(request, record, facts, knowledge, options)
+
+
+def evaluate_facts(
+    request: HookRequest,
+    record: PatientRecord,
+    facts: Facts,
+    knowledge: Knowledge,
+    options: EngineOptions | None = None,
+) -> EngineResult:
+    """The pipeline after the facts stage (tests and replays call it with hand-built Facts)."""
+    options = options or EngineOptions()
+    studies = studies_to_rate(request.hook, request.draft_orders, request.selections, knowledge.catalog)
+    if not studies:
+        return EngineResult()
     selection = select_scenario(facts, knowledge)
     ratings = [rate_study(study, selection, facts, knowledge) for study in studies]
-    out = render(RenderContext(request, record, facts, knowledge, options), selection, ratings)
+    drafted = frozenset(
+        s.procedure_id for s in studies_to_rate("order-sign", request.draft_orders, (), knowledge.catalog)
+    )
+    ctx = RenderContext(request, record, facts, knowledge, options, drafted)
+    out = render(ctx, selection, ratings)
     return EngineResult(
         cards=tuple(out.cards),
         system_actions=tuple(out.system_actions),

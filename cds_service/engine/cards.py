@@ -43,6 +43,7 @@ class RenderContext:
     facts: Facts
     knowledge: Knowledge
     options: EngineOptions
+    drafted: frozenset[str] = frozenset()  # procedure ids already among the draft orders
 
 
 def _summary(text: str) -> str:
@@ -57,7 +58,6 @@ def _md(text: str) -> str:
         .replace(">", "&gt;")
         .replace("|", "\\|")
         .replace("*", "\\*")
-        .replace("_", "\\_")
     )
 
 
@@ -132,7 +132,7 @@ def _card(
         "overrideReasons": [
             {"system": texts.override_system, "code": c, "display": d} for c, d in texts.override_reasons
         ],
-        "links": [{"label": f"Why this advice: {title}"[:80], "url": url, "type": "absolute"}],
+        "links": [{"label": f"Why this advice: {title}", "url": url, "type": "absolute"}],
     }
     if suggestions:
         card["suggestions"] = suggestions
@@ -158,7 +158,8 @@ def _suggestion(ctx: RenderContext, label: str, actions: list[dict], recommended
 def _replacement_suggestions(
     ctx: RenderContext, rated: StudyRating, alts: Iterable[Alternative]
 ) -> list[dict]:
-    offer = [a for a in alts if can_order(a.procedure, ctx.knowledge)]
+    # Never propose a study that is already drafted in this ordering session.
+    offer = [a for a in alts if can_order(a.procedure, ctx.knowledge) and a.procedure.id not in ctx.drafted]
     return [
         _suggestion(
             ctx,

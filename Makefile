@@ -24,5 +24,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check cds_service tests
 
+docs: $(STAMP)
+	$(BIN)/python -m cds_service.knowledge.docs
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

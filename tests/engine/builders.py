@@ -64,8 +64,9 @@ def request(*orders: dict, hook: str = "order-sign", selections: tuple[str, ...]
 
 
 def record(incomplete: tuple[str, ...] = ()) -> PatientRecord:
-    return PatientRecord(patient={"resourceType": "Patient", "id": "p1"}, resources={}, as_of=TODAY,
-                         incomplete=incomplete)
+    return PatientRecord(
+        patient={"resourceType": "Patient", "id": "p1"}, resources={}, as_of=TODAY, incomplete=incomplete
+    )
 
 
 def counter_uuid() -> EngineOptions:
@@ -99,10 +100,21 @@ def prior(modality: str, *findings: str, ago: int = 120) -> ImagingFact:
     return ImagingFact(modality, days_ago(ago), frozenset(findings))
 
 
-def run(f: Facts, *orders: dict, hook: str = "order-sign", selections: tuple[str, ...] = (),
-        options: EngineOptions | None = None, rec: PatientRecord | None = None) -> EngineResult:
-    return evaluate_facts(request(*orders, hook=hook, selections=selections), rec or record(), f, KNOWLEDGE,
-                          options or counter_uuid())
+def run(
+    f: Facts,
+    *orders: dict,
+    hook: str = "order-sign",
+    selections: tuple[str, ...] = (),
+    options: EngineOptions | None = None,
+    rec: PatientRecord | None = None,
+) -> EngineResult:
+    return evaluate_facts(
+        request(*orders, hook=hook, selections=selections),
+        rec or record(),
+        f,
+        KNOWLEDGE,
+        options or counter_uuid(),
+    )
 
 
 def pama(result: EngineResult) -> dict[str, str]:
@@ -110,7 +122,9 @@ def pama(result: EngineResult) -> dict[str, str]:
     out = {}
     for action in result.system_actions:
         ext = {e["url"]: e for e in action["resource"]["extension"]}
-        code = ext["http://fhir.org/argonaut/Extension/pama-rating"]["valueCodeableConcept"]["coding"][0]["code"]
+        code = ext["http://fhir.org/argonaut/Extension/pama-rating"]["valueCodeableConcept"]["coding"][0][
+            "code"
+        ]
         out[action["resource"]["id"]] = code
     return out
 

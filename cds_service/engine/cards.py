@@ -391,8 +391,9 @@ def render(ctx: RenderContext, selection: Selection, ratings: list[StudyRating])
         _red_flag_card(ctx, out, flag, ratings)
         out.rule_ids.append(flag.scenario.id)
     if not selection.red_flags:
-        if selection.match is None and selection.missing:
-            _insufficient_card(ctx, out, selection, ratings)
+        undetermined = [r for r in ratings if r.scenario_id == INSUFFICIENT_DATA]
+        if undetermined:
+            _insufficient_card(ctx, out, selection, undetermined)
             out.rule_ids.append(INSUFFICIENT_DATA)
         for rated in ratings:
             if rated.rule_id == "pet-tracer-unspecified":

@@ -185,12 +185,22 @@ def _rate_under_red_flags(
     )
 
 
+def _could_be_rated(procedure: Procedure | None, selection: Selection) -> bool:
+    """Would any scenario that lacks facts rate this study? If none would, missing facts cannot matter."""
+    if procedure is None:
+        return False
+    ids = {procedure.id}
+    if procedure.id == PET_UNSPECIFIED:  # any tracer-specific PET could be meant
+        ids |= {"psma-pet-ct", "fdg-pet-ct", "fluciclovine-pet-ct"}
+    return any(ids & set(v.ratings) for m in selection.missing for v in m.scenario.variants)
+
+
 def rate_study(study: Study, selection: Selection, facts: Facts, knowledge: Knowledge) -> StudyRating:
     procedure = knowledge.catalog.procedures.get(study.procedure_id) if study.procedure_id else None
     if selection.red_flags:
         return _rate_under_red_flags(study, procedure, selection.red_flags)
     if selection.match is None:
-        if selection.missing:
+        if selection.missing and _could_be_rated(procedure, selection):
             return StudyRating(study, procedure, INSUFFICIENT_DATA, INSUFFICIENT_DATA, None, None)
         return StudyRating(study, procedure, NO_CRITERIA_APPLY, NO_CRITERIA_APPLY, None, NO_CRITERIA_APPLY)
     if procedure is None:

@@ -400,11 +400,10 @@ def render(ctx: RenderContext, selection: Selection, ratings: list[StudyRating])
                 _tracer_card(ctx, out, rated)
             else:
                 _study_card(ctx, out, rated)
-        out.rule_ids.append(selection.outcome)
     for rated in ratings:
         if rated.pama is not None:
             out.system_actions += [
                 rating_action(o, rated, ctx.knowledge, ctx.options) for o in rated.study.to_rate
             ]
-    out.rule_ids = list(dict.fromkeys(out.rule_ids))
+    out.rule_ids = list(dict.fromkeys(out.rule_ids + [r.rule_id for r in ratings]))
     return out

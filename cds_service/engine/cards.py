@@ -195,7 +195,8 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         summary = f"{proc.display} is usually not appropriate for {scenario.label}{better}"
     elif category and rated.pitfalls:
         label = _category_label(ctx, category).lower()
-        summary = f"{proc.display} is {label}, but {rated.pitfalls[0].pitfall.short}"
+        joiner = ", but" if rated.pitfalls[0].pitfall.indicator == "warning" else ";"
+        summary = f"{proc.display} is {label}{joiner} {rated.pitfalls[0].pitfall.short}"
     elif category:
         summary = f"{proc.display}: {_category_label(ctx, category).lower()} for {scenario.label}"
     else:

@@ -92,6 +92,7 @@ def _fired_pitfalls(
             m = evaluate(pitfall.trigger, facts, ctx)
             if m.ok:
                 fired.append(FiredPitfall(pitfall, m.evidence))
+    fired.sort(key=lambda f: f.pitfall.indicator != "warning")  # the summary names the first one
     return tuple(fired)
 
 

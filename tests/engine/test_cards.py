@@ -1,0 +1,319 @@
+"""Ratings -> cards and rating systemActions, through the whole pipeline after the facts stage."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from cds_service.engine import EngineOptions
+from tests.engine.builders import (
+    HCPCS,
+    KNOWLEDGE,
+    SNOMED,
+    cpt,
+    facts,
+    lab,
+    med,
+    ours,
+    pama,
+    prior,
+    proc,
+    psa,
+    record,
+    run,
+    service_request,
+)
+from tests.engine.spec_rules import problems
+
+ADT_OLD = med("leuprolide", "adt", started=540)
+META = facts("prostate-cancer", "metastatic-disease", medications=(ADT_OLD,))
+NEOADJ_BACK_PAIN = facts(
+    "breast-cancer",
+    "back-pain",
+    medications=(med("paclitaxel", "chemotherapy", started=200),),
+    labs={"alp": lab(190, 120)},
+)
+CORD = facts(
+    "prostate-cancer", "metastatic-disease", "back-pain", "focal-neuro-deficit", medications=(ADT_OLD,)
+)
+
+
+def mri_cap():
+    return cpt("m1", "71552"), cpt("m2", "74183"), cpt("m3", "72197")
+
+
+SCENARIO_RUNS = {
+    "quiet appropriate": (META, (cpt("bs", "78306"),)),
+    "not appropriate": (NEOADJ_BACK_PAIN, mri_cap()),
+    "pitfall": (
+        facts(
+            "prostate-cancer", "metastatic-disease", medications=(med("enzalutamide", "arpi", started=20),)
+        ),
+        (cpt("bs", "78306"),),
+    ),
+    "red flag": (CORD, (cpt("bs", "78306"),)),
+    "insufficient": (facts("breast-cancer"), (cpt("bs", "78306"),)),
+    "tracer": (META, (service_request("pet", (SNOMED, "443897008")),)),
+    "early breast": (facts("breast-cancer", stage_group="I"), (cpt("bs", "78306"),)),
+    "kidney": (
+        facts("prostate-cancer", "metastatic-disease", "dialysis", medications=(ADT_OLD,)),
+        (cpt("ch", "71260"), cpt("ap", "74177")),
+    ),
+    "no criteria": (facts(), (cpt("l", "72158"),)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIO_RUNS))
+def test_every_response_satisfies_cds_hooks_rules(name):
+    f, orders = SCENARIO_RUNS[name]
+    result = run(f, *orders)
+    assert problems(result) == []
+    for card in result.cards:
+        assert set(result.card_index[card["uuid"]]) == {
+            "rule_id",
+            "scenario_id",
+            "knowledge_version",
+            "procedure_id",
+        }
+        assert (
+            card["links"][0]["url"]
+            == f"https://cds.example.org/rules/{result.card_index[card['uuid']]['rule_id']}"
+        )
+
+
+def test_usually_appropriate_without_pitfall_is_rated_without_a_card():
+    result = run(META, cpt("bs", "78306"))
+    assert result.cards == () and pama(result) == {"bs": "appropriate"}
+
+
+def test_quiet_appropriate_can_be_turned_off():
+    result = run(META, cpt("bs", "78306"), options=EngineOptions(quiet_appropriate=False))
+    [card] = result.cards
+    assert card["indicator"] == "info" and "usually appropriate" in card["summary"]
+
+
+def test_rating_action_returns_the_order_whole_with_pama_and_our_extension():
+    order = cpt(
+        "bs",
+        "78306",
+        note=[{"text": "keep me"}],
+        extension=[{"url": "http://example.org/other", "valueString": "kept"}],
+    )
+    original = copy.deepcopy(order)
+    [action] = run(META, order).system_actions
+    resource = action["resource"]
+    assert {k: v for k, v in resource.items() if k != "extension"} == {
+        k: v for k, v in original.items() if k != "extension"
+    }
+    urls = [e["url"] for e in resource["extension"]]
+    assert urls[0] == "http://example.org/other"
+    assert "http://fhir.org/argonaut/Extension/pama-rating-consult-id" in urls
+    consult = next(e for e in resource["extension"] if e["url"].endswith("consult-id"))
+    assert consult["valueUri"].startswith("urn:uuid:")
+    assert (
+        "http://fhir.org/argonaut/Extension/pama-rating-qcdsm-consulted" not in urls
+    )  # only when configured
+    assert ours(action) == {
+        "category": "usually-appropriate",
+        "scenario": "prostate-metastatic-systemic-therapy",
+        "rule": "prostate-metastatic-systemic-therapy",
+        "procedure": "bone-scan-whole-body",
+        "knowledgeVersion": KNOWLEDGE.version,
+    }
+    assert order == original  # the input is not mutated
+
+
+def test_repeated_rating_replaces_earlier_rating_extensions():
+    first = run(META, cpt("bs", "78306")).system_actions[0]["resource"]
+    again = run(META, first).system_actions[0]["resource"]
+    assert len(again["extension"]) == len(first["extension"])
+
+
+def test_qcdsm_extension_when_configured():
+    result = run(META, cpt("bs", "78306"), options=EngineOptions(qcdsm_id="G1011"))
+    ext = {e["url"]: e for e in result.system_actions[0]["resource"]["extension"]}
+    assert ext["http://fhir.org/argonaut/Extension/pama-rating-qcdsm-consulted"]["valueString"] == "G1011"
+
+
+def test_not_appropriate_card_replaces_the_order_with_the_preferred_alternative():
+    result = run(NEOADJ_BACK_PAIN, *mri_cap())
+    assert set(pama(result).values()) == {"not-appropriate"} and len(result.system_actions) == 3
+    [card] = result.cards
+    assert card["indicator"] == "warning"
+    assert card["summary"].startswith(
+        "MRI chest, abdomen and pelvis without and with IV contrast is usually not"
+    )
+    assert card["selectionBehavior"] == "at-most-one"
+    first = card["suggestions"][0]
+    assert first["isRecommended"] and "Bone scan" in first["label"]
+    assert [a["type"] for a in first["actions"]] == ["delete", "delete", "delete", "create"]
+    assert [a["resourceId"] for a in first["actions"][:3]] == [
+        "ServiceRequest/m1",
+        "ServiceRequest/m2",
+        "ServiceRequest/m3",
+    ]
+    created = first["actions"][3]["resource"]
+    assert created["code"]["coding"] == [{"system": "http://www.ama-assn.org/go/cpt", "code": "78306"}]
+    assert created["reasonCode"] == [{"coding": [{"system": SNOMED, "code": "12584003"}]}]
+    assert created["subject"] == {"reference": "Patient/p1"} and created["status"] == "draft"
+    assert not any(s["isRecommended"] for s in card["suggestions"][1:])
+
+
+def test_detail_lists_facts_with_dates_alternatives_with_radiation_and_sources():
+    detail = run(NEOADJ_BACK_PAIN, *mri_cap()).cards[0]["detail"]
+    assert "ALP 190 U/L (reference upper limit 120) on 2026-11-17" in detail
+    assert "paclitaxel (chemotherapy, active) since" in detail
+    assert "| Bone scan whole body (Tc-99m MDP) | Usually appropriate | ☢☢☢ 1-10 mSv |" in detail
+    assert "TopicId 235" in detail and "001_b0aab85b4ad18bf0.txt" in detail
+
+
+def test_combined_ct_cap_is_one_card_and_both_orders_are_rated():
+    f = facts("breast-cancer", stage_group="IIA")
+    result = run(f, cpt("ch", "71260"), cpt("ap", "74177"))
+    assert pama(result) == {"ch": "not-appropriate", "ap": "not-appropriate"}
+    [card] = result.cards
+    assert "ServiceRequest/ch + ServiceRequest/ap" in card["detail"]
+
+
+def test_not_appropriate_without_alternative_offers_removal():
+    [card] = run(facts("breast-cancer", stage_group="I"), cpt("bs", "78306")).cards
+    [suggestion] = card["suggestions"]
+    assert suggestion["actions"] == [
+        {
+            "type": "delete",
+            "description": "Remove the draft order ServiceRequest/bs",
+            "resourceId": "ServiceRequest/bs",
+        }
+    ]
+
+
+def test_pitfall_card_on_an_appropriate_order_is_a_warning_with_the_pitfall_text():
+    f = facts("prostate-cancer", "metastatic-disease", medications=(med("enzalutamide", "arpi", started=20),))
+    result = run(f, cpt("bs", "78306"))
+    [card] = result.cards
+    assert card["indicator"] == "warning" and "flare" in card["summary"]
+    assert "started 20 days ago" in card["detail"]
+    assert "flare-phenomenon" in result.rule_ids and pama(result) == {"bs": "appropriate"}
+
+
+def test_psma_radioligand_note_is_info():
+    f = facts("prostate-cancer", "metastatic-disease", "castration-resistant", medications=(ADT_OLD,))
+    [card] = run(
+        f, service_request("pet", ("http://www.ama-assn.org/go/cpt", "78815"), (HCPCS, "A9595"))
+    ).cards
+    assert card["indicator"] == "info" and "Lu-177" in card["summary"]
+
+
+def test_kidney_warning_offers_only_non_iodinated_alternatives():
+    f, orders = SCENARIO_RUNS["kidney"]
+    [card] = run(f, *orders).cards
+    assert card["indicator"] == "warning" and "eGFR below 30 or dialysis" in card["summary"]
+    labels = [s["label"] for s in card["suggestions"]]
+    assert labels and not any("IV contrast" in label and "without" not in label for label in labels)
+
+
+def test_alternative_already_drafted_is_not_proposed():
+    f = facts(
+        "prostate-cancer",
+        "metastatic-disease",
+        medications=(ADT_OLD,),
+        psa=psa(2.0, 4.0),
+        imaging=(prior("bone-scan", "stable"),),
+    )
+    [card] = run(f, cpt("bs", "78306"), cpt("ch", "71260"), cpt("ap", "74177")).cards
+    assert all("CT chest, abdomen" not in s["label"] for s in card["suggestions"])
+
+
+def test_red_flag_card_is_critical_and_replaces_the_order_with_urgent_mri_whole_spine():
+    result = run(CORD, cpt("bs", "78306"))
+    [card] = result.cards
+    assert card["indicator"] == "critical" and card["summary"].startswith("URGENT")
+    first, second = card["suggestions"]
+    assert first["isRecommended"] and not second["isRecommended"]
+    creates = [a["resource"] for a in first["actions"] if a["type"] == "create"]
+    assert [c["code"]["coding"][0]["code"] for c in creates] == ["72156", "72157", "72158"]
+    assert all(c["priority"] == "urgent" for c in creates)
+    assert [a["type"] for a in second["actions"]] == ["create", "create", "create"]
+    assert pama(result) == {"bs": "no-criteria-apply"}
+    assert result.card_index[card["uuid"]]["procedure_id"] == "mri-spine-whole-wwo"
+
+
+def test_red_flag_with_the_right_mri_already_ordered_has_no_replacement():
+    result = run(CORD, cpt("c", "72156"), cpt("t", "72157"), cpt("l", "72158"))
+    [card] = result.cards
+    assert card["indicator"] == "critical" and "suggestions" not in card
+    assert set(pama(result).values()) == {"appropriate"}
+
+
+def test_two_red_flags_give_two_critical_cards_and_no_scenario_card():
+    f = facts("breast-cancer", "cord-compression", "seizure", stage_group="I")
+    result = run(f, cpt("bs", "78306"))
+    assert [c["indicator"] for c in result.cards] == ["critical", "critical"]
+    assert "MRI brain" in result.cards[1]["summary"]
+
+
+def test_insufficient_data_is_one_info_card_and_no_rating():
+    result = run(facts("prostate-cancer", grade_group=2), cpt("bs", "78306"), cpt("ap", "74177"))
+    [card] = result.cards
+    assert card["indicator"] == "info" and result.system_actions == ()
+    assert "missing PSA, T category" in card["detail"]
+    assert result.card_index[card["uuid"]]["rule_id"] == "insufficient-data"
+
+
+def test_unspecified_pet_tracer_card_asks_for_the_tracer():
+    result = run(META, service_request("pet", (SNOMED, "443897008")))
+    [card] = result.cards
+    assert card["indicator"] == "warning" and "tracer" in card["summary"]
+    assert result.system_actions == ()  # an undetermined rating is never sent
+    labels = [s["label"] for s in card["suggestions"]]
+    assert any(label.startswith("PSMA PET/CT") for label in labels)
+    update = card["suggestions"][0]["actions"][0]
+    assert update["type"] == "update" and update["resource"]["orderDetail"][0]["coding"][0]["system"] == HCPCS
+
+
+def test_no_criteria_apply_is_rated_without_card():
+    result = run(facts(), cpt("l", "72158"))
+    assert result.cards == () and pama(result) == {"l": "no-criteria-apply"}
+
+
+def test_non_imaging_only_request_returns_nothing():
+    result = run(META, service_request("lab", ("http://loinc.org", "2857-1")))
+    assert result.cards == () and result.system_actions == ()
+
+
+def test_order_select_rates_only_selected_orders():
+    result = run(
+        NEOADJ_BACK_PAIN,
+        cpt("bs", "78306"),
+        *mri_cap(),
+        hook="order-select",
+        selections=("ServiceRequest/bs",),
+    )
+    assert pama(result) == {"bs": "appropriate"} and result.cards == ()
+
+
+def test_data_issues_and_incomplete_prefetch_lower_confidence_in_the_card():
+    f = facts("breast-cancer", stage_group="I", data_issues=("two conflicting stage groups (I, IIIA)",))
+    [card] = run(f, cpt("bs", "78306"), rec=record(incomplete=("medications",))).cards
+    assert "Confidence lowered" in card["detail"]
+    assert "conflicting stage groups" in card["detail"] and "could not retrieve medications" in card["detail"]
+
+
+def test_record_text_cannot_inject_markup():
+    f = facts("breast-cancer", stage_group="I", data_issues=("<img src=x onerror=alert(1)> | *bold*",))
+    [card] = run(f, cpt("bs", "78306")).cards
+    assert "<img" not in card["detail"] and "&lt;img" in card["detail"]
+
+
+def test_uuids_come_from_the_options_and_are_unique():
+    result = run(NEOADJ_BACK_PAIN, *mri_cap())
+    ids = [c["uuid"] for c in result.cards] + [s["uuid"] for c in result.cards for s in c["suggestions"]]
+    assert len(ids) == len(set(ids)) and all(i.startswith("00000000-0000-4000-8000-") for i in ids)
+
+
+def test_biochemical_recurrence_card_gives_psma_detection_by_psa_level():
+    f = facts("prostate-cancer", procedures=(proc("radical-prostatectomy"),), psa=psa(0.1, 0.3, 0.5))
+    [card] = run(f, cpt("bs", "78306")).cards
+    assert "45%" in card["detail"] and "96%" in card["detail"]
+    assert card["suggestions"][0]["label"].startswith("Replace with PSMA PET/CT")

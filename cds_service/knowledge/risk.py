@@ -70,6 +70,15 @@ def assess_risk(facts: Facts) -> RiskAssessment:
     if missing:
         return RiskAssessment(None, missing, tuple(reasons))
 
+    if t == (2, ""):  # T2 without sub-category: only usable if T2a and T2b give the same group
+        as_2a, as_2b = _localised((2, "a"), gg, psa), _localised((2, "b"), gg, psa)
+        if as_2a != as_2b:
+            return RiskAssessment(None, ("T sub-category (T2a, T2b or T2c)",), tuple(reasons))
+    return RiskAssessment(_localised(t, gg, psa), (), tuple(reasons))
+
+
+def _localised(t: tuple[int, str], gg: int, psa: float) -> str:
+    """Risk group when no high-risk feature is present and every input is known."""
     intermediate = []
     if t[0] == 2 and t[1] in ("b", "c"):
         intermediate.append("T2b-c")
@@ -78,7 +87,7 @@ def assess_risk(facts: Facts) -> RiskAssessment:
     if 10 <= psa <= 20:
         intermediate.append("PSA 10-20")
     if not intermediate:
-        return RiskAssessment("low", (), tuple(reasons))
+        return "low"
     if gg == 3 or len(intermediate) >= 2:
-        return RiskAssessment("unfavorable-intermediate", (), tuple(reasons))
-    return RiskAssessment("favorable-intermediate", (), tuple(reasons))
+        return "unfavorable-intermediate"
+    return "favorable-intermediate"

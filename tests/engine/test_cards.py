@@ -317,3 +317,26 @@ def test_biochemical_recurrence_card_gives_psma_detection_by_psa_level():
     [card] = run(f, cpt("bs", "78306")).cards
     assert "45%" in card["detail"] and "96%" in card["detail"]
     assert card["suggestions"][0]["label"].startswith("Replace with PSMA PET/CT")
+
+
+def test_evaluate_runs_the_facts_stage_and_accepts_three_arguments():
+    from cds_service.engine import evaluate
+    from tests.engine.builders import request
+
+    result = evaluate(request(cpt("l", "72158")), record(), KNOWLEDGE)
+    assert pama(result) == {"l": "no-criteria-apply"}  # an empty record matches no oncology scenario
+
+
+def test_engine_and_knowledge_stages_do_not_import_flask_or_requests():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "cds_service"
+    for path in [*(root / "engine").glob("*.py"), *(root / "knowledge").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
+            assert not any(n.split(".")[0] in ("flask", "requests") for n in names), path.name

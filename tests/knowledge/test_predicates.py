@@ -119,6 +119,8 @@ def test_describe_renders_words():
         ("T3a", 4, 5.0, "very-high"),
         (None, 5, None, "high"),  # a high-risk feature decides even with other inputs missing
         (None, 1, 5.0, None),  # could be low or intermediate: never guessed
+        ("T2", 1, 5.0, None),  # T2a is low, T2b favourable intermediate
+        ("T2", 3, 5.0, "unfavorable-intermediate"),  # GG3 decides whatever the T sub-category
     ],
 )
 def test_risk_groups(t, gg, psa_value, group):
@@ -126,4 +128,4 @@ def test_risk_groups(t, gg, psa_value, group):
     risk = assess_risk(f)
     assert risk.group == group
     if group is None:
-        assert risk.missing == ("T category",)
+        assert len(risk.missing) == 1 and risk.missing[0].startswith("T ")

@@ -115,9 +115,11 @@ def _card(
     detail: str,
     indicator: str,
     suggestions: list[dict] | None = None,
+    also_explained: Iterable[tuple[str, str]] = (),
 ) -> None:
     texts = ctx.knowledge.texts
-    url = f"{ctx.request.base_url.rstrip('/')}/rules/{rule_id}"
+    base = ctx.request.base_url.rstrip("/")
+    url = f"{base}/rules/{rule_id}"
     card_uuid = ctx.options.new_uuid()
     card: dict[str, Any] = {
         "uuid": card_uuid,
@@ -132,7 +134,11 @@ def _card(
         "overrideReasons": [
             {"system": texts.override_system, "code": c, "display": d} for c, d in texts.override_reasons
         ],
-        "links": [{"label": f"Why this advice: {title}", "url": url, "type": "absolute"}],
+        "links": [{"label": f"Why this advice: {title}", "url": url, "type": "absolute"}]
+        + [  # one page per pitfall or modifier that shaped the card
+            {"label": f"Pitfall: {extra_title}", "url": f"{base}/rules/{extra_id}", "type": "absolute"}
+            for extra_id, extra_title in also_explained
+        ],
     }
     if suggestions:
         card["suggestions"] = suggestions
@@ -253,6 +259,7 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         detail=detail,
         indicator="warning" if warn else "info",
         suggestions=suggestions,
+        also_explained=[(p.pitfall.id, p.pitfall.title) for p in rated.pitfalls],
     )
     out.rule_ids += [p.pitfall.id for p in rated.pitfalls]
 

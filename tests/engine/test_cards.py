@@ -195,6 +195,7 @@ def test_pitfall_card_on_an_appropriate_order_is_a_warning_with_the_pitfall_text
     assert card["indicator"] == "warning" and "flare" in card["summary"]
     assert "started 20 days ago" in card["detail"]
     assert "flare-phenomenon" in result.rule_ids and pama(result) == {"bs": "appropriate"}
+    assert card["links"][1]["url"] == "https://cds.example.org/rules/flare-phenomenon"
 
 
 def test_psma_radioligand_note_is_info():

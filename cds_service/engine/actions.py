@@ -10,6 +10,7 @@ category, when rated), `scenario`, `rule`, `procedure` and `knowledgeVersion` (d
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 from cds_service.engine.options import EngineOptions
@@ -35,35 +36,53 @@ def _extensions(resource: Resource, drop: set[str]) -> list[Any]:
     return [e for e in current if not (isinstance(e, dict) and e.get("url") in drop)]
 
 
+@dataclass(frozen=True)
+class RatingInfo:
+    """What a rating extension records: verdict, ACR category and the rule that gave it."""
+
+    pama: str
+    category: str | None
+    scenario_id: str
+    rule_id: str
+    procedure_id: str | None
+
+
+def rating_extensions(info: RatingInfo, knowledge: Knowledge, options: EngineOptions) -> list[dict]:
+    extensions: list[dict] = [
+        {
+            "url": PAMA_RATING,
+            "valueCodeableConcept": {
+                "coding": [{"system": PAMA_SYSTEM, "code": info.pama, "display": PAMA_DISPLAY[info.pama]}]
+            },
+        },
+        {"url": PAMA_CONSULT_ID, "valueUri": f"urn:uuid:{options.new_uuid()}"},
+    ]
+    if options.qcdsm_id:
+        extensions.append({"url": PAMA_QCDSM, "valueString": options.qcdsm_id})
+    detail = [{"url": "category", "valueCode": info.category}] if info.category else []
+    detail += [{"url": "scenario", "valueCode": info.scenario_id}, {"url": "rule", "valueCode": info.rule_id}]
+    if info.procedure_id:
+        detail.append({"url": "procedure", "valueCode": info.procedure_id})
+    detail.append({"url": "knowledgeVersion", "valueString": knowledge.version})
+    extensions.append({"url": knowledge.texts.rating_extension_url, "extension": detail})
+    return extensions
+
+
 def rating_action(
     order: ImagingOrder, rated: StudyRating, knowledge: Knowledge, options: EngineOptions
 ) -> dict:
     ours = knowledge.texts.rating_extension_url
     resource = copy.deepcopy(dict(order.resource))
-    extensions = _extensions(resource, {PAMA_RATING, PAMA_CONSULT_ID, PAMA_QCDSM, ours})
-    extensions.append(
-        {
-            "url": PAMA_RATING,
-            "valueCodeableConcept": {
-                "coding": [{"system": PAMA_SYSTEM, "code": rated.pama, "display": PAMA_DISPLAY[rated.pama]}]
-            },
-        }
+    info = RatingInfo(
+        rated.pama,
+        rated.category,
+        rated.scenario_id,
+        rated.rule_id,
+        rated.procedure.id if rated.procedure else None,
     )
-    extensions.append({"url": PAMA_CONSULT_ID, "valueUri": f"urn:uuid:{options.new_uuid()}"})
-    if options.qcdsm_id:
-        extensions.append({"url": PAMA_QCDSM, "valueString": options.qcdsm_id})
-    detail = []
-    if rated.category:
-        detail.append({"url": "category", "valueCode": rated.category})
-    detail += [
-        {"url": "scenario", "valueCode": rated.scenario_id},
-        {"url": "rule", "valueCode": rated.rule_id},
-    ]
-    if rated.procedure:
-        detail.append({"url": "procedure", "valueCode": rated.procedure.id})
-    detail.append({"url": "knowledgeVersion", "valueString": knowledge.version})
-    extensions.append({"url": ours, "extension": detail})
-    resource["extension"] = extensions
+    resource["extension"] = _extensions(resource, {PAMA_RATING, PAMA_CONSULT_ID, PAMA_QCDSM, ours}) + (
+        rating_extensions(info, knowledge, options)
+    )
     label = PAMA_DISPLAY[rated.pama].lower()
     return {
         "type": "update",
@@ -113,8 +132,23 @@ def new_orders(
     options: EngineOptions,
     *,
     urgent: bool = False,
+    rating: RatingInfo | None = None,
 ) -> list[dict]:
-    """ServiceRequests for `procedure`: one per component of a combined study; tracer in orderDetail."""
+    """ServiceRequests for `procedure`: one per component of a combined study; tracer in orderDetail.
+
+    With `rating`, each proposed order already carries its rating extensions, so an accepted
+    suggestion arrives in the EHR rated (as the Argonaut PAMA demo does).
+    """
+    orders = _unrated_orders(procedure, template, knowledge, options, urgent)
+    if rating:
+        for order in orders:
+            order["extension"] = rating_extensions(rating, knowledge, options)
+    return orders
+
+
+def _unrated_orders(
+    procedure: Procedure, template: Resource, knowledge: Knowledge, options: EngineOptions, urgent: bool
+) -> list[dict]:
     catalog = knowledge.catalog
     if procedure.pet_tracer:
         pet = catalog.procedures["pet-ct-unspecified-tracer"].codes[0]
@@ -146,6 +180,7 @@ def replace_actions(
     options: EngineOptions,
     *,
     urgent: bool = False,
+    rating: RatingInfo | None = None,
 ) -> list[dict]:
     actions = [
         {"type": "delete", "description": f"Remove the draft order {o.reference}", "resourceId": o.reference}
@@ -154,17 +189,25 @@ def replace_actions(
     template = orders[0].resource if orders else {}
     actions += [
         {"type": "create", "description": f"Order {order['code']['text']}", "resource": order}
-        for order in new_orders(procedure, template, knowledge, options, urgent=urgent)
+        for order in new_orders(procedure, template, knowledge, options, urgent=urgent, rating=rating)
     ]
     return actions
 
 
-def add_tracer_action(order: ImagingOrder, procedure: Procedure, knowledge: Knowledge) -> dict:
-    """Update a PET/CT draft with the chosen tracer in orderDetail (a user-accepted suggestion)."""
+def add_tracer_action(
+    order: ImagingOrder,
+    procedure: Procedure,
+    knowledge: Knowledge,
+    options: EngineOptions,
+    rating: RatingInfo,
+) -> dict:
+    """Update a PET/CT draft with the chosen tracer in orderDetail (a user-accepted suggestion), rated."""
     tracer = next(t for t in knowledge.catalog.tracers.values() if t.procedure == procedure.id)
     resource = copy.deepcopy(dict(order.resource))
     details = resource.get("orderDetail")
     details = details if isinstance(details, list) else ([details] if isinstance(details, dict) else [])
     details.append({"coding": [_coding(tracer.system, tracer.code)], "text": tracer.agent})
     resource["orderDetail"] = details
+    drop = {PAMA_RATING, PAMA_CONSULT_ID, PAMA_QCDSM, knowledge.texts.rating_extension_url}
+    resource["extension"] = _extensions(resource, drop) + rating_extensions(rating, knowledge, options)
     return {"type": "update", "description": f"Specify the tracer: {tracer.agent}", "resource": resource}

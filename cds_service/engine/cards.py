@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds_service.engine.actions import (
+    RatingInfo,
     add_tracer_action,
     can_order,
     new_orders,
@@ -19,7 +20,7 @@ from cds_service.engine.actions import (
     replace_actions,
 )
 from cds_service.engine.options import EngineOptions
-from cds_service.engine.rating import Alternative, StudyRating
+from cds_service.engine.rating import PAMA_BY_CATEGORY, Alternative, StudyRating
 from cds_service.engine.scenario import INSUFFICIENT_DATA, ScenarioMatch, Selection
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.model import Procedure, Scenario
@@ -136,8 +137,8 @@ def _card(
         ],
         "links": [{"label": f"Why this advice: {title}", "url": url, "type": "absolute"}]
         + [  # one page per pitfall or modifier that shaped the card
-            {"label": f"Pitfall: {extra_title}", "url": f"{base}/rules/{extra_id}", "type": "absolute"}
-            for extra_id, extra_title in also_explained
+            {"label": extra_label, "url": f"{base}/rules/{extra_id}", "type": "absolute"}
+            for extra_id, extra_label in also_explained
         ],
     }
     if suggestions:
@@ -171,7 +172,9 @@ def _replacement_suggestions(
             ctx,
             f"Replace with {a.procedure.display} ({_category_label(ctx, a.category).lower()}, "
             f"{a.procedure.rrl_symbol})",
-            replace_actions(rated.study.to_rate, a.procedure, ctx.knowledge, ctx.options),
+            replace_actions(
+                rated.study.to_rate, a.procedure, ctx.knowledge, ctx.options, rating=_alt_rating(rated, a)
+            ),
             i == 0,
         )
         for i, a in enumerate(offer)
@@ -259,7 +262,7 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         detail=detail,
         indicator="warning" if warn else "info",
         suggestions=suggestions,
-        also_explained=[(p.pitfall.id, p.pitfall.title) for p in rated.pitfalls],
+        also_explained=[(p.pitfall.id, f"Pitfall: {p.pitfall.title}") for p in rated.pitfalls],
     )
     out.rule_ids += [p.pitfall.id for p in rated.pitfalls]
 
@@ -271,7 +274,7 @@ def _tracer_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         _suggestion(
             ctx,
             f"{a.procedure.display} ({_category_label(ctx, a.category).lower()})",
-            [add_tracer_action(order, a.procedure, ctx.knowledge)],
+            [add_tracer_action(order, a.procedure, ctx.knowledge, ctx.options, _alt_rating(rated, a))],
             False,
         )
         for a in options
@@ -298,6 +301,7 @@ def _tracer_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         detail=detail,
         indicator="warning",
         suggestions=suggestions,
+        also_explained=[(scenario.id, f"Scenario: {scenario.title}")] if scenario else (),
     )
     out.rule_ids.append(outcome.id)
 
@@ -316,13 +320,15 @@ def _red_flag_card(
             _suggestion(
                 ctx,
                 f"Replace with urgent {urgent.display}",
-                replace_actions(to_replace, urgent, ctx.knowledge, ctx.options, urgent=True),
+                replace_actions(
+                    to_replace, urgent, ctx.knowledge, ctx.options, urgent=True, rating=_urgent_rating(flag)
+                ),
                 True,
             ),
             _suggestion(
                 ctx,
                 f"Add urgent {urgent.display} and keep the current order",
-                _add_only(ctx, urgent, to_replace[0].resource),
+                _add_only(ctx, urgent, to_replace[0].resource, _urgent_rating(flag)),
                 False,
             ),
         ]
@@ -356,10 +362,27 @@ def _red_flag_card(
     )
 
 
-def _add_only(ctx: RenderContext, procedure: Procedure, template: Mapping[str, Any]) -> list[dict]:
+def _alt_rating(rated: StudyRating, alt: Alternative) -> RatingInfo:
+    """The rating a proposed alternative carries: what the same scenario says about it."""
+    scenario_id = rated.match.scenario.id if rated.match else rated.scenario_id
+    pama = PAMA_BY_CATEGORY.get(alt.category or "", "no-criteria-apply")
+    return RatingInfo(pama, alt.category, scenario_id, scenario_id, alt.procedure.id)
+
+
+def _urgent_rating(flag: ScenarioMatch) -> RatingInfo:
+    procedure_id = flag.scenario.urgent_procedure
+    rating = flag.variant.ratings.get(procedure_id)
+    category = rating.category if rating else None
+    pama = PAMA_BY_CATEGORY.get(category or "", "no-criteria-apply")
+    return RatingInfo(pama, category, flag.scenario.id, flag.scenario.id, procedure_id)
+
+
+def _add_only(
+    ctx: RenderContext, procedure: Procedure, template: Mapping[str, Any], rating: RatingInfo
+) -> list[dict]:
     return [
         {"type": "create", "description": f"Order urgent {o['code']['text']}", "resource": o}
-        for o in new_orders(procedure, template, ctx.knowledge, ctx.options, urgent=True)
+        for o in new_orders(procedure, template, ctx.knowledge, ctx.options, urgent=True, rating=rating)
     ]
 
 

@@ -341,3 +341,21 @@ def test_engine_and_knowledge_stages_do_not_import_flask_or_requests():
                 else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             )
             assert not any(n.split(".")[0] in ("flask", "requests") for n in names), path.name
+
+
+def test_proposed_orders_arrive_already_rated():
+    [card] = run(NEOADJ_BACK_PAIN, *mri_cap()).cards
+    created = card["suggestions"][0]["actions"][3]["resource"]
+    rating = next(
+        e for e in created["extension"] if e["url"] == "http://fhir.org/argonaut/Extension/pama-rating"
+    )
+    assert rating["valueCodeableConcept"]["coding"][0]["code"] == "appropriate"
+    assert ours({"resource": created})["procedure"] == "bone-scan-whole-body"
+
+
+def test_tracer_card_links_the_scenario_it_was_judged_in():
+    [card] = run(META, service_request("pet", (SNOMED, "443897008"))).cards
+    assert [link["url"].rsplit("/", 1)[1] for link in card["links"]] == [
+        "pet-tracer-unspecified",
+        "prostate-metastatic-systemic-therapy",
+    ]

@@ -56,7 +56,8 @@ def extract_facts(record: PatientRecord, valuesets: ValueSets) -> Facts:
     for part in parts:
         issues.extend(part.issues)
     issues.extend(contradictions(concepts, negations, receptors.receptors))
-    if record.patient and (record.patient.get("deceasedBoolean") is True or record.patient.get("deceasedDateTime")):
+    patient = record.patient or {}
+    if patient.get("deceasedBoolean") is True or patient.get("deceasedDateTime"):
         issues.append("Patient is recorded as deceased")
     if record.incomplete:
         issues.append("data incomplete: could not fetch " + ", ".join(record.incomplete))

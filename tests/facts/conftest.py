@@ -48,7 +48,9 @@ def condition(*codings, clinical="active", verification="confirmed", onset="2026
     if clinical:
         res["clinicalStatus"] = cc(("http://terminology.hl7.org/CodeSystem/condition-clinical", clinical))
     if verification:
-        res["verificationStatus"] = cc(("http://terminology.hl7.org/CodeSystem/condition-ver-status", verification))
+        res["verificationStatus"] = cc(
+            ("http://terminology.hl7.org/CodeSystem/condition-ver-status", verification)
+        )
     res.update(extra)
     return res
 
@@ -78,5 +80,8 @@ def record(*resources, patient=None, as_of=AS_OF, incomplete=()) -> PatientRecor
     for res in resources:
         grouped[res["resourceType"]].append(res)
     return PatientRecord(
-        patient=patient, resources={k: tuple(v) for k, v in grouped.items()}, as_of=as_of, incomplete=incomplete
+        patient=patient,
+        resources={k: tuple(v) for k, v in grouped.items()},
+        as_of=as_of,
+        incomplete=incomplete,
     )

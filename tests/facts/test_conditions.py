@@ -79,8 +79,16 @@ def test_symptoms_red_flags_and_kidney(valuesets):
         condition((ICD, "R05.9")),
     )
     assert {
-        "back-pain", "cord-compression", "focal-neuro-deficit", "headache", "ckd-severe", "dialysis",
-        "castration-resistant", "rising-psa-after-treatment", "weight-loss", "pulmonary-symptoms",
+        "back-pain",
+        "cord-compression",
+        "focal-neuro-deficit",
+        "headache",
+        "ckd-severe",
+        "dialysis",
+        "castration-resistant",
+        "rising-psa-after-treatment",
+        "weight-loss",
+        "pulmonary-symptoms",
     } <= found.keys()
 
 

@@ -32,7 +32,9 @@ def test_psa_units_are_converted_to_ng_per_ml(valuesets, value, unit, ucum, expe
 
 
 def test_molar_psa_code_uses_the_documented_conversion(valuesets):
-    facts = facts_of(valuesets, observation((LNC, "19197-3"), valueQuantity=quantity(0.2, "nmol/L", "nmol/L")))
+    facts = facts_of(
+        valuesets, observation((LNC, "19197-3"), valueQuantity=quantity(0.2, "nmol/L", "nmol/L"))
+    )
     assert facts.psa[0].value == pytest.approx(6.6)  # 33 kDa: 1 nmol/L = 33 ng/mL
 
 
@@ -63,7 +65,9 @@ def test_only_final_amended_corrected_count(valuesets):
         observation((LNC, "2857-1"), status="preliminary", valueQuantity=quantity(1.0, "ng/mL")),
         observation((LNC, "2857-1"), status="entered-in-error", valueQuantity=quantity(2.0, "ng/mL")),
         observation((LNC, "2857-1"), status="amended", valueQuantity=quantity(3.0, "ng/mL")),
-        observation((LNC, "2857-1"), status="corrected", when="2026-10-02", valueQuantity=quantity(4.0, "ng/mL")),
+        observation(
+            (LNC, "2857-1"), status="corrected", when="2026-10-02", valueQuantity=quantity(4.0, "ng/mL")
+        ),
     )
     assert [m.value for m in facts.psa] == [3.0, 4.0]
 
@@ -78,34 +82,46 @@ def test_psa_series_sorted_oldest_first_and_deduplicated(valuesets):
         observation((LNC, "2857-1"), when="2026-03-01T08:00:00Z", valueQuantity=quantity(1.1, "ng/mL")),
     )
     assert [(str(m.date), m.value) for m in facts.psa] == [
-        ("2025-01-01", 0.5), ("2026-03-01", 1.1), ("2026-09-01", 2.0),
+        ("2025-01-01", 0.5),
+        ("2026-03-01", 1.1),
+        ("2026-09-01", 2.0),
     ]
 
 
 def test_reference_range_wins_over_default(valuesets):
     ranged = observation(
-        (LNC, "6768-6"), valueQuantity=quantity(130, "U/L", "U/L"),
+        (LNC, "6768-6"),
+        valueQuantity=quantity(130, "U/L", "U/L"),
         referenceRange=[{"low": quantity(40, "U/L", "U/L"), "high": quantity(150, "U/L", "U/L")}],
     )
     (alp,) = facts_of(valuesets, ranged).labs["alp"]
     assert (alp.ref_low, alp.ref_high) == (40, 150)
-    (default,) = facts_of(valuesets, observation((LNC, "6768-6"), valueQuantity=quantity(130, "U/L"))).labs["alp"]
+    (default,) = facts_of(valuesets, observation((LNC, "6768-6"), valueQuantity=quantity(130, "U/L"))).labs[
+        "alp"
+    ]
     assert default.ref_high == 120
 
 
-@pytest.mark.parametrize(("code", "key", "high"), [("1920-8", "ast", 40), ("1742-6", "alt", 40),
-                                                    ("1975-2", "bilirubin", 1.2)])
+@pytest.mark.parametrize(
+    ("code", "key", "high"), [("1920-8", "ast", 40), ("1742-6", "alt", 40), ("1975-2", "bilirubin", 1.2)]
+)
 def test_documented_defaults(valuesets, code, key, high):
-    facts = facts_of(valuesets, observation((LNC, code), valueQuantity=quantity(1, "U/L" if key != "bilirubin"
-                                                                                   else "mg/dL")))
+    facts = facts_of(
+        valuesets,
+        observation((LNC, code), valueQuantity=quantity(1, "U/L" if key != "bilirubin" else "mg/dL")),
+    )
     assert facts.labs[key][0].ref_high == high
 
 
 def test_bilirubin_umol_is_converted_to_mg_per_dl(valuesets):
-    facts = facts_of(valuesets, observation(
-        (LNC, "1975-2"), valueQuantity=quantity(34.2, "umol/L", "umol/L"),
-        referenceRange=[{"high": quantity(21, "umol/L", "umol/L")}],
-    ))
+    facts = facts_of(
+        valuesets,
+        observation(
+            (LNC, "1975-2"),
+            valueQuantity=quantity(34.2, "umol/L", "umol/L"),
+            referenceRange=[{"high": quantity(21, "umol/L", "umol/L")}],
+        ),
+    )
     (bili,) = facts.labs["bilirubin"]
     assert bili.value == pytest.approx(2.0, rel=1e-3)
     assert bili.ref_high == pytest.approx(1.228, rel=1e-3)
@@ -114,12 +130,17 @@ def test_bilirubin_umol_is_converted_to_mg_per_dl(valuesets):
 
 @pytest.mark.parametrize("code", ["33914-3", "48642-3", "48643-1", "62238-1", "88293-6", "98979-8"])
 def test_all_egfr_codes(valuesets, code):
-    facts = facts_of(valuesets, observation((LNC, code), valueQuantity=quantity(25, "mL/min/{1.73_m2}", "mL/min/{1.73_m2}")))
+    facts = facts_of(
+        valuesets,
+        observation((LNC, code), valueQuantity=quantity(25, "mL/min/{1.73_m2}", "mL/min/{1.73_m2}")),
+    )
     assert facts.labs["egfr"][0].value == 25
 
 
 def test_lab_series_oldest_first_keeps_recent_results(valuesets):
-    obs = [observation((LNC, "33914-3"), when=f"2026-0{m}-01", valueQuantity=quantity(50 + m, "mL/min")) for m in
-           range(1, 8)]
+    obs = [
+        observation((LNC, "33914-3"), when=f"2026-0{m}-01", valueQuantity=quantity(50 + m, "mL/min"))
+        for m in range(1, 8)
+    ]
     series = facts_of(valuesets, *obs).labs["egfr"]
     assert [m.value for m in series] == [55, 56, 57]  # the three most recent, oldest first

@@ -6,8 +6,12 @@ from tests.facts.conftest import RXN, SCT, cc, record
 
 def med_request(*codings, status="active", authored="2026-09-01", **extra):
     res = {
-        "resourceType": "MedicationRequest", "id": f"m-{status}-{authored}", "status": status, "intent": "order",
-        "subject": {"reference": "Patient/p1"}, "authoredOn": authored,
+        "resourceType": "MedicationRequest",
+        "id": f"m-{status}-{authored}",
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "authoredOn": authored,
     }
     if codings:
         res["medicationCodeableConcept"] = cc(*codings)
@@ -23,8 +27,13 @@ def test_clinical_drug_and_ingredient_give_the_same_fact(valuesets):
 
 
 def test_synthea_chemotherapy_scds(valuesets):
-    codes = {"1860480": "docetaxel", "1790099": "doxorubicin", "1734919": "cyclophosphamide",
-             "583214": "paclitaxel", "597195": "carboplatin"}
+    codes = {
+        "1860480": "docetaxel",
+        "1790099": "doxorubicin",
+        "1734919": "cyclophosphamide",
+        "583214": "paclitaxel",
+        "597195": "carboplatin",
+    }
     for scd, ingredient in codes.items():
         (fact,) = extract_facts(record(med_request((RXN, scd))), valuesets).medications
         assert fact.ingredient == ingredient and "chemotherapy" in fact.classes
@@ -71,7 +80,8 @@ def test_status_filter(valuesets):
 
 def test_start_is_the_earliest_known_date(valuesets):
     res = med_request(
-        (RXN, "42375"), authored="2026-09-01",
+        (RXN, "42375"),
+        authored="2026-09-01",
         dosageInstruction=[{"timing": {"repeat": {"boundsPeriod": {"start": "2026-08-15"}}}}],
     )
     (fact,) = extract_facts(record(res), valuesets).medications
@@ -79,15 +89,26 @@ def test_start_is_the_earliest_known_date(valuesets):
 
 
 def test_administration_and_statement(valuesets):
-    admin = {"resourceType": "MedicationAdministration", "id": "a1", "status": "completed",
-             "medicationCodeableConcept": cc((RXN, "72962")), "subject": {"reference": "Patient/p1"},
-             "effectiveDateTime": "2026-07-01"}
-    statement = {"resourceType": "MedicationStatement", "id": "s1", "status": "active",
-                 "medicationCodeableConcept": cc((RXN, "10324")), "subject": {"reference": "Patient/p1"},
-                 "effectivePeriod": {"start": "2026-02-01"}}
+    admin = {
+        "resourceType": "MedicationAdministration",
+        "id": "a1",
+        "status": "completed",
+        "medicationCodeableConcept": cc((RXN, "72962")),
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2026-07-01",
+    }
+    statement = {
+        "resourceType": "MedicationStatement",
+        "id": "s1",
+        "status": "active",
+        "medicationCodeableConcept": cc((RXN, "10324")),
+        "subject": {"reference": "Patient/p1"},
+        "effectivePeriod": {"start": "2026-02-01"},
+    }
     facts = extract_facts(record(admin, statement), valuesets)
     assert [(m.ingredient, m.start) for m in facts.medications] == [
-        ("tamoxifen", date(2026, 2, 1)), ("docetaxel", date(2026, 7, 1)),
+        ("tamoxifen", date(2026, 2, 1)),
+        ("docetaxel", date(2026, 7, 1)),
     ]
 
 

@@ -11,7 +11,8 @@ def receptor(code, answer, when="2026-05-01"):
 
 def test_loinc_and_snomed_answers(valuesets):
     facts = extract_facts(
-        record(receptor("85337-4", POS_LNC), receptor("16113-3", NEG_SCT), receptor("48676-1", POS_SCT)), valuesets
+        record(receptor("85337-4", POS_LNC), receptor("16113-3", NEG_SCT), receptor("48676-1", POS_SCT)),
+        valuesets,
     )
     assert facts.receptors == {"er": "positive", "pr": "negative", "her2": "positive"}
     assert "triple-negative" not in facts.concepts
@@ -19,7 +20,8 @@ def test_loinc_and_snomed_answers(valuesets):
 
 def test_all_negative_makes_triple_negative_with_evidence(valuesets):
     facts = extract_facts(
-        record(receptor("85337-4", NEG_LNC), receptor("85339-0", NEG_LNC), receptor("85319-2", NEG_SCT)), valuesets
+        record(receptor("85337-4", NEG_LNC), receptor("85339-0", NEG_LNC), receptor("85319-2", NEG_SCT)),
+        valuesets,
     )
     assert facts.receptors == {"er": "negative", "pr": "negative", "her2": "negative"}
     assert len(facts.concepts["triple-negative"]) == 3
@@ -44,7 +46,9 @@ def test_same_day_contradiction_goes_to_data_issues(valuesets):
 
 def test_latest_result_wins_across_dates(valuesets):
     facts = extract_facts(
-        record(receptor("85319-2", NEG_LNC, when="2024-01-01"), receptor("85319-2", POS_LNC, when="2026-01-01")),
+        record(
+            receptor("85319-2", NEG_LNC, when="2024-01-01"), receptor("85319-2", POS_LNC, when="2026-01-01")
+        ),
         valuesets,
     )
     assert facts.receptors["her2"] == "positive"

@@ -31,15 +31,17 @@ def test_tnm_categories_and_m1_adds_metastatic_disease(valuesets):
 
 
 def test_m0_does_not_add_metastatic_disease(valuesets):
-    facts = extract_facts(record(observation((SCT, "399387003"), valueCodeableConcept=cc((SCT, "1229901006")))),
-                          valuesets)
+    facts = extract_facts(
+        record(observation((SCT, "399387003"), valueCodeableConcept=cc((SCT, "1229901006")))), valuesets
+    )
     assert facts.tnm == {"M": "M0"}
     assert "metastatic-disease" not in facts.concepts
 
 
 def test_pm1_from_loinc_category(valuesets):
-    facts = extract_facts(record(observation((LNC, "21901-4"), valueCodeableConcept=cc((SCT, "14926007")))),
-                          valuesets)
+    facts = extract_facts(
+        record(observation((LNC, "21901-4"), valueCodeableConcept=cc((SCT, "14926007")))), valuesets
+    )
     assert facts.tnm["M"] == "M1"
 
 

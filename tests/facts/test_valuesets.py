@@ -9,12 +9,38 @@ from cds_service.knowledge.valuesets import load_valuesets
 from tests.facts.conftest import CARDS, ICD, LNC, RXN, SCT
 
 VOCABULARY = [
-    "prostate-cancer", "breast-cancer", "other-cancer", "metastatic-disease", "metastasis-bone",
-    "metastasis-liver", "metastasis-lung", "metastasis-brain", "metastasis-lymph-node", "bone-pain",
-    "back-pain", "weight-loss", "headache", "seizure", "focal-neuro-deficit", "cord-compression",
-    "pulmonary-symptoms", "triple-negative", "inflammatory-breast-cancer", "castration-resistant",
-    "hormone-sensitive", "rising-psa-after-treatment", "ckd-severe", "dialysis",
-    "psa", "alp", "ast", "alt", "bilirubin", "egfr", "creatinine", "testosterone",
+    "prostate-cancer",
+    "breast-cancer",
+    "other-cancer",
+    "metastatic-disease",
+    "metastasis-bone",
+    "metastasis-liver",
+    "metastasis-lung",
+    "metastasis-brain",
+    "metastasis-lymph-node",
+    "bone-pain",
+    "back-pain",
+    "weight-loss",
+    "headache",
+    "seizure",
+    "focal-neuro-deficit",
+    "cord-compression",
+    "pulmonary-symptoms",
+    "triple-negative",
+    "inflammatory-breast-cancer",
+    "castration-resistant",
+    "hormone-sensitive",
+    "rising-psa-after-treatment",
+    "ckd-severe",
+    "dialysis",
+    "psa",
+    "alp",
+    "ast",
+    "alt",
+    "bilirubin",
+    "egfr",
+    "creatinine",
+    "testosterone",
 ]
 
 
@@ -45,13 +71,17 @@ def test_skin_cancer_c44_is_not_other_cancer(valuesets):
 
 
 def test_display_text_is_never_matched(valuesets):
-    concept = {"coding": [{"system": SCT, "code": "999999", "display": "Malignant tumor of prostate"}],
-               "text": "prostate cancer"}
+    concept = {
+        "coding": [{"system": SCT, "code": "999999", "display": "Malignant tumor of prostate"}],
+        "text": "prostate cancer",
+    }
     assert valuesets.ids_for_concept(concept) == frozenset()
 
 
 def test_all_codings_of_a_concept_are_synonyms(valuesets):
-    concept = {"coding": [{"system": "http://example.org/local", "code": "PC"}, {"system": ICD, "code": "C61"}]}
+    concept = {
+        "coding": [{"system": "http://example.org/local", "code": "PC"}, {"system": ICD, "code": "C61"}]
+    }
     assert "prostate-cancer" in valuesets.ids_for_concept(concept)
 
 
@@ -65,8 +95,12 @@ def test_clinical_drug_and_ingredient_map_to_the_same_ingredient(valuesets):
 
 
 def test_answer_values(valuesets):
-    assert valuesets.value_in("receptor-answers", {"coding": [{"system": LNC, "code": "LA6577-6"}]}) == ["negative"]
-    assert valuesets.value_in("gleason-grade-group-values", {"coding": [{"system": SCT, "code": "1279718003"}]}) == [4]
+    assert valuesets.value_in("receptor-answers", {"coding": [{"system": LNC, "code": "LA6577-6"}]}) == [
+        "negative"
+    ]
+    assert valuesets.value_in(
+        "gleason-grade-group-values", {"coding": [{"system": SCT, "code": "1279718003"}]}
+    ) == [4]
 
 
 @pytest.fixture
@@ -95,7 +129,10 @@ def test_schema_error_names_file_and_path(cards_copy):
 
 
 def test_unknown_system_is_rejected(cards_copy):
-    _edit(cards_copy / "valuesets" / "headache.yaml", lambda d: d["codes"][0].update(system="http://example.org"))
+    _edit(
+        cards_copy / "valuesets" / "headache.yaml",
+        lambda d: d["codes"][0].update(system="http://example.org"),
+    )
     with pytest.raises(KnowledgeError, match=r"headache\.yaml: codes/0/system"):
         load_valuesets(cards_copy)
 
@@ -105,7 +142,9 @@ def test_prefix_outside_icd10cm_is_rejected(cards_copy):
         d["codes"].append({"system": SCT, "prefix": "C61", "display": "x", "source": "ck-2.1"})
 
     _edit(cards_copy / "valuesets" / "prostate-cancer.yaml", change)
-    with pytest.raises(KnowledgeError, match=r"prostate-cancer\.yaml: codes/3: prefix entries .* ICD-10-CM only"):
+    with pytest.raises(
+        KnowledgeError, match=r"prostate-cancer\.yaml: codes/3: prefix entries .* ICD-10-CM only"
+    ):
         load_valuesets(cards_copy)
 
 
@@ -128,7 +167,9 @@ def test_invalid_yaml_names_file(cards_copy):
 
 
 def test_medication_with_unknown_ingredient_is_rejected(cards_copy):
-    _edit(cards_copy / "medications.yaml", lambda d: d["clinical_drugs"][0].update(ingredients=["unobtainium"]))
+    _edit(
+        cards_copy / "medications.yaml", lambda d: d["clinical_drugs"][0].update(ingredients=["unobtainium"])
+    )
     with pytest.raises(KnowledgeError, match=r"medications\.yaml: clinical_drugs/0/ingredients: unknown"):
         load_valuesets(cards_copy)
 

@@ -82,5 +82,7 @@ def extract_imaging(reports: Iterable[Hit], procedures: Iterable[Hit], valuesets
         if procedure is None or hit.resource.get("status") != "completed":
             continue
         facts.append(ImagingFact(procedure, performed(hit.resource), frozenset(), None, ref(hit.resource)))
+    # the same resource can arrive twice (prefetch and a fallback query overlap)
+    facts = list(dict.fromkeys(facts))
     facts.sort(key=lambda f: (f.date or date.min, f.procedure))
     return Partial(imaging=tuple(facts), issues=tuple(issues))

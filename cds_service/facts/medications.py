@@ -49,5 +49,7 @@ def extract_medications(hits: Iterable[Hit], valuesets: ValueSets) -> Partial:
         for ingredient in sorted(hit.ids):
             spec = valuesets.ingredients[ingredient]
             facts.append(MedicationFact(ingredient, spec.classes, start, str(status), ref(resource)))
+    # the same resource can arrive twice (prefetch and a fallback query overlap)
+    facts = list(dict.fromkeys(facts))
     facts.sort(key=lambda m: (m.start or date.min, m.ingredient))
     return Partial(medications=tuple(facts))

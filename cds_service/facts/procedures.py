@@ -48,5 +48,7 @@ def extract_procedures(hits: Iterable[Hit]) -> Partial:
                     "dialysis",
                     Evidence(concept_label(resource.get("code")) + on, when, ref(resource)),
                 )
+    # the same resource can arrive twice (prefetch and a fallback query overlap)
+    facts = list(dict.fromkeys(facts))
     facts.sort(key=lambda p: (p.date or date.min, p.concept))
     return Partial(procedures=tuple(facts), concepts=freeze(concepts))

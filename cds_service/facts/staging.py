@@ -108,18 +108,13 @@ def extract_staging(hits: Iterable[Hit], valuesets: ValueSets) -> Partial:
                 grades.append((when, group, Evidence(f"Gleason grade group {group}{on}", when, ref(obs))))
         if "history-of-metastatic-cancer" in hit.ids:
             flag = obs.get("valueBoolean")
-            if flag is None and value_cc is not None:
-                # some senders code yes/no; a code in the history value set itself means "present"
-                flag = (
-                    True if valuesets.ids_for_concept(value_cc) & {"history-of-metastatic-cancer"} else None
-                )
+            if not isinstance(flag, bool):
+                issues.append(f"history of metastatic cancer{on} ({ref(obs)}) has no yes/no value; not used")
+                continue
             evidence = Evidence(
                 f"History of metastatic cancer: {'yes' if flag else 'no'}{on}", when, ref(obs)
             )
-            if flag is True:
-                add_evidence(concepts, "metastatic-disease", evidence)
-            elif flag is False:
-                add_evidence(negations, "metastatic-disease", evidence)
+            add_evidence(concepts if flag else negations, "metastatic-disease", evidence)
     stage_group, _ = _latest(stage_values, "stage group", issues)
     tnm: dict[str, str] = {}
     for category, values in tnm_values.items():

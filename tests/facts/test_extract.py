@@ -40,3 +40,20 @@ def test_incomplete_and_deceased_are_reported(valuesets):
     facts = extract_facts(record(patient=patient, incomplete=("medications",)), valuesets)
     assert any("deceased" in i for i in facts.data_issues)
     assert any("medications" in i for i in facts.data_issues)
+
+
+def test_a_resource_sent_twice_gives_one_fact(valuesets):
+    med = {
+        "resourceType": "MedicationRequest",
+        "id": "mr1",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "authoredOn": "2025-06-01",
+        "medicationCodeableConcept": cc((RXN, "752899")),
+    }
+    psa = observation((LNC, "2857-1"), valueQuantity=quantity(1.2, "ng/mL"))
+    bone = condition((SCT, "94222008"))
+    facts = extract_facts(record(med, dict(med), psa, dict(psa), bone, dict(bone)), valuesets)
+    assert len(facts.medications) == 1 and len(facts.psa) == 1
+    assert len(facts.concepts["metastasis-bone"]) == 1

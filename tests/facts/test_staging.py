@@ -93,3 +93,9 @@ def test_earlier_history_false_does_not_contradict_new_metastases(valuesets):
     denial = observation((SCT, "1287652008"), when="2024-01-01", valueBoolean=False)
     mets = condition((ICD, "C79.51"), onset="2025-06-01")
     assert extract_facts(record(mets, denial), valuesets).data_issues == ()
+
+
+def test_history_without_a_yes_no_value_is_not_guessed(valuesets):
+    facts = extract_facts(record(observation((SCT, "1287652008"))), valuesets)
+    assert "metastatic-disease" not in facts.concepts
+    assert any("no yes/no value" in i for i in facts.data_issues)

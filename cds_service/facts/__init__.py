@@ -17,7 +17,7 @@ from cds_service.facts.medications import extract_medications
 from cds_service.facts.patient import demographics
 from cds_service.facts.procedures import extract_procedures
 from cds_service.facts.receptors import extract_receptors
-from cds_service.facts.selection import select
+from cds_service.facts.selection import select, warm_up
 from cds_service.facts.staging import extract_staging
 from cds_service.knowledge.valuesets import ValueSets
 from cds_service.model import Evidence, Facts, PatientRecord
@@ -79,4 +79,4 @@ def extract_facts(record: PatientRecord, valuesets: ValueSets) -> Facts:
     )
 
 
-__all__ = ["extract_facts"]
+__all__ = ["extract_facts", "warm_up"]

@@ -57,10 +57,66 @@ def _model(resource_type: str) -> Any:
     return get_fhir_model_class(resource_type)
 
 
+_COMMON = ("resourceType", "id", "status", "code", "subject")
+_MEDICATION = (*_COMMON, "medicationCodeableConcept", "medicationReference", "contained")
+# The elements the sub-stages read, per resource type. Only these are validated: what the rules
+# never read cannot mislead them, and validating half the elements halves the cost.
+READ_ELEMENTS: Mapping[str, frozenset[str]] = {
+    "Condition": frozenset(
+        {
+            *_COMMON,
+            "clinicalStatus",
+            "verificationStatus",
+            "onsetDateTime",
+            "onsetPeriod",
+            "recordedDate",
+            "abatementDateTime",
+            "abatementPeriod",
+            "abatementAge",
+            "abatementRange",
+            "abatementString",
+            "abatementBoolean",
+        }
+    ),
+    "Observation": frozenset(
+        {
+            *_COMMON,
+            "effectiveDateTime",
+            "effectivePeriod",
+            "effectiveInstant",
+            "issued",
+            "valueQuantity",
+            "valueCodeableConcept",
+            "valueString",
+            "valueInteger",
+            "valueBoolean",
+            "referenceRange",
+        }
+    ),
+    "Procedure": frozenset({*_COMMON, "performedDateTime", "performedPeriod"}),
+    "DiagnosticReport": frozenset(
+        {
+            *_COMMON,
+            "effectiveDateTime",
+            "effectivePeriod",
+            "issued",
+            "conclusion",
+            "conclusionCode",
+        }
+    ),
+    "MedicationRequest": frozenset({*_MEDICATION, "intent", "authoredOn", "dosageInstruction"}),
+    "MedicationAdministration": frozenset({*_MEDICATION, "effectiveDateTime", "effectivePeriod"}),
+    "MedicationStatement": frozenset({*_MEDICATION, "effectiveDateTime", "effectivePeriod", "dosage"}),
+}
+
+
 def is_valid(resource: Resource) -> bool:
+    """Validate, with the R4B model, the elements of `resource` that the rules read."""
     rtype = str(resource.get("resourceType"))
+    keep = READ_ELEMENTS.get(rtype)
+    data = {k: v for k, v in resource.items() if k in keep} if keep else resource
     try:
-        _model(rtype).model_validate(resource)
+        _model(rtype).model_validate(data)
     except (ValidationError, ValueError, TypeError, KeyError) as exc:
         first = exc.errors()[0].get("loc") if isinstance(exc, ValidationError) and exc.errors() else None
         log.warning("facts: skipped invalid %s id#%s (%s)", rtype, id_hash(resource), first)
@@ -175,3 +231,15 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
         reports=tuple(out["DiagnosticReport"]),
         issues=tuple(issues),
     )
+
+
+def warm_up() -> None:
+    """Build the R4B model validators once (the first validation of a type costs tens of ms).
+
+    Call at application start so the first hook request does not pay for it.
+    """
+    for rtype in READ_ELEMENTS:
+        try:
+            _model(rtype).model_validate({"resourceType": rtype})
+        except ValidationError:
+            pass  # an empty resource is invalid; building the validator was the point

@@ -48,3 +48,16 @@ def test_snomed_code_in_loinc_system_is_not_matched_but_reported(valuesets):
     facts = extract_facts(record(res), valuesets)
     assert "bone-pain" not in facts.concepts
     assert any("labelled LOINC" in i for i in facts.data_issues)
+
+
+def test_only_elements_the_rules_read_are_validated(valuesets):
+    # a malformed element nobody reads (category must be a list) does not cost us the PSA value
+    obs = observation((LNC, "2857-1"), valueQuantity=quantity(2.5, "ng/mL"), category="laboratory")
+    facts = extract_facts(record(obs), valuesets)
+    assert [m.value for m in facts.psa] == [2.5]
+
+
+def test_warm_up_runs():
+    from cds_service.facts import warm_up
+
+    warm_up()

@@ -8,6 +8,7 @@ in data_issues, because a relevant but unreadable record lowers confidence.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -239,7 +240,6 @@ def warm_up() -> None:
     Call at application start so the first hook request does not pay for it.
     """
     for rtype in READ_ELEMENTS:
-        try:
+        # an empty resource is invalid; building the validator was the point
+        with contextlib.suppress(ValidationError):
             _model(rtype).model_validate({"resourceType": rtype})
-        except ValidationError:
-            pass  # an empty resource is invalid; building the validator was the point

@@ -12,6 +12,9 @@ def demographics(patient: Resource | None, as_of: date) -> tuple[int | None, str
     if not patient:
         return None, None
     born = parse_date(patient.get("birthDate"))
+    died = parse_date(patient.get("deceasedDateTime"))
+    if died is not None and died < as_of:
+        as_of = died  # age at death: a deceased patient does not keep ageing
     age = None
     if born is not None and born <= as_of:
         age = as_of.year - born.year - ((as_of.month, as_of.day) < (born.month, born.day))

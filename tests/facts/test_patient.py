@@ -14,3 +14,8 @@ def test_partial_birth_date_and_missing_data():
     assert demographics({"gender": "female"}, date(2026, 6, 1)) == (None, "female")
     assert demographics(None, date(2026, 6, 1)) == (None, None)
     assert demographics({"birthDate": "not a date"}, date(2026, 6, 1)) == (None, None)
+
+
+def test_age_stops_at_death():
+    patient = {"birthDate": "1900-01-01", "deceasedDateTime": "1980-06-01T00:00:00Z"}
+    assert demographics(patient, date(2026, 11, 22))[0] == 80

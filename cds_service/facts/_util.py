@@ -20,6 +20,7 @@ _SYSTEM_LABELS = {
     "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
     "http://www.ama-assn.org/go/cpt": "CPT",
     "urn:oid:2.16.840.1.113883.6.285": "HCPCS",
+    "http://dicom.nema.org/resources/ontology/DCM": "DICOM",
 }
 
 

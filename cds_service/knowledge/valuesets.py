@@ -30,6 +30,7 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 UCUM = "http://unitsofmeasure.org"
 CPT = "http://www.ama-assn.org/go/cpt"
 HCPCS = "urn:oid:2.16.840.1.113883.6.285"
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
 
 # EHRs send the same code systems under other URIs. `icd-10` (the WHO URI) is accepted for
 # ICD-10-CM because US EHRs often label ICD-10-CM codes with it and the shared 3-character

@@ -87,3 +87,10 @@ def test_imaging_procedure_resource(valuesets):
     (fact,) = extract_facts(record(proc), valuesets).imaging
     assert (fact.procedure, fact.date, fact.findings) == ("mri", date(2026, 2, 2), frozenset())
     assert extract_facts(record(proc), valuesets).procedures == ()
+
+
+def test_dicom_recist_and_new_finding_codes(valuesets):
+    dcm = "http://dicom.nema.org/resources/ontology/DCM"
+    res = report((CPT, "78815"), conclusion_codes=[(dcm, "112047"), (SCT, "129721008")])
+    (fact,) = extract_facts(record(res), valuesets).imaging
+    assert fact.findings == frozenset({"progression", "new-lesions"})

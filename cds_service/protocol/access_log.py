@@ -19,7 +19,7 @@ log = logging.getLogger("cds_service.access")
 FIELDS = (
     "service", "hook", "hookInstance", "status", "duration_ms", "rule_ids", "cards", "system_actions",
     "incomplete", "prefetch", "fhir_fetched", "fhir_calls", "fhir_server_refused", "feedback_items",
-    "feedback_new", "auth", "error",
+    "feedback_new", "auth", "error", "skipped",
 )
 
 

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from cds_service import engine
 from cds_service.config import Settings
+from cds_service.model import HookRequest
 from cds_service.protocol import access_log
 from cds_service.protocol.auth import Authenticator, AuthError, Caller
 from cds_service.protocol.discovery import SERVICES, SERVICES_BY_ID, PrefetchTemplate, ServiceDefinition
@@ -100,6 +101,11 @@ def invoke(service_id: str) -> Response:
         access_log.note(hookInstance=body["hookInstance"][:100], hook=body.get("hook"))
     state = _state()
     call = parse_hook_request(body, service, _base_url())
+    if not _has_service_requests(call.request):
+        # Only ServiceRequests can be imaging orders: a medication or diet order needs no
+        # patient data, so none is fetched (an EHR may call on every order selected).
+        access_log.note(skipped="no ServiceRequest in focus")
+        return jsonify({"cards": []})
     today = state.settings.today or datetime.now(UTC).date()
     record, stats = gather_record(call, state.templates, state.settings, today)
     access_log.note(
@@ -134,6 +140,12 @@ def feedback(service_id: str) -> Response:
 def healthz() -> Response:
     version = getattr(_state().knowledge, "version", None)
     return jsonify({"status": "ok", "knowledgeVersion": str(version)})
+
+
+def _has_service_requests(req: HookRequest) -> bool:
+    if req.hook == "order-select":
+        return any(ref.startswith("ServiceRequest/") for ref in req.selections)
+    return any(r.get("resourceType") == "ServiceRequest" for r in req.draft_orders)
 
 
 def _kept_uuids(body: dict[str, Any]) -> set[str]:

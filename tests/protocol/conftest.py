@@ -127,7 +127,8 @@ def hook_request(
 
 
 def service_url(hook: str) -> str:
-    return "/cds-services/" + ("imaging-appropriateness" if hook == "order-select" else "imaging-appropriateness-sign")
+    service = "imaging-appropriateness" if hook == "order-select" else "imaging-appropriateness-sign"
+    return f"/cds-services/{service}"
 
 
 # --- JWT ---------------------------------------------------------------------------------------
@@ -153,7 +154,8 @@ class Signer:
 
     def token(self, aud: str, headers: dict[str, Any] | None = None, **claims: Any) -> str:
         now = time.time()
-        payload = {"iss": self.iss, "aud": aud, "iat": int(now), "exp": int(now) + 300, "jti": str(uuid.uuid4())}
+        payload = {"iss": self.iss, "aud": aud, "iat": int(now), "exp": int(now) + 300,
+                   "jti": str(uuid.uuid4())}
         payload.update(claims)
         payload = {k: v for k, v in payload.items() if v is not None}
         header = {"kid": self.kid, "typ": "JWT", **(headers or {})}

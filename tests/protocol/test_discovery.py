@@ -27,7 +27,8 @@ def test_discovery_lists_both_services(client):
 def test_prefetch_templates_cover_what_the_logic_reads(client):
     prefetch = client.get("/cds-services").get_json()["services"][0]["prefetch"]
     types = {query.split("?")[0].split("/")[0] for query in prefetch.values()}
-    assert types == {"Patient", "Condition", "Observation", "MedicationRequest", "Procedure", "DiagnosticReport"}
+    assert types == {"Patient", "Condition", "Observation", "MedicationRequest", "Procedure",
+                     "DiagnosticReport"}
     assert prefetch["patient"] == "Patient/{{context.patientId}}"
 
 

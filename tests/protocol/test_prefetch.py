@@ -103,7 +103,8 @@ def test_operation_outcome_prefetch_is_queried_again(client, captured, fhir):
 
 def test_operation_outcome_without_a_server_degrades(client, captured):
     prefetch = full_prefetch()
-    prefetch["procedures"] = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "x"}]}
+    prefetch["procedures"] = {"resourceType": "OperationOutcome",
+                              "issue": [{"severity": "error", "code": "x"}]}
     prefetch["observations"] = {
         "resourceType": "Bundle", "type": "searchset",
         "entry": [{"resource": {"resourceType": "Observation", "id": "o1"}},
@@ -225,8 +226,10 @@ def test_paginated_prefetch_is_completed_from_the_server(client, captured, fhir)
 def test_page_cap_stops_and_marks_incomplete(make_app, captured, fhir):
     prefetch = full_prefetch()
     del prefetch["conditions"]
-    fhir.get(re.compile(rf"{re.escape(FHIR)}/Condition.*"), json=bundle(condition("c1"), next_url=f"{FHIR}/Condition?page=n"))
-    response = make_app(fhir_page_cap=3).test_client().post(SELECT, json=with_server(hook_request(prefetch=prefetch)))
+    endless = bundle(condition("c1"), next_url=f"{FHIR}/Condition?page=n")
+    fhir.get(re.compile(rf"{re.escape(FHIR)}/Condition.*"), json=endless)
+    client = make_app(fhir_page_cap=3).test_client()
+    response = client.post(SELECT, json=with_server(hook_request(prefetch=prefetch)))
     assert response.status_code == 200
     assert len(fhir.calls) == 3
     assert captured["record"].incomplete == ("conditions",)

@@ -97,7 +97,8 @@ def test_draft_orders_are_passed_on_as_sent(make_app, monkeypatch):
     assert response.status_code == 200
     request = seen["request"]
     assert [r["resourceType"] for r in request.draft_orders] == ["ServiceRequest", "Practitioner"]
-    assert request.draft_orders[0]["reasonCode"] == body["context"]["draftOrders"]["entry"][0]["resource"]["reasonCode"]
+    sent = body["context"]["draftOrders"]["entry"][0]["resource"]
+    assert request.draft_orders[0] == sent
     assert request.selections == ("ServiceRequest/example-request-id",)
     assert request.base_url == "http://localhost"
     assert request.user_id == "Practitioner/COREPRACTITIONER1"
@@ -107,7 +108,12 @@ def test_public_base_url_is_passed_to_the_engine(make_app, monkeypatch):
     from cds_service.model import EngineResult
 
     seen = {}
-    monkeypatch.setattr("cds_service.engine.evaluate", lambda r, rec, k: seen.setdefault("r", r) and EngineResult())
+
+    def capture(request, _record, _knowledge):
+        seen["r"] = request
+        return EngineResult()
+
+    monkeypatch.setattr("cds_service.engine.evaluate", capture)
     app = make_app(public_base_url="https://cds.example.org")
     app.test_client().post(SELECT, json=hook_request(prefetch=full_prefetch()))
     assert seen["r"].base_url == "https://cds.example.org"
@@ -179,7 +185,8 @@ def test_body_over_the_limit_gets_413(make_app):
     client = make_app(max_body_bytes=2048).test_client()
     body = hook_request(prefetch=full_prefetch())
     body["context"]["draftOrders"]["entry"][0]["resource"]["note"] = [{"text": "x" * 4096}]
-    assert_outcome(client.post(SELECT, data=json.dumps(body), content_type="application/json"), 413, "too large")
+    response = client.post(SELECT, data=json.dumps(body), content_type="application/json")
+    assert_outcome(response, 413, "too large")
 
 
 def test_selections_may_be_absolute_references(client):

@@ -95,6 +95,10 @@ def fmt(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
+# Evidence.text never repeats the date: it is in Evidence.date, and the cards render
+# "<text> on <date>".
+
+
 @dataclass(frozen=True)
 class Partial:
     """What one sub-stage found; `merge` folds these into Facts."""

@@ -40,10 +40,7 @@ def extract_conditions(hits: Iterable[Hit]) -> Partial:
         if not counts(condition):
             continue
         when = condition_date(condition)
-        text = concept_label(condition.get("code"))
-        if when:
-            text += f", onset {when.isoformat()}"
-        evidence = Evidence(text=text, date=when, source=ref(condition))
+        evidence = Evidence(text=concept_label(condition.get("code")), date=when, source=ref(condition))
         for concept in hit.ids - HANDLED_ELSEWHERE:
             add_evidence(concepts, concept, evidence)
     return Partial(concepts=freeze(concepts))

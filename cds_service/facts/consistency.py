@@ -17,6 +17,10 @@ METASTASIS_CONCEPTS = (
 )
 
 
+def _on(evidence: Evidence) -> str:
+    return f" on {evidence.date.isoformat()}" if evidence.date else ""
+
+
 def contradictions(
     concepts: Mapping[str, tuple[Evidence, ...]],
     negations: Mapping[str, tuple[Evidence, ...]],
@@ -31,11 +35,12 @@ def contradictions(
                     continue
                 if (evidence.date or date.min) <= denied_on:
                     issues.append(
-                        f"{denial.text} ({denial.source}) contradicts {evidence.text} ({evidence.source})"
+                        f"{denial.text}{_on(denial)} ({denial.source}) contradicts "
+                        f"{evidence.text}{_on(evidence)} ({evidence.source})"
                     )
     if "prostate-neoplasm-unspecified" in concepts and "prostate-cancer" not in concepts:
         ev = concepts["prostate-neoplasm-unspecified"][0]
-        issues.append(f"{ev.text} does not say malignant; prostate cancer not assumed")
+        issues.append(f"{ev.text}{_on(ev)} does not say malignant; prostate cancer not assumed")
     if "triple-negative" in concepts and any(v == "positive" for v in receptors.values()):
         positive = ", ".join(k.upper() for k, v in receptors.items() if v == "positive")
         issues.append(f"triple-negative is coded but the latest {positive} result is positive")

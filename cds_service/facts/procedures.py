@@ -42,12 +42,8 @@ def extract_procedures(hits: Iterable[Hit]) -> Partial:
             concept = PROCEDURE_SETS[set_id]
             facts.append(ProcedureFact(concept, when, ref(resource)))
             if concept == "dialysis":
-                on = f" on {when.isoformat()}" if when else ""
-                add_evidence(
-                    concepts,
-                    "dialysis",
-                    Evidence(concept_label(resource.get("code")) + on, when, ref(resource)),
-                )
+                evidence = Evidence(concept_label(resource.get("code")), when, ref(resource))
+                add_evidence(concepts, "dialysis", evidence)
     # the same resource can arrive twice (prefetch and a fallback query overlap)
     facts = list(dict.fromkeys(facts))
     facts.sort(key=lambda p: (p.date or date.min, p.concept))

@@ -44,7 +44,7 @@ def _observation_calls(hits: Iterable[Hit], valuesets: ValueSets) -> list[Call]:
         result = str(answers.pop())
         when = observation_date(obs)
         for receptor in receptors:
-            text = f"{NAMES[receptor]} {result}" + (f" on {when.isoformat()}" if when else "")
+            text = f"{NAMES[receptor]} {result}"
             calls.append(Call(receptor, result, when, Evidence(text, when, ref(obs))))
     return calls
 

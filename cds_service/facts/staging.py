@@ -83,9 +83,7 @@ def extract_staging(hits: Iterable[Hit], valuesets: ValueSets) -> Partial:
         if "stage-group" in hit.ids:
             labels = valuesets.value_in("stage-group-values", value_cc)
             if labels:
-                stage_values.append(
-                    (when, str(labels[0]), Evidence(f"Stage {labels[0]}{on}", when, ref(obs)))
-                )
+                stage_values.append((when, str(labels[0]), Evidence(f"Stage {labels[0]}", when, ref(obs))))
             else:
                 issues.append(f"stage group{on} ({ref(obs)}): value code not recognised; stage not used")
         for set_id, category in TNM_SETS.items():
@@ -95,7 +93,7 @@ def extract_staging(hits: Iterable[Hit], valuesets: ValueSets) -> Partial:
                 str(v) for v in valuesets.value_in("tnm-values", value_cc) if str(v).startswith(category)
             ]
             if labels:
-                tnm_values[category].append((when, labels[0], Evidence(f"{labels[0]}{on}", when, ref(obs))))
+                tnm_values[category].append((when, labels[0], Evidence(f"TNM {labels[0]}", when, ref(obs))))
             else:
                 issues.append(
                     f"TNM {category} category{on} ({ref(obs)}): value code not recognised; not used"
@@ -105,15 +103,13 @@ def extract_staging(hits: Iterable[Hit], valuesets: ValueSets) -> Partial:
             if group is None:
                 issues.append(f"Gleason result{on} ({ref(obs)}) does not give a grade group; not used")
             else:
-                grades.append((when, group, Evidence(f"Gleason grade group {group}{on}", when, ref(obs))))
+                grades.append((when, group, Evidence(f"Gleason grade group {group}", when, ref(obs))))
         if "history-of-metastatic-cancer" in hit.ids:
             flag = obs.get("valueBoolean")
             if not isinstance(flag, bool):
                 issues.append(f"history of metastatic cancer{on} ({ref(obs)}) has no yes/no value; not used")
                 continue
-            evidence = Evidence(
-                f"History of metastatic cancer: {'yes' if flag else 'no'}{on}", when, ref(obs)
-            )
+            evidence = Evidence(f"History of metastatic cancer: {'yes' if flag else 'no'}", when, ref(obs))
             add_evidence(concepts if flag else negations, "metastatic-disease", evidence)
     stage_group, _ = _latest(stage_values, "stage group", issues)
     tnm: dict[str, str] = {}

@@ -11,6 +11,27 @@ def test_stage_group_from_snomed_and_loinc_codes(valuesets):
     assert extract_facts(record(loinc), valuesets).stage_group == "I"
 
 
+def test_ajcc_qualifier_values(valuesets):
+    stage = observation((SCT, "399588009"), valueCodeableConcept=cc((SCT, "1222724007")))
+    n = observation((SCT, "399534004"), valueCodeableConcept=cc((SCT, "1229967007")))
+    t = observation((LNC, "21905-5"), valueCodeableConcept=cc((SCT, "1228931008")))
+    pm1c = observation((SCT, "371497001"), valueCodeableConcept=cc((SCT, "1229923005")))
+    facts = extract_facts(record(stage, n, t, pm1c), valuesets)
+    assert facts.stage_group == "IA"
+    assert facts.tnm == {"T": "T2a", "N": "N0", "M": "M1c"}
+    assert "metastatic-disease" in facts.concepts
+
+
+def test_latest_stage_wins_and_same_day_conflict_is_reported(valuesets):
+    older = observation((SCT, "399537006"), when="2025-01-01", valueCodeableConcept=cc((SCT, "1222724007")))
+    newer = observation((SCT, "399537006"), when="2026-01-01", valueCodeableConcept=cc((SCT, "1222769001")))
+    assert extract_facts(record(older, newer), valuesets).stage_group == "IIB"
+    clash = observation((SCT, "399537006"), when="2026-01-01", valueCodeableConcept=cc((SCT, "1222837003")))
+    facts = extract_facts(record(older, newer, clash), valuesets)
+    assert facts.stage_group is None
+    assert any("conflicting values" in i for i in facts.data_issues)
+
+
 def test_unknown_stage_value_is_reported_not_guessed(valuesets):
     obs = observation((SCT, "399537006"), valueCodeableConcept=cc((SCT, "0000000"), text="Stage IIA"))
     facts = extract_facts(record(obs), valuesets)

@@ -24,7 +24,9 @@ TNM_SETS = {"tnm-t": "T", "tnm-n": "N", "tnm-m": "M"}
 _PATTERN = re.compile(r"^\s*([1-5])\s*\+\s*([1-5])")
 
 
-def _latest(values: list[tuple[date | None, Any, Evidence]], what: str, issues: list[str]):
+def _latest(
+    values: list[tuple[date | None, Any, Evidence]], what: str, issues: list[str]
+) -> tuple[Any, Evidence | None]:
     """Latest value, or None (with an issue) when the latest date carries two different values."""
     if not values:
         return None, None

@@ -42,7 +42,7 @@ def extract_facts(record: PatientRecord, valuesets: ValueSets) -> Facts:
     procedures = extract_procedures(chosen.procedures)
     imaging = extract_imaging(chosen.reports, chosen.procedures, valuesets)
     parts = (
-        extract_conditions(chosen.conditions),
+        extract_conditions(chosen.conditions, valuesets),
         labs,
         receptors,
         staging,

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from cds_service.facts._util import Partial, add_evidence, concept_label, first_date, freeze, ref, status_code
 from cds_service.facts.selection import Hit
+from cds_service.knowledge.valuesets import ValueSets
 from cds_service.model import Evidence, Resource
 
 ACTIVE = frozenset({"active", "recurrence", "relapse"})
@@ -33,7 +34,16 @@ def condition_date(condition: Resource):
     return first_date(condition.get("onsetDateTime"), period.get("start"), condition.get("recordedDate"))
 
 
-def extract_conditions(hits: Iterable[Hit]) -> Partial:
+def metastasis_sites(condition: Resource, valuesets: ValueSets) -> list[tuple[str, str]]:
+    """(site concept, site label) from the bodySite of a secondary-cancer Condition."""
+    out = []
+    for site in condition.get("bodySite") or ():
+        for concept in valuesets.value_in("metastasis-body-sites", site):
+            out.append((str(concept), concept_label(site)))
+    return out
+
+
+def extract_conditions(hits: Iterable[Hit], valuesets: ValueSets) -> Partial:
     concepts: dict[str, list[Evidence]] = {}
     for hit in hits:
         condition = hit.resource
@@ -43,4 +53,9 @@ def extract_conditions(hits: Iterable[Hit]) -> Partial:
         evidence = Evidence(text=concept_label(condition.get("code")), date=when, source=ref(condition))
         for concept in hit.ids - HANDLED_ELSEWHERE:
             add_evidence(concepts, concept, evidence)
+        if "metastatic-disease" in hit.ids:
+            for concept, site in metastasis_sites(condition, valuesets):
+                add_evidence(
+                    concepts, concept, Evidence(f"{evidence.text}, site {site}", when, evidence.source)
+                )
     return Partial(concepts=freeze(concepts))

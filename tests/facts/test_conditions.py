@@ -1,5 +1,5 @@
 from cds_service.facts import extract_facts
-from tests.facts.conftest import ICD, SCT, condition, record
+from tests.facts.conftest import ICD, SCT, cc, condition, record
 
 
 def concepts(valuesets, *resources):
@@ -97,3 +97,15 @@ def test_other_cancer_excludes_prostate_breast_and_skin(valuesets):
     found = concepts(valuesets, condition((ICD, "C18.7")))
     assert "other-cancer" in found
     assert "other-cancer" not in concepts(valuesets, condition((ICD, "C61")), condition((ICD, "C44.311")))
+
+
+def test_secondary_cancer_body_site_gives_the_site_concept(valuesets):
+    generic = condition((SCT, "128462008"), bodySite=[cc((SCT, "272673000"))])
+    found = concepts(valuesets, generic)
+    assert {"metastatic-disease", "metastasis-bone"} <= found.keys()
+    assert "site" in found["metastasis-bone"][0].text
+
+
+def test_primary_tumour_body_site_is_not_a_metastasis(valuesets):
+    primary = condition((ICD, "C50.911"), bodySite=[cc((SCT, "10200004"))])
+    assert "metastasis-liver" not in concepts(valuesets, primary)

@@ -7,6 +7,7 @@ guessed at but reported in data_issues. A comparator ("<0.1") keeps its bound as
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -46,6 +47,18 @@ def _factor(
     return None, candidates[0] if candidates else ""
 
 
+_STRING_RESULT = re.compile(r"^\s*(<=|>=|<|>)?\s*(\d+(?:\.\d+)?)\s+(\S+)\s*$")
+
+
+def _quantity_from_string(text: Any) -> dict[str, Any] | None:
+    """Labs that send "<0.01 ng/mL" as a string: read it only when it names its unit, so the
+    unit check still applies; a bare "<0.01" is not guessed at."""
+    m = _STRING_RESULT.match(text) if isinstance(text, str) else None
+    if not m:
+        return None
+    return {"value": float(m.group(2)), "comparator": m.group(1), "unit": m.group(3)}
+
+
 def _number(quantity: Mapping[str, Any]) -> float | None:
     value = quantity.get("value")
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -61,6 +74,8 @@ def _measure(obs: Resource, vs: ValueSet, label: str) -> tuple[Measurement | Non
     on = f" on {when.isoformat()}" if when else ""
     quantity = obs.get("valueQuantity")
     if not isinstance(quantity, Mapping):
+        quantity = _quantity_from_string(obs.get("valueString"))
+    if quantity is None:
         return None, f"{label}{on} ({ref(obs)}) has no numeric value; not used"
     value = _number(quantity)
     if value is None:

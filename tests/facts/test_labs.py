@@ -144,3 +144,10 @@ def test_lab_series_oldest_first_keeps_recent_results(valuesets):
     ]
     series = facts_of(valuesets, *obs).labs["egfr"]
     assert [m.value for m in series] == [55, 56, 57]  # the three most recent, oldest first
+
+
+def test_psa_string_result_with_unit_is_read_but_bare_number_is_not(valuesets):
+    facts = facts_of(valuesets, observation((LNC, "35741-8"), valueString="<0.01 ng/mL"))
+    assert [m.value for m in facts.psa] == [0.01]
+    bare = facts_of(valuesets, observation((LNC, "35741-8"), valueString="<0.01"))
+    assert bare.psa == () and bare.data_issues

@@ -56,8 +56,9 @@ class Row:
     workload: str
     workers: int
     app: str  # "service" | "floor"
-    resources: int
+    resources: int  # in the generated chart, besides the Patient
     body_bytes: int
+    prefetched: int  # resources actually sent in prefetch (what the service's templates asked for)
     summary: stats.Summary
     peak_rss_mb: float | None
     notes: list[str] = field(default_factory=list)
@@ -234,6 +235,15 @@ def drive(
     return summary, peak_rss_mb(pids)
 
 
+def prefetched_count(request: dict[str, Any]) -> int:
+    """Resources in the request's prefetch: one per read, the entries of each searchset Bundle."""
+    count = 0
+    for value in (request.get("prefetch") or {}).values():
+        if isinstance(value, dict):
+            count += len(value.get("entry") or []) if value.get("resourceType") == "Bundle" else 1
+    return count
+
+
 def discover(server: Server) -> dict[str, Any]:
     status, body = _get(server.port, "/cds-services")
     if status != 200:
@@ -259,10 +269,11 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
 
 def run_bench(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any], list[str]]:
     notes: list[str] = []
-    has_service = not args.floor_only and importlib.util.find_spec(SERVICE_APP.split(":")[0]) is not None
+    service_app = args.service_app
+    has_service = not args.floor_only and importlib.util.find_spec(service_app.split(":")[0]) is not None
     if not has_service and not args.floor_only:
         notes.append(
-            f"`{SERVICE_APP}` is not importable yet: floor only, with the bench's default prefetch templates."
+            f"`{service_app}` is not importable yet: floor only, with the bench's default prefetch templates."
         )
     rows: list[Row] = []
     service_entry: dict[str, Any] = dict(DEFAULT_DISCOVERY)
@@ -276,14 +287,15 @@ def run_bench(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any], list
             env_service = service_env(stub.base_url, tmp / "feedback.sqlite3")
             env_floor = service_env(None, tmp / "floor.sqlite3")
             if has_service:
-                with gunicorn(SERVICE_APP, 1, env_service, logdir) as probe:
+                with gunicorn(service_app, 1, env_service, logdir) as probe:
                     service_entry = discover(probe)
                 notes.append(
                     f"service `{service_entry.get('id')}` ({service_entry.get('hook')}), prefetch keys: "
                     + ", ".join(sorted(service_entry.get("prefetch") or {}))
                 )
             path = f"/cds-services/{service_entry.get('id', 'imaging-appropriateness')}"
-            bodies = {}
+            bodies: dict[str, bytes] = {}
+            sent: dict[str, int] = {}
             for w in workloads(args):
                 request = build_request(
                     service_entry,
@@ -292,8 +304,9 @@ def run_bench(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any], list
                     fhir_server=None if w.prefetch else stub.base_url,
                 )
                 bodies[w.name] = json.dumps(request).encode()
+                sent[w.name] = prefetched_count(request)
             for workers in args.workers:
-                apps = ([("service", SERVICE_APP, env_service)] if has_service else []) + [
+                apps = ([("service", service_app, env_service)] if has_service else []) + [
                     ("floor", FLOOR_APP, env_floor)
                 ]
                 for label, app, env in apps:
@@ -306,7 +319,16 @@ def run_bench(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any], list
                             queries_before = stub.queries
                             duration = args.duration * (2 if w.resources >= 2000 else 1)
                             summary, rss = drive(server, path, bodies[w.name], args, tmp, duration)
-                            row = Row(w.name, workers, label, w.resources, len(bodies[w.name]), summary, rss)
+                            row = Row(
+                                w.name,
+                                workers,
+                                label,
+                                w.resources,
+                                len(bodies[w.name]),
+                                sent[w.name],
+                                summary,
+                                rss,
+                            )
                             if not w.prefetch:
                                 calls = summary.n + summary.errors + args.warmup * workers
                                 if calls:
@@ -342,7 +364,8 @@ def _find(rows: list[Row], workload: str, workers: int, app: str) -> Row | None:
 
 def main_table(rows: list[Row]) -> str:
     lines = [
-        "| workload | res. | body KiB | workers | service p50 / p95 / p99 ms | floor p50 / p95 / p99 ms "
+        "| workload | chart / prefetched res. | body KiB | workers | service p50 / p95 / p99 ms "
+        "| floor p50 / p95 / p99 ms "
         "| p50 ratio | service req/s | floor req/s | req/s ratio | service RSS MB | floor RSS MB | errors |",
         "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -368,7 +391,8 @@ def main_table(rows: list[Row]) -> str:
             return f"{_f(m.p50_ms, 2)} / {_f(m.p95_ms, 2)} / {_f(m.p99_ms, 2)} (n={m.n})"
 
         lines.append(
-            f"| {workload} | {any_row.resources} | {any_row.body_bytes / 1024:.0f} | {workers} "
+            f"| {workload} | {any_row.resources} / {any_row.prefetched} "
+            f"| {any_row.body_bytes / 1024:.0f} | {workers} "
             f"| {lat(s)} | {lat(f)} "
             f"| {_f(stats.ratio(s and s.summary.p50_ms, f and f.summary.p50_ms), 2)} "
             f"| {_f(s and s.summary.throughput)} | {_f(f and f.summary.throughput)} "
@@ -532,6 +556,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured requests per client")
     parser.add_argument("--no-scaling", action="store_true", help="skip the 100/1,000/5,000 scaling runs")
     parser.add_argument("--floor-only", action="store_true", help="measure the floor alone")
+    parser.add_argument(
+        "--service-app", default=SERVICE_APP, help="gunicorn app of the service (module:attr)"
+    )
     parser.add_argument("--append", type=Path, metavar="MD", help="also append the report to this file")
     return parser.parse_args(argv)
 

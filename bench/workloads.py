@@ -1,8 +1,8 @@
 """Deterministic synthetic hook requests for the benchmark.
 
 One metastatic-prostate patient (C61 on ADT, bone metastases, a PSA series, CMP labs, prior bone
-scan and CT) whose chart is padded with the everyday noise a real EHR export carries (vitals,
-unrelated labs and problems), so the service has to select what its rules read, as in production.
+scan and CT) whose chart is padded with the everyday noise a real EHR export carries (unrelated
+problems, medications, procedures and reports), so the service has to select what its rules read.
 
 The prefetch keys and query templates are NOT hard-coded: `build_request` takes the service's
 discovery entry (GET /cds-services) and fills every template from the generated chart, the way a
@@ -249,19 +249,8 @@ _CMP = [  # (loinc, display, unit, low, high, typical value)
         120,
         68.0,
     ),
-    ("2345-7", "Glucose [Mass/volume] in Serum or Plasma", "mg/dL", 70, 99, 104.0),
-    ("2951-2", "Sodium [Moles/volume] in Serum or Plasma", "mmol/L", 135, 145, 139.0),
-    ("2823-3", "Potassium [Moles/volume] in Serum or Plasma", "mmol/L", 3.5, 5.1, 4.2),
-    ("17861-6", "Calcium [Mass/volume] in Serum or Plasma", "mg/dL", 8.6, 10.3, 9.4),
 ]
 _TESTOSTERONE = ("2986-8", "Testosterone [Mass/volume] in Serum or Plasma")
-_VITALS = [  # (loinc, display, unit, typical value)
-    ("29463-7", "Body weight", "kg", 82.0),
-    ("8867-4", "Heart rate", "/min", 74.0),
-    ("8310-5", "Body temperature", "Cel", 36.8),
-    ("9279-1", "Respiratory rate", "/min", 15.0),
-    ("39156-5", "Body mass index (BMI) [Ratio]", "kg/m2", 26.1),
-]
 _CLINICAL_MEDS = [
     ("752899", "0.25 ML Leuprolide Acetate 30 MG/ML Prefilled Syringe"),
     ("1307298", "enzalutamide"),
@@ -354,15 +343,22 @@ def _conditions(n: int, rng: random.Random) -> list[Resource]:
 
 
 def _observations(n: int, rng: random.Random) -> list[Resource]:
-    """A monthly PSA series and CMP panels (about a third each), testosterone, then vitals as noise."""
+    """A monthly PSA series (a sixth), a few testosterone levels, then CMP panels of the labs the rules read.
+
+    Every Observation carries a code the rules read, so a prefetch template filtered by code still
+    delivers all of them ("full prefetch"): chart noise lives in the other resource types.
+    """
     out: list[Resource] = []
     n_psa = max(1, n // 6)
     for i in range(n_psa):  # rising on ADT: nadir then climbing, oldest first
         months_ago = n_psa - i
         psa = round(0.8 + 0.35 * max(0, 12 - months_ago) + rng.uniform(-0.05, 0.05), 2)
         out.append(_observation(f"psa-{i}", _PSA, psa, "ng/mL", 30 * months_ago, ref_range=(0.0, 4.0)))
-    n_cmp = n // 3
-    for i in range(n_cmp):
+    for i in range(max(0, min(4, n - len(out)))):
+        level = round(rng.uniform(18, 40), 1)  # castrate range on ADT
+        out.append(_observation(f"testo-{i}", _TESTOSTERONE, level, "ng/dL", 20 + 90 * i))
+    i = 0
+    while len(out) < n:
         loinc, display, unit, low, high, value = _CMP[i % len(_CMP)]
         panel = i // len(_CMP)
         out.append(
@@ -375,26 +371,8 @@ def _observations(n: int, rng: random.Random) -> list[Resource]:
                 ref_range=(low, high),
             )
         )
-    n_t = max(0, min(4, n - len(out)))
-    for i in range(n_t):
-        out.append(
-            _observation(f"testo-{i}", _TESTOSTERONE, round(rng.uniform(18, 40), 1), "ng/dL", 20 + 90 * i)
-        )
-    i = 0
-    while len(out) < n:
-        loinc, display, unit, value = _VITALS[i % len(_VITALS)]
-        out.append(
-            _observation(
-                f"vital-{i}",
-                (loinc, display),
-                round(value * rng.uniform(0.95, 1.05), 1),
-                unit,
-                7 + 11 * (i // len(_VITALS)),
-                category="vital-signs",
-            )
-        )
         i += 1
-    return out[:n]
+    return out
 
 
 def _medications(n: int, rng: random.Random) -> list[Resource]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from flask import Flask, jsonify, request
 
+from bench.workloads import DEFAULT_DISCOVERY
+
 
 def create_floor_app() -> Flask:
     floor = Flask(__name__)
@@ -19,7 +21,8 @@ def create_floor_app() -> Flask:
 
     @floor.get("/cds-services")
     def discovery():  # type: ignore[no-untyped-def]
-        return jsonify(services=[])
+        # the bench's default templates, so the floor can stand in for the service (A/A check)
+        return jsonify(services=[DEFAULT_DISCOVERY])
 
     @floor.post("/cds-services/<service_id>")
     def invoke(service_id: str):  # type: ignore[no-untyped-def]

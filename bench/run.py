@@ -12,6 +12,7 @@ Bounded: every workload stops after `--requests` measured requests or `--duratio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import importlib.util
 import json
@@ -200,39 +201,80 @@ def service_env(stub_url: str | None, feedback_db: Path) -> dict[str, str]:
 
 
 def drive(
-    server: Server, path: str, body: bytes, args: argparse.Namespace, tmp: Path, duration: float | None = None
-) -> tuple[stats.Summary, float | None]:
-    body_file = tmp / "body.json"
-    body_file.write_bytes(body)
-    pids = server.worker_pids()
-    concurrency = server.workers  # closed loop, one client per worker: latency without queueing
-    # warm-up first (imports, first-request caches), then reset the peak so RSS is this workload's
+    server: Server, url_path: str, body_file: Path, requests: int, duration: float, warmup: int
+) -> dict[str, Any]:
+    """One load-generator run against `server`: closed loop, one client per worker (no queueing)."""
     cmd = [
         sys.executable,
         "-m",
         "bench.loadgen",
         "--url",
-        server.base + path,
+        server.base + url_path,
         "--body",
         str(body_file),
         "-c",
-        str(concurrency),
+        str(server.workers),
         "-n",
-        str(args.requests),
+        str(requests),
         "-t",
-        str(duration or args.duration),
+        str(duration),
         "-w",
-        str(args.warmup),
+        str(warmup),
     ]
-    reset_peak_rss(pids)
     done = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)}
     )
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr.decode()[-2000:]}")
-    result = json.loads(done.stdout)
-    summary = stats.summarize(result["latencies_ms"], result["errors"], result["wall_s"], result["statuses"])
-    return summary, peak_rss_mb(pids)
+    return json.loads(done.stdout)
+
+
+def measure(
+    servers: dict[str, Server],
+    url_path: str,
+    body: bytes,
+    args: argparse.Namespace,
+    tmp: Path,
+    duration: float,
+) -> dict[str, tuple[stats.Summary, float | None]]:
+    """Measure every server on one body, alternating short rounds between them.
+
+    The machine is shared (other processes come and go); alternating service and floor round by
+    round spreads that drift over both instead of biasing the ratio. The first round of each
+    server starts with the warm-up requests; RSS peaks are reset first so they are this workload's.
+    """
+    body_file = tmp / "body.json"
+    body_file.write_bytes(body)
+    pids = {label: server.worker_pids() for label, server in servers.items()}
+    for worker_pids in pids.values():
+        reset_peak_rss(worker_pids)
+    merged: dict[str, dict[str, Any]] = {
+        label: {"latencies_ms": [], "statuses": {}, "errors": 0, "wall_s": 0.0} for label in servers
+    }
+    rounds = max(1, args.rounds)
+    for i in range(rounds):
+        for label, server in servers.items():
+            result = drive(
+                server,
+                url_path,
+                body_file,
+                max(1, args.requests // rounds),
+                duration / rounds,
+                args.warmup if i == 0 else 1,
+            )
+            m = merged[label]
+            m["latencies_ms"].extend(result["latencies_ms"])
+            m["errors"] += result["errors"]
+            m["wall_s"] += result["wall_s"]
+            for k, v in result["statuses"].items():
+                m["statuses"][k] = m["statuses"].get(k, 0) + v
+    return {
+        label: (
+            stats.summarize(m["latencies_ms"], m["errors"], m["wall_s"], m["statuses"]),
+            peak_rss_mb(pids[label]),
+        )
+        for label, m in merged.items()
+    }
 
 
 def prefetched_count(request: dict[str, Any]) -> int:
@@ -306,19 +348,26 @@ def run_bench(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any], list
                 bodies[w.name] = json.dumps(request).encode()
                 sent[w.name] = prefetched_count(request)
             for workers in args.workers:
-                apps = ([("service", service_app, env_service)] if has_service else []) + [
-                    ("floor", FLOOR_APP, env_floor)
-                ]
-                for label, app, env in apps:
-                    with gunicorn(app, workers, env, logdir) as server:
-                        for w in workloads(args):
-                            if w.scaling and workers != 1:
-                                continue
-                            if not w.prefetch and label == "floor":
-                                continue  # the floor fetches nothing: no floor for the fallback path
-                            queries_before = stub.queries
-                            duration = args.duration * (2 if w.resources >= 2000 else 1)
-                            summary, rss = drive(server, path, bodies[w.name], args, tmp, duration)
+                with contextlib.ExitStack() as stack:
+                    servers = {}
+                    if has_service:
+                        servers["service"] = stack.enter_context(
+                            gunicorn(service_app, workers, env_service, logdir)
+                        )
+                    servers["floor"] = stack.enter_context(gunicorn(FLOOR_APP, workers, env_floor, logdir))
+                    for w in workloads(args):
+                        if w.scaling and workers != 1:
+                            continue
+                        # the floor fetches nothing: there is no floor for the fallback path
+                        targets = (
+                            servers if w.prefetch else {k: v for k, v in servers.items() if k == "service"}
+                        )
+                        if not targets:
+                            continue
+                        queries_before = stub.queries
+                        duration = args.duration * (2 if w.resources >= 2000 else 1)
+                        measured = measure(targets, path, bodies[w.name], args, tmp, duration)
+                        for label, (summary, rss) in measured.items():
                             row = Row(
                                 w.name,
                                 workers,
@@ -330,14 +379,13 @@ def run_bench(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any], list
                                 rss,
                             )
                             if not w.prefetch:
-                                calls = summary.n + summary.errors + args.warmup * workers
-                                if calls:
-                                    row.notes.append(
-                                        f"{(stub.queries - queries_before) / calls:.1f} FHIR queries/call"
-                                    )
+                                calls = summary.n + summary.errors + (args.warmup + args.rounds - 1) * workers
+                                row.notes.append(
+                                    f"{(stub.queries - queries_before) / calls:.1f} FHIR queries/call"
+                                )
                             rows.append(row)
                             print(
-                                f"  {label:7} w={workers} {w.name:9} n={summary.n:5} "
+                                f"  {label:7} w={workers} {w.name:10} n={summary.n:5} "
                                 f"p50={summary.p50_ms:8.2f} ms p99={summary.p99_ms:8.2f} ms "
                                 f"{summary.throughput:7.1f} req/s errors={summary.errors}",
                                 file=sys.stderr,
@@ -531,7 +579,8 @@ def report(rows: list[Row], notes: list[str], args: argparse.Namespace) -> str:
         f"Machine: {machine()}.",
         f"Settings: gunicorn `{' '.join(GUNICORN_ARGS)}`; closed loop, one client per worker; per workload "
         f"≤ {args.requests} measured requests or {args.duration:g} s (×2 for ≥ 2,000 resources) after "
-        f"{args.warmup} warm-up requests per client; FHIR stub {STUB_DELAY_S * 1000:.0f} ms/query.",
+        f"{args.warmup} warm-up requests per client, in {args.rounds} rounds alternating service and floor; "
+        f"FHIR stub {STUB_DELAY_S * 1000:.0f} ms/query.",
         *[f"Note: {n}" for n in notes],
         "",
         main_table(rows),
@@ -554,6 +603,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=2000, help="measured requests per workload (cap)")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per workload (cap)")
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured requests per client")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating service/floor rounds per workload")
     parser.add_argument("--no-scaling", action="store_true", help="skip the 100/1,000/5,000 scaling runs")
     parser.add_argument("--floor-only", action="store_true", help="measure the floor alone")
     parser.add_argument(

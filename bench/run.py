@@ -616,7 +616,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     rows, _, notes = run_bench(args)
+    # other processes on the machine skew latency: say how busy it was
+    notes.append(f"load average (1 min) {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after.")
     text = report(rows, notes, args)
     text += f"\nWall time of the bench: {time.monotonic() - started:.0f} s.\n"
     print(text)

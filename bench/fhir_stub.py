@@ -25,6 +25,9 @@ MAX_PAGE_SIZE = 1000
 
 class FhirStub(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog is 5: a burst of concurrent connects (2 workers x 7 queries)
+    # overflows it and the dropped SYN costs a 1 s retransmit, which is the stub's fault, not the service's
+    request_queue_size = 128
 
     def __init__(
         self,

@@ -185,12 +185,15 @@ def gunicorn(app: str, workers: int, env: dict[str, str], logdir: Path) -> Itera
             proc.wait()
 
 
-def service_env(stub_url: str | None, feedback_db: Path) -> dict[str, str]:
+def service_env(
+    stub_url: str | None, feedback_db: Path, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["CDS_TODAY"] = AS_OF.isoformat()  # the generated chart's "today": results do not drift
     env["CDS_FEEDBACK_DB"] = str(feedback_db)
     env.pop("CDS_TRUSTED_CLIENTS", None)  # open mode: JWT checks are measured by their own tests
+    env.update(extra or {})
     if stub_url:
         # "http://host:port" entries allow plain http to that host (development form, config.py)
         env["CDS_FHIR_ALLOWED_HOSTS"] = stub_url
@@ -317,6 +320,8 @@ def run_bench(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any], list
         notes.append(
             f"`{service_app}` is not importable yet: floor only, with the bench's default prefetch templates."
         )
+    if args.service_env:
+        notes.append("service environment: " + ", ".join(f"`{k}={v}`" for k, v in args.service_env))
     rows: list[Row] = []
     service_entry: dict[str, Any] = dict(DEFAULT_DISCOVERY)
     logdir = ROOT / "var" / "bench"
@@ -326,7 +331,7 @@ def run_bench(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any], list
         tmp = Path(tmpname)
         stub = fhir_stub.start(charts[SIZES["typical"]], delay_s=STUB_DELAY_S)
         try:
-            env_service = service_env(stub.base_url, tmp / "feedback.sqlite3")
+            env_service = service_env(stub.base_url, tmp / "feedback.sqlite3", dict(args.service_env))
             env_floor = service_env(None, tmp / "floor.sqlite3")
             if has_service:
                 with gunicorn(service_app, 1, env_service, logdir) as probe:
@@ -597,6 +602,13 @@ def report(rows: list[Row], notes: list[str], args: argparse.Namespace) -> str:
     return "\n".join(parts)
 
 
+def _env_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError("expected NAME=VALUE")
+    return name, value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark the CDS service against the framework floor.")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="gunicorn worker counts")
@@ -608,6 +620,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--floor-only", action="store_true", help="measure the floor alone")
     parser.add_argument(
         "--service-app", default=SERVICE_APP, help="gunicorn app of the service (module:attr)"
+    )
+    parser.add_argument(
+        "--service-env",
+        type=_env_pair,
+        action="append",
+        default=[],
+        metavar="CDS_X=VALUE",
+        help="extra environment for the service (repeatable), e.g. CDS_FHIR_MAX_WORKERS=8",
     )
     parser.add_argument("--append", type=Path, metavar="MD", help="also append the report to this file")
     return parser.parse_args(argv)

@@ -595,10 +595,11 @@ def report(rows: list[Row], notes: list[str], args: argparse.Namespace) -> str:
         "",
         main_table(rows),
         "",
-        "Scaling (1 worker):",
-        "",
-        scaling,
-        "",
+        *(
+            ["Scaling (1 worker):", "", scaling, ""]
+            if any(r.workload.startswith("scale-") for r in rows)
+            else []
+        ),
         "Budget (issue 5; 1 worker):",
         "",
         budget_table(verdicts(rows, lin, lin_label)),

@@ -24,5 +24,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check cds_service tests
 
+# Benchmark against the framework floor (issue 5; docs/performance.md). Under 3 minutes.
+# Append the report to the doc: make bench BENCH_ARGS="--append docs/performance.md"
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -92,16 +92,20 @@ def _str_list(value: Any) -> bool:
 class JwksCache:
     """JWK Sets by URL, kept for `ttl` seconds and refetched when a token names an unknown kid."""
 
-    def __init__(self, ttl: float, fetch: Callable[[str], Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self, ttl: float, fetch: Callable[[str], Mapping[str, Any]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ttl = ttl
         self._fetch = fetch or _fetch_jwks
+        self._clock = clock
         self._sets: dict[str, tuple[float, dict[str, dict[str, Any]]]] = {}
         self._lock = threading.Lock()
 
     def key(self, url: str, kid: str) -> dict[str, Any] | None:
         with self._lock:
             fetched_at, keys = self._sets.get(url, (0.0, {}))
-        age = time.monotonic() - fetched_at
+        age = self._clock() - fetched_at
         stale = not keys or age > self._ttl
         if kid in keys and not stale:
             return keys[kid]
@@ -112,7 +116,7 @@ class JwksCache:
                 log.warning("JWKS fetch failed (%s)", type(exc).__name__)
                 return keys.get(kid)  # a stale key is better than locking every client out
             with self._lock:
-                self._sets[url] = (time.monotonic(), keys)
+                self._sets[url] = (self._clock(), keys)
         return keys.get(kid)
 
 

@@ -152,17 +152,17 @@ class Signer:
     def jwks(self) -> dict[str, Any]:
         return {"keys": [self.jwk]}
 
-    def token(self, aud: str, headers: dict[str, Any] | None = None, **claims: Any) -> str:
+    def token(self, audience: str, /, headers: dict[str, Any] | None = None, **claims: Any) -> str:
         now = time.time()
-        payload = {"iss": self.iss, "aud": aud, "iat": int(now), "exp": int(now) + 300,
+        payload = {"iss": self.iss, "aud": audience, "iat": int(now), "exp": int(now) + 300,
                    "jti": str(uuid.uuid4())}
         payload.update(claims)
         payload = {k: v for k, v in payload.items() if v is not None}
         header = {"kid": self.kid, "typ": "JWT", **(headers or {})}
         return jwt.encode(payload, self.private, algorithm=self.alg, headers=header)
 
-    def auth(self, aud: str, **kwargs: Any) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(aud, **kwargs)}"}
+    def auth(self, audience: str, /, **kwargs: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(audience, **kwargs)}"}
 
 
 @pytest.fixture

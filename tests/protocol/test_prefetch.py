@@ -7,7 +7,8 @@ import requests
 import responses
 
 from cds_service.model import EngineResult
-from tests.protocol.conftest import (
+
+from .conftest import (
     FHIR,
     PATIENT_ID,
     bundle,

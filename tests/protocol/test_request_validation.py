@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tests.protocol.conftest import (
+from .conftest import (
     PATIENT_ID,
     example,
     full_prefetch,

@@ -106,6 +106,14 @@ def test_replayed_jti_is_401(secured, signer):
     assert_bare_401(call(secured, headers))
 
 
+def test_replay_to_another_worker_is_401(make_app, trusted_file, signer):
+    worker_a = make_app(trusted_clients=trusted_file).test_client()
+    worker_b = make_app(trusted_clients=trusted_file).test_client()  # same database file
+    headers = signer.auth(SELECT)
+    assert call(worker_a, headers).status_code == 200
+    assert_bare_401(call(worker_b, headers))
+
+
 def test_untrusted_issuer_is_401(secured):
     stranger = Signer(iss="https://stranger.example.org")
     assert_bare_401(call(secured, stranger.auth(SELECT)))

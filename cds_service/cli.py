@@ -82,12 +82,29 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("preload_app", True)
             self.cfg.set("loglevel", args.log_level.lower())
             self.cfg.set("accesslog", None)  # our own structured line per call replaces it
+            self.cfg.set("logconfig_dict", _json_logging(args.log_level))
 
         def load(self) -> Any:
             return app
 
     _Server().run()
     return 0
+
+
+def _json_logging(level: str) -> dict[str, Any]:
+    """gunicorn's own messages as JSON lines too, like the service's."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "cds_service.protocol.access_log.JsonFormatter"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json",
+                                 "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "gunicorn.error": {"handlers": ["console"], "level": level.upper(), "propagate": False},
+            "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
+        "root": {"handlers": ["console"], "level": level.upper()},
+    }
 
 
 if __name__ == "__main__":

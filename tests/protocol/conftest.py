@@ -126,6 +126,28 @@ def hook_request(
     return body
 
 
+def sandbox_request():
+    """Shaped like the CDS Hooks sandbox's PAMA tab: non-R4 draft order, Bundle without type."""
+    return {
+        "hookInstance": "5b1c3c2e-0f3e-4a51-9d0c-0d1c1f6c7a11",
+        "hook": "order-select",
+        "fhirServer": "http://localhost:9999/fhir",
+        "context": {
+            "userId": "Practitioner/COREPRACTITIONER1",
+            "patientId": PATIENT_ID,
+            "selections": ["ServiceRequest/example-request-id"],
+            "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": {
+                "resourceType": "ServiceRequest", "id": "example-request-id", "status": "draft",
+                "code": {"coding": [{}]},
+                "category": {"coding": [{"system": "http://snomed.info/sct", "code": "363679005"}]},
+                "reasonCode": {"coding": [{"system": "http://snomed.info/sct", "code": "279039007"}]},
+                "subject": {"reference": f"Patient/{PATIENT_ID}"},
+            }}]},
+        },
+        "prefetch": full_prefetch(),
+    }
+
+
 def service_url(hook: str) -> str:
     service = "imaging-appropriateness" if hook == "order-select" else "imaging-appropriateness-sign"
     return f"/cds-services/{service}"

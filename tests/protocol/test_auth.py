@@ -14,7 +14,7 @@ from cds_service.protocol.auth import (
     load_trusted_clients,
 )
 
-from .conftest import BASE, Signer, full_prefetch, hook_request
+from .conftest import BASE, Signer, full_prefetch, hook_request, sandbox_request
 
 DISCOVERY = f"{BASE}/cds-services"
 SELECT = f"{BASE}/cds-services/imaging-appropriateness"
@@ -42,6 +42,21 @@ def test_valid_es384_jwt_is_accepted(secured, signer):
 
 def test_sandbox_iat_half_a_second_in_the_future_is_accepted(secured, signer):
     assert call(secured, signer.auth(SELECT, iat=time.time() + 0.5)).status_code == 200
+
+
+def test_sandbox_shaped_call_with_its_jwt_style_is_accepted(make_app, tmp_path):
+    """ES384, kid + jku header, iat half a second ahead, no tenant: as the CDS Hooks sandbox signs."""
+    sandbox = Signer(iss="https://sandbox.cds-hooks.org", kid="44823f3d-0b01-4a6c-a80e-b9d3e8a7226f")
+    jku = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({sandbox.iss: {"jku": [jku]}}))
+    client = make_app(trusted_clients=path).test_client()
+    with responses.RequestsMock() as mock:
+        mock.get(jku, json=sandbox.jwks)
+        headers = sandbox.auth(SELECT, headers={"jku": jku}, iat=time.time() + 0.5)
+        response = client.post(SELECT, json=sandbox_request(), headers=headers)
+    assert response.status_code == 200
+    assert isinstance(response.get_json()["cards"], list)
 
 
 def test_aud_may_be_a_list(secured, signer):

@@ -4,11 +4,11 @@ import json
 import pytest
 
 from .conftest import (
-    PATIENT_ID,
     example,
     full_prefetch,
     hook_request,
     patient,
+    sandbox_request,
     service_request,
     service_url,
 )
@@ -50,28 +50,6 @@ def test_argonaut_imaging_example_gets_200_with_data_from_its_fhir_server(make_a
         response = app.test_client().post(SELECT, json=body)
     assert response.status_code == 200
     assert isinstance(response.get_json()["cards"], list)
-
-
-def sandbox_request():
-    """Shaped like the CDS Hooks sandbox's PAMA tab: non-R4 draft order, Bundle without type."""
-    return {
-        "hookInstance": "5b1c3c2e-0f3e-4a51-9d0c-0d1c1f6c7a11",
-        "hook": "order-select",
-        "fhirServer": "http://localhost:9999/fhir",
-        "context": {
-            "userId": "Practitioner/COREPRACTITIONER1",
-            "patientId": PATIENT_ID,
-            "selections": ["ServiceRequest/example-request-id"],
-            "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": {
-                "resourceType": "ServiceRequest", "id": "example-request-id", "status": "draft",
-                "code": {"coding": [{}]},
-                "category": {"coding": [{"system": "http://snomed.info/sct", "code": "363679005"}]},
-                "reasonCode": {"coding": [{"system": "http://snomed.info/sct", "code": "279039007"}]},
-                "subject": {"reference": f"Patient/{PATIENT_ID}"},
-            }}]},
-        },
-        "prefetch": full_prefetch(),
-    }
 
 
 def test_sandbox_shaped_request_gets_200(client):

@@ -124,3 +124,12 @@ def test_feedback_needs_jwt_when_secured(make_app, trusted_file, signer):
     assert client.post(FEEDBACK, json={"feedback": [accepted()]}).status_code == 401
     headers = signer.auth(f"{BASE}{FEEDBACK}")
     assert client.post(FEEDBACK, json={"feedback": [accepted()]}, headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize("odd", [None, 0, "", [], {}, [None], {"x": 1}])
+def test_no_malformed_feedback_member_causes_a_5xx(client, odd):
+    item = {**accepted(), "overrideReason": {"reason": {"system": "s", "code": "c"}, "userComment": "c"}}
+    for key in list(item):
+        for body in ({"feedback": [{**item, key: odd}]},
+                     {"feedback": [{**item, "overrideReason": {**item["overrideReason"], "reason": odd}}]}):
+            assert client.post(FEEDBACK, json=body).status_code in (200, 400)

@@ -210,3 +210,33 @@ def test_every_example_answer_is_an_object_with_cards(client, hook):
     response = client.post(service_url(hook), json=body)
     assert response.status_code == 200
     assert isinstance(response.get_json()["cards"], list)
+
+
+def _leaf_paths(value, path=()):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield path + (key,)
+            yield from _leaf_paths(item, path + (key,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield path + (i,)
+            yield from _leaf_paths(item, path + (i,))
+
+
+def test_no_malformed_member_anywhere_causes_a_5xx(client):
+    """Replace every member of a sandbox-shaped request, one at a time, with odd JSON values."""
+    template = sandbox_request()
+    template["fhirServer"] = "https://evil.example.com/fhir"  # never called: not allowed
+    odd_values = (None, 0, "", [], {"resourceType": 1})
+    statuses = set()
+    for path in _leaf_paths(template):
+        for odd in odd_values:
+            body = copy.deepcopy(template)
+            target = body
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = odd
+            response = client.post(SELECT, json=body)
+            assert response.status_code in (200, 400, 412), (path, odd, response.get_data(as_text=True))
+            statuses.add(response.status_code)
+    assert statuses == {200, 400, 412}

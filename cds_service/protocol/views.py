@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -115,9 +116,13 @@ def invoke(service_id: str) -> Response:
     result = engine.evaluate(call.request, record, state.knowledge)
     response_body, _ = enforce_contract(build_body(result), strict=state.settings.strict_responses)
     kept = _kept_uuids(response_body)
-    state.feedback.index_cards(
-        service.id, call.request.hook_instance, {u: m for u, m in result.card_index.items() if u in kept}
-    )
+    try:
+        state.feedback.index_cards(
+            service.id, call.request.hook_instance, {u: m for u, m in result.card_index.items() if u in kept}
+        )
+    except sqlite3.Error:
+        # The guidance matters more than its feedback link: answer anyway, and say so in the log.
+        log.exception("could not index cards for feedback")
     access_log.note(
         rule_ids=list(result.rule_ids), cards=len(response_body["cards"]),
         system_actions=len(response_body.get("systemActions", [])),

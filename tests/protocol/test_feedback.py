@@ -133,3 +133,15 @@ def test_no_malformed_feedback_member_causes_a_5xx(client, odd):
         for body in ({"feedback": [{**item, key: odd}]},
                      {"feedback": [{**item, "overrideReason": {**item["overrideReason"], "reason": odd}}]}):
             assert client.post(FEEDBACK, json=body).status_code in (200, 400)
+
+
+def test_card_index_failure_does_not_block_guidance(make_app, monkeypatch, tmp_path):
+    card = {"uuid": CARD, "summary": "s", "indicator": "info", "source": {"label": "l"}}
+    monkeypatch.setattr("cds_service.engine.evaluate",
+                        lambda *_: EngineResult(cards=(card,), card_index={CARD: {"rule_id": "r"}}))
+    app = make_app()
+    store(app).path = tmp_path / "missing-dir" / "gone.sqlite3"  # the database became unreachable
+    response = app.test_client().post("/cds-services/imaging-appropriateness",
+                                      json=hook_request(prefetch=full_prefetch()))
+    assert response.status_code == 200
+    assert response.get_json()["cards"][0]["uuid"] == CARD

@@ -315,3 +315,26 @@ def test_no_service_request_in_focus_needs_no_data(client, fhir):
     assert response.status_code == 200
     assert response.get_json() == {"cards": []}
     assert len(fhir.calls) == 0
+
+
+def test_overall_deadline_stops_waiting_for_a_hung_query(make_app, captured, fhir):
+    import threading
+
+    release = threading.Event()
+
+    def hung(_request):
+        release.wait(5)
+        return 200, {"Content-Type": "application/fhir+json"}, '{"resourceType": "Bundle"}'
+
+    prefetch = full_prefetch()
+    del prefetch["procedures"], prefetch["conditions"]
+    fhir.add_callback(responses.GET, re.compile(rf"{re.escape(FHIR)}/Procedure\?.*"), callback=hung)
+    fhir.get(re.compile(rf"{re.escape(FHIR)}/Condition\?.*"), json=bundle(condition("c1")))
+    try:
+        client = make_app(fhir_deadline=0.3).test_client()
+        response = client.post(SELECT, json=with_server(hook_request(prefetch=prefetch)))
+    finally:
+        release.set()
+    assert response.status_code == 200
+    assert captured["record"].incomplete == ("procedures",)
+    assert [c["id"] for c in captured["record"].resources["Condition"]] == ["c1"]

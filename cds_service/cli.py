@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
@@ -72,6 +73,7 @@ def _serve(args: argparse.Namespace) -> int:
     app = _build_app()  # built once in the master (preload): a bad knowledge base stops here
     if app is None:
         return 2
+    gc.freeze()  # the loaded knowledge base is permanent: keep it out of every GC pass (and shared)
 
     class _Server(BaseApplication):
         def load_config(self) -> None:

@@ -29,10 +29,9 @@ from cds_service.protocol.fhir_client import (
     FhirAccessError,
     FhirClient,
     FhirNotFound,
-    bundle_errors,
-    bundle_resources,
     next_link,
     parse_allowed_hosts,
+    split_bundle,
 )
 from cds_service.protocol.request import FHIR_ID, ParsedCall
 
@@ -130,8 +129,8 @@ def _classify(value: Any, template: PrefetchTemplate, patient_id: str) -> KeyRes
     if rtype == "OperationOutcome":
         return KeyResult(state="outcome", complete=False, error="client sent an OperationOutcome")
     if rtype == "Bundle":
-        resources = bundle_resources(value)
-        if bundle_errors(value):
+        resources, has_error = split_bundle(value)
+        if has_error:
             # Keep what came; a re-query replaces it if the server answers.
             return KeyResult(resources=resources, state="outcome", complete=False,
                              error="client sent a Bundle with an error OperationOutcome")

@@ -1,6 +1,19 @@
+import logging
 import sys
 
+import pytest
+
 from cds_service import cli
+
+
+@pytest.fixture(autouse=True)
+def keep_logging():
+    """`check` configures process-wide JSON logging: give the other tests theirs back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_replay_without_the_module_prints_a_clear_message(monkeypatch, capsys):

@@ -102,3 +102,23 @@ def test_disallowed_base_makes_no_call():
         with pytest.raises(FhirAccessError, match="allowed"):
             c.read("Patient/p1")
     assert len(mock.calls) == 0
+
+
+@responses.activate
+def test_cookies_set_by_one_server_are_never_sent_again():
+    responses.get("https://fhir.example.org/r4/Patient/p1", json={"resourceType": "Patient", "id": "p1"},
+                  headers={"Set-Cookie": "session=abc; Path=/"})
+    responses.get("https://fhir.example.org/r4/Patient/p2", json={"resourceType": "Patient", "id": "p2"})
+    client().read("Patient/p1")
+    client(access_token="other").read("Patient/p2")
+    assert "Cookie" not in responses.calls[1].request.headers
+
+
+@responses.activate
+def test_error_outcome_inside_a_page_marks_the_search_incomplete():
+    url = "https://fhir.example.org/r4/Condition?patient=p1"
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "too-costly"}]}
+    responses.get(url, json={"resourceType": "Bundle", "entry": [
+        {"resource": {"resourceType": "Condition", "id": "c1"}}, {"resource": outcome}]})
+    resources, complete = client().search("Condition?patient=p1")
+    assert [r["id"] for r in resources] == ["c1"] and complete is False

@@ -245,23 +245,20 @@ def test_timeout_degrades_to_incomplete(client, captured, fhir):
     assert captured["record"].incomplete == ("procedures",)
 
 
-def test_timeouts_are_passed_to_every_call(make_app, captured, fhir):
+def test_timeouts_are_passed_to_every_call(make_app, captured, fhir, monkeypatch):
+    from cds_service.protocol.fhir_client import SESSION
+
     serve_all(fhir)
     seen = []
-    original = requests.get
+    original = SESSION.get
 
     def spy(url, **kwargs):
         seen.append(kwargs.get("timeout"))
         return original(url, **kwargs)
 
-    import cds_service.protocol.fhir_client as fc
-
-    fc.requests.get = spy
-    try:
-        make_app(fhir_connect_timeout=0.7, fhir_read_timeout=1.2).test_client().post(
-            SELECT, json=with_server(hook_request()))
-    finally:
-        fc.requests.get = original
+    monkeypatch.setattr(SESSION, "get", spy)
+    make_app(fhir_connect_timeout=0.7, fhir_read_timeout=1.2).test_client().post(
+        SELECT, json=with_server(hook_request()))
     assert len(seen) == 7
     assert all(t is not None and t[0] <= 0.7 and t[1] <= 1.2 for t in seen)
 

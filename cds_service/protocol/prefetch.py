@@ -92,7 +92,7 @@ def gather_record(
             results[key].complete = False
 
     for key, template in templates.items():
-        if template.required and (not results[key].complete or not results[key].resources):
+        if template.required and (not results[key].complete or not _usable(results[key], template, request)):
             reason = results[key].error or "no data"
             raise PreconditionFailed(
                 f"Required prefetch {key!r} ({template.resource_type}) could not be obtained: {reason}"
@@ -100,7 +100,7 @@ def gather_record(
 
     patient = next(
         (r for key, t in templates.items() if t.resource_type == "Patient" and t.is_read
-         for r in results[key].resources),
+         for r in results[key].resources if _is_the_patient(r, request.patient_id)),
         None,
     )
     record = PatientRecord(
@@ -143,6 +143,16 @@ def _classify(value: Any, template: PrefetchTemplate, patient_id: str) -> KeyRes
         return KeyResult(resources=[value])
     # A search answered with a bare resource: accept it as a one-entry result.
     return KeyResult(resources=[value])
+
+
+def _usable(result: KeyResult, template: PrefetchTemplate, request: Any) -> bool:
+    if template.resource_type == "Patient":
+        return any(_is_the_patient(r, request.patient_id) for r in result.resources)
+    return bool(result.resources)
+
+
+def _is_the_patient(resource: Mapping[str, Any], patient_id: str) -> bool:
+    return resource.get("resourceType") == "Patient" and resource.get("id") in (None, patient_id)
 
 
 def _client(call: ParsedCall, settings: Settings) -> FhirClient | None:

@@ -335,3 +335,13 @@ def test_overall_deadline_stops_waiting_for_a_hung_query(make_app, captured, fhi
     assert response.status_code == 200
     assert captured["record"].incomplete == ("procedures",)
     assert [c["id"] for c in captured["record"].resources["Condition"]] == ["c1"]
+
+
+def test_patient_key_answered_with_a_bundle_of_someone_else_is_412(client, captured):
+    prefetch = full_prefetch()
+    prefetch["patient"] = bundle(patient("someone-else"))
+    assert client.post(SELECT, json=hook_request(prefetch=prefetch)).status_code == 412
+    prefetch["patient"] = bundle(patient("someone-else"), patient())
+    assert client.post(SELECT, json=hook_request(prefetch=prefetch)).status_code == 200
+    assert captured["record"].patient["id"] == PATIENT_ID
+    assert [p["id"] for p in captured["record"].resources["Patient"]] == [PATIENT_ID]

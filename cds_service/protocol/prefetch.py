@@ -22,7 +22,7 @@ from datetime import date
 from typing import Any
 
 from cds_service.config import Settings
-from cds_service.model import PatientRecord, Resource
+from cds_service.model import HookRequest, PatientRecord, Resource
 from cds_service.protocol.discovery import PrefetchTemplate
 from cds_service.protocol.errors import PreconditionFailed
 from cds_service.protocol.fhir_client import (
@@ -145,7 +145,7 @@ def _classify(value: Any, template: PrefetchTemplate, patient_id: str) -> KeyRes
     return KeyResult(resources=[value])
 
 
-def _usable(result: KeyResult, template: PrefetchTemplate, request: Any) -> bool:
+def _usable(result: KeyResult, template: PrefetchTemplate, request: HookRequest) -> bool:
     if template.resource_type == "Patient":
         return any(_is_the_patient(r, request.patient_id) for r in result.resources)
     return bool(result.resources)
@@ -174,7 +174,7 @@ def _fetch_all(
     client: FhirClient,
     queries: Mapping[str, PrefetchTemplate],
     pages: Mapping[str, dict[str, Any]],
-    request: Any,
+    request: HookRequest,
     results: dict[str, KeyResult],
     settings: Settings,
 ) -> None:
@@ -229,7 +229,7 @@ def _run_pages(client: FhirClient, bundle: dict[str, Any]):
     return client.follow(bundle)
 
 
-def resolve_tokens(template: str, request: Any) -> str | None:
+def resolve_tokens(template: str, request: HookRequest) -> str | None:
     """Fill 2.0 prefetch tokens from the hook context; None if one has no usable value."""
     values = _token_values(request)
     missing = False
@@ -246,7 +246,7 @@ def resolve_tokens(template: str, request: Any) -> str | None:
     return None if missing else query
 
 
-def _token_values(request: Any) -> dict[str, str]:
+def _token_values(request: HookRequest) -> dict[str, str]:
     values = {"context.patientId": request.patient_id, "context.userId": request.user_id}
     if request.encounter_id:
         values["context.encounterId"] = request.encounter_id

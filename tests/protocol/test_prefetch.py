@@ -345,3 +345,15 @@ def test_patient_key_answered_with_a_bundle_of_someone_else_is_412(client, captu
     assert client.post(SELECT, json=hook_request(prefetch=prefetch)).status_code == 200
     assert captured["record"].patient["id"] == PATIENT_ID
     assert [p["id"] for p in captured["record"].resources["Patient"]] == [PATIENT_ID]
+
+
+def test_tokens_resolve_from_context_and_user():
+    from cds_service.model import HookRequest
+    from cds_service.protocol.prefetch import resolve_tokens
+
+    request = HookRequest(hook="order-sign", hook_instance="h", service_id="s", patient_id="p1",
+                          user_id="PractitionerRole/r9", draft_orders=(), encounter_id="e2")
+    assert resolve_tokens("Patient/{{context.patientId}}", request) == "Patient/p1"
+    assert resolve_tokens("Encounter/{{context.encounterId}}", request) == "Encounter/e2"
+    assert resolve_tokens("PractitionerRole/{{userPractitionerRoleId}}", request) == "PractitionerRole/r9"
+    assert resolve_tokens("Practitioner/{{userPractitionerId}}", request) is None  # not a Practitioner

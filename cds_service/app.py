@@ -11,7 +11,7 @@ from cds_service import rule_pages
 from cds_service.config import Settings
 from cds_service.knowledge import DEFAULT_CARDS_DIR, load_knowledge
 from cds_service.protocol import access_log, cors
-from cds_service.protocol.auth import Authenticator, load_trusted_clients
+from cds_service.protocol.auth import Authenticator, SqliteReplayCache, load_trusted_clients
 from cds_service.protocol.discovery import load_prefetch_templates
 from cds_service.protocol.errors import ProtocolError, operation_outcome
 from cds_service.protocol.feedback import FeedbackStore
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         authenticator = Authenticator.create(
             load_trusted_clients(settings.trusted_clients), settings.jwt_algorithms, settings.jwt_leeway,
             settings.jwt_max_lifetime, settings.jwks_cache_seconds,
+            replay=SqliteReplayCache(settings.feedback_db),
         )
     else:
         log.warning("CDS_TRUSTED_CLIENTS not set: running OPEN, any caller is accepted (development only)")

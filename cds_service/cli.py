@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
@@ -72,6 +73,7 @@ def _serve(args: argparse.Namespace) -> int:
     app = _build_app()  # built once in the master (preload): a bad knowledge base stops here
     if app is None:
         return 2
+    gc.freeze()  # the loaded knowledge base is permanent: keep it out of every GC pass (and shared)
 
     class _Server(BaseApplication):
         def load_config(self) -> None:
@@ -82,12 +84,29 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("preload_app", True)
             self.cfg.set("loglevel", args.log_level.lower())
             self.cfg.set("accesslog", None)  # our own structured line per call replaces it
+            self.cfg.set("logconfig_dict", _json_logging(args.log_level))
 
         def load(self) -> Any:
             return app
 
     _Server().run()
     return 0
+
+
+def _json_logging(level: str) -> dict[str, Any]:
+    """gunicorn's own messages as JSON lines too, like the service's."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "cds_service.protocol.access_log.JsonFormatter"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json",
+                                 "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "gunicorn.error": {"handlers": ["console"], "level": level.upper(), "propagate": False},
+            "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
+        "root": {"handlers": ["console"], "level": level.upper()},
+    }
 
 
 if __name__ == "__main__":

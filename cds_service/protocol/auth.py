@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,16 +94,20 @@ def _str_list(value: Any) -> bool:
 class JwksCache:
     """JWK Sets by URL, kept for `ttl` seconds and refetched when a token names an unknown kid."""
 
-    def __init__(self, ttl: float, fetch: Callable[[str], Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self, ttl: float, fetch: Callable[[str], Mapping[str, Any]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ttl = ttl
         self._fetch = fetch or _fetch_jwks
+        self._clock = clock
         self._sets: dict[str, tuple[float, dict[str, dict[str, Any]]]] = {}
         self._lock = threading.Lock()
 
     def key(self, url: str, kid: str) -> dict[str, Any] | None:
         with self._lock:
             fetched_at, keys = self._sets.get(url, (0.0, {}))
-        age = time.monotonic() - fetched_at
+        age = self._clock() - fetched_at
         stale = not keys or age > self._ttl
         if kid in keys and not stale:
             return keys[kid]
@@ -112,7 +118,7 @@ class JwksCache:
                 log.warning("JWKS fetch failed (%s)", type(exc).__name__)
                 return keys.get(kid)  # a stale key is better than locking every client out
             with self._lock:
-                self._sets[url] = (time.monotonic(), keys)
+                self._sets[url] = (self._clock(), keys)
         return keys.get(kid)
 
 
@@ -133,7 +139,7 @@ def _index(jwks: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 class ReplayCache:
-    """`jti` values seen, each kept until its token expires (per process)."""
+    """`jti` values seen, each kept until its token expires (this process only; tests)."""
 
     def __init__(self) -> None:
         self._seen: dict[tuple[str, str], float] = {}
@@ -150,6 +156,38 @@ class ReplayCache:
             return True
 
 
+class SqliteReplayCache:
+    """`jti` values seen, shared by every worker process through one SQLite file.
+
+    A token replayed to another gunicorn worker is caught too. Only (iss, jti, exp) is kept: a
+    nonce, not a credential.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db, db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS seen_jti (iss TEXT, jti TEXT, exp REAL, PRIMARY KEY (iss, jti))"
+            )
+        self._inserts = 0
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=5.0)
+
+    def first_use(self, iss: str, jti: str, exp: float) -> bool:
+        now = time.time()
+        with closing(self._connect()) as db, db:
+            self._inserts += 1
+            if self._inserts % 200 == 0:
+                db.execute("DELETE FROM seen_jti WHERE exp < ?", (now,))
+            # An expired entry may be reused; a live one means replay.
+            db.execute("DELETE FROM seen_jti WHERE iss = ? AND jti = ? AND exp < ?", (iss, jti, now))
+            cursor = db.execute("INSERT OR IGNORE INTO seen_jti VALUES (?, ?, ?)", (iss, jti, exp))
+            return cursor.rowcount == 1
+
+
 @dataclass
 class Authenticator:
     clients: Mapping[str, TrustedClient]
@@ -157,12 +195,12 @@ class Authenticator:
     leeway: int = 30
     max_lifetime: int = 3600
     jwks: JwksCache = field(default_factory=lambda: JwksCache(3600))
-    replay: ReplayCache = field(default_factory=ReplayCache)
+    replay: ReplayCache | SqliteReplayCache = field(default_factory=ReplayCache)
 
     @classmethod
     def create(
         cls, clients: Mapping[str, TrustedClient], algorithms: Iterable[str], leeway: int,
-        max_lifetime: int, jwks_ttl: int,
+        max_lifetime: int, jwks_ttl: int, replay: ReplayCache | SqliteReplayCache | None = None,
     ) -> Authenticator:
         requested = {a.strip().upper() for a in algorithms}
         refused = requested - _ASYMMETRIC
@@ -171,7 +209,7 @@ class Authenticator:
         allowed = frozenset(requested & _ASYMMETRIC)
         if not allowed:
             raise TrustConfigError("CDS_JWT_ALGORITHMS allows no usable algorithm")
-        return cls(clients, allowed, leeway, max_lifetime, JwksCache(jwks_ttl))
+        return cls(clients, allowed, leeway, max_lifetime, JwksCache(jwks_ttl), replay or ReplayCache())
 
     def authenticate(self, authorization: str | None, audiences: Iterable[str]) -> Caller:
         if not authorization or not authorization.startswith("Bearer "):

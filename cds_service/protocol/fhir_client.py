@@ -9,12 +9,31 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 _JSON_TYPES = ("application/fhir+json", "application/json")
+
+
+def _shared_session() -> requests.Session:
+    """One connection pool per process: keep-alive (and TLS sessions) to the EHR across calls.
+
+    Cookies are refused, so nothing one call's server sets can reach another call; the bearer
+    token is a per-request header, never session state.
+    """
+    session = requests.Session()
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=32, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+SESSION = _shared_session()
 
 
 class FhirAccessError(Exception):
@@ -101,7 +120,7 @@ class FhirClient:
         """Entries of `bundle` and its following pages; complete=False when the page cap stopped us."""
         if bundle.get("resourceType") != "Bundle":
             raise FhirAccessError(f"search answered with {bundle.get('resourceType')!r}, not a Bundle")
-        resources = bundle_resources(bundle)
+        resources, has_error = split_bundle(bundle)
         pages = 1
         next_url = next_link(bundle)
         while next_url:
@@ -110,10 +129,12 @@ class FhirClient:
             page = self._get(urljoin(self.base_url + "/", next_url))
             if page.get("resourceType") != "Bundle":
                 raise FhirAccessError("a next page was not a Bundle")
-            resources.extend(bundle_resources(page))
+            page_resources, page_error = split_bundle(page)
+            resources.extend(page_resources)
+            has_error = has_error or page_error
             pages += 1
             next_url = next_link(page)
-        return resources, True
+        return resources, not has_error
 
     def _get(self, url: str) -> dict[str, Any]:
         if not is_allowed(url, self.allowed):
@@ -128,7 +149,7 @@ class FhirClient:
         self.calls += 1
         try:
             # No redirects: a redirect could carry the bearer token to a host nobody allowed.
-            response = requests.get(url, headers=headers, timeout=timeout, allow_redirects=False)
+            response = SESSION.get(url, headers=headers, timeout=timeout, allow_redirects=False)
         except requests.Timeout as exc:
             raise FhirAccessError("FHIR server timed out") from exc
         except requests.RequestException as exc:
@@ -149,28 +170,26 @@ class FhirClient:
         return data
 
 
+def split_bundle(bundle: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+    """(data resources, whether an error OperationOutcome came along) in one pass over the entries."""
+    out = []
+    has_error = False
+    entries = bundle.get("entry")
+    for entry in entries if isinstance(entries, list) else ():
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            continue
+        rtype = resource.get("resourceType")
+        if rtype == "OperationOutcome":
+            has_error = has_error or is_error_outcome(resource)
+        elif isinstance(rtype, str):
+            out.append(resource)
+    return out, has_error
+
+
 def bundle_resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     """The data resources of a searchset Bundle: OperationOutcome entries are left out."""
-    out = []
-    entries = bundle.get("entry")
-    for entry in entries if isinstance(entries, list) else ():
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-            continue
-        if resource["resourceType"] == "OperationOutcome":
-            continue
-        out.append(resource)
-    return out
-
-
-def bundle_errors(bundle: dict[str, Any]) -> bool:
-    """Whether a Bundle carries an OperationOutcome with an error or fatal issue."""
-    entries = bundle.get("entry")
-    for entry in entries if isinstance(entries, list) else ():
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if isinstance(resource, dict) and is_error_outcome(resource):
-            return True
-    return False
+    return split_bundle(bundle)[0]
 
 
 def is_error_outcome(resource: dict[str, Any]) -> bool:

@@ -22,17 +22,16 @@ from datetime import date
 from typing import Any
 
 from cds_service.config import Settings
-from cds_service.model import PatientRecord, Resource
+from cds_service.model import HookRequest, PatientRecord, Resource
 from cds_service.protocol.discovery import PrefetchTemplate
 from cds_service.protocol.errors import PreconditionFailed
 from cds_service.protocol.fhir_client import (
     FhirAccessError,
     FhirClient,
     FhirNotFound,
-    bundle_errors,
-    bundle_resources,
     next_link,
     parse_allowed_hosts,
+    split_bundle,
 )
 from cds_service.protocol.request import FHIR_ID, ParsedCall
 
@@ -93,7 +92,7 @@ def gather_record(
             results[key].complete = False
 
     for key, template in templates.items():
-        if template.required and (not results[key].complete or not results[key].resources):
+        if template.required and (not results[key].complete or not _usable(results[key], template, request)):
             reason = results[key].error or "no data"
             raise PreconditionFailed(
                 f"Required prefetch {key!r} ({template.resource_type}) could not be obtained: {reason}"
@@ -101,7 +100,7 @@ def gather_record(
 
     patient = next(
         (r for key, t in templates.items() if t.resource_type == "Patient" and t.is_read
-         for r in results[key].resources),
+         for r in results[key].resources if _is_the_patient(r, request.patient_id)),
         None,
     )
     record = PatientRecord(
@@ -130,8 +129,8 @@ def _classify(value: Any, template: PrefetchTemplate, patient_id: str) -> KeyRes
     if rtype == "OperationOutcome":
         return KeyResult(state="outcome", complete=False, error="client sent an OperationOutcome")
     if rtype == "Bundle":
-        resources = bundle_resources(value)
-        if bundle_errors(value):
+        resources, has_error = split_bundle(value)
+        if has_error:
             # Keep what came; a re-query replaces it if the server answers.
             return KeyResult(resources=resources, state="outcome", complete=False,
                              error="client sent a Bundle with an error OperationOutcome")
@@ -144,6 +143,16 @@ def _classify(value: Any, template: PrefetchTemplate, patient_id: str) -> KeyRes
         return KeyResult(resources=[value])
     # A search answered with a bare resource: accept it as a one-entry result.
     return KeyResult(resources=[value])
+
+
+def _usable(result: KeyResult, template: PrefetchTemplate, request: HookRequest) -> bool:
+    if template.resource_type == "Patient":
+        return any(_is_the_patient(r, request.patient_id) for r in result.resources)
+    return bool(result.resources)
+
+
+def _is_the_patient(resource: Mapping[str, Any], patient_id: str) -> bool:
+    return resource.get("resourceType") == "Patient" and resource.get("id") in (None, patient_id)
 
 
 def _client(call: ParsedCall, settings: Settings) -> FhirClient | None:
@@ -165,7 +174,7 @@ def _fetch_all(
     client: FhirClient,
     queries: Mapping[str, PrefetchTemplate],
     pages: Mapping[str, dict[str, Any]],
-    request: Any,
+    request: HookRequest,
     results: dict[str, KeyResult],
     settings: Settings,
 ) -> None:
@@ -220,7 +229,7 @@ def _run_pages(client: FhirClient, bundle: dict[str, Any]):
     return client.follow(bundle)
 
 
-def resolve_tokens(template: str, request: Any) -> str | None:
+def resolve_tokens(template: str, request: HookRequest) -> str | None:
     """Fill 2.0 prefetch tokens from the hook context; None if one has no usable value."""
     values = _token_values(request)
     missing = False
@@ -237,7 +246,7 @@ def resolve_tokens(template: str, request: Any) -> str | None:
     return None if missing else query
 
 
-def _token_values(request: Any) -> dict[str, str]:
+def _token_values(request: HookRequest) -> dict[str, str]:
     values = {"context.patientId": request.patient_id, "context.userId": request.user_id}
     if request.encounter_id:
         values["context.encounterId"] = request.encounter_id

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -78,10 +80,17 @@ def _json_body() -> Any:
     if request.mimetype not in _JSON_MIMETYPES:
         raise ProtocolError("Content-Type must be application/json", status=415)
     raw = request.get_data(cache=False)
+    # A large prefetch parses into ~10^5 containers; the cyclic GC would scan them repeatedly
+    # while they are being built (none of them can be garbage yet).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 @blueprint.get("/cds-services")
@@ -115,9 +124,13 @@ def invoke(service_id: str) -> Response:
     result = engine.evaluate(call.request, record, state.knowledge)
     response_body, _ = enforce_contract(build_body(result), strict=state.settings.strict_responses)
     kept = _kept_uuids(response_body)
-    state.feedback.index_cards(
-        service.id, call.request.hook_instance, {u: m for u, m in result.card_index.items() if u in kept}
-    )
+    try:
+        state.feedback.index_cards(
+            service.id, call.request.hook_instance, {u: m for u, m in result.card_index.items() if u in kept}
+        )
+    except sqlite3.Error:
+        # The guidance matters more than its feedback link: answer anyway, and say so in the log.
+        log.exception("could not index cards for feedback")
     access_log.note(
         rule_ids=list(result.rule_ids), cards=len(response_body["cards"]),
         system_actions=len(response_body.get("systemActions", [])),

@@ -126,6 +126,28 @@ def hook_request(
     return body
 
 
+def sandbox_request():
+    """Shaped like the CDS Hooks sandbox's PAMA tab: non-R4 draft order, Bundle without type."""
+    return {
+        "hookInstance": "5b1c3c2e-0f3e-4a51-9d0c-0d1c1f6c7a11",
+        "hook": "order-select",
+        "fhirServer": "http://localhost:9999/fhir",
+        "context": {
+            "userId": "Practitioner/COREPRACTITIONER1",
+            "patientId": PATIENT_ID,
+            "selections": ["ServiceRequest/example-request-id"],
+            "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": {
+                "resourceType": "ServiceRequest", "id": "example-request-id", "status": "draft",
+                "code": {"coding": [{}]},
+                "category": {"coding": [{"system": "http://snomed.info/sct", "code": "363679005"}]},
+                "reasonCode": {"coding": [{"system": "http://snomed.info/sct", "code": "279039007"}]},
+                "subject": {"reference": f"Patient/{PATIENT_ID}"},
+            }}]},
+        },
+        "prefetch": full_prefetch(),
+    }
+
+
 def service_url(hook: str) -> str:
     service = "imaging-appropriateness" if hook == "order-select" else "imaging-appropriateness-sign"
     return f"/cds-services/{service}"
@@ -152,17 +174,17 @@ class Signer:
     def jwks(self) -> dict[str, Any]:
         return {"keys": [self.jwk]}
 
-    def token(self, aud: str, headers: dict[str, Any] | None = None, **claims: Any) -> str:
+    def token(self, audience: str, /, headers: dict[str, Any] | None = None, **claims: Any) -> str:
         now = time.time()
-        payload = {"iss": self.iss, "aud": aud, "iat": int(now), "exp": int(now) + 300,
+        payload = {"iss": self.iss, "aud": audience, "iat": int(now), "exp": int(now) + 300,
                    "jti": str(uuid.uuid4())}
         payload.update(claims)
         payload = {k: v for k, v in payload.items() if v is not None}
         header = {"kid": self.kid, "typ": "JWT", **(headers or {})}
         return jwt.encode(payload, self.private, algorithm=self.alg, headers=header)
 
-    def auth(self, aud: str, **kwargs: Any) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(aud, **kwargs)}"}
+    def auth(self, audience: str, /, **kwargs: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(audience, **kwargs)}"}
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import requests
 import responses
 
 from cds_service.model import EngineResult
-from tests.protocol.conftest import (
+
+from .conftest import (
     FHIR,
     PATIENT_ID,
     bundle,
@@ -244,23 +245,20 @@ def test_timeout_degrades_to_incomplete(client, captured, fhir):
     assert captured["record"].incomplete == ("procedures",)
 
 
-def test_timeouts_are_passed_to_every_call(make_app, captured, fhir):
+def test_timeouts_are_passed_to_every_call(make_app, captured, fhir, monkeypatch):
+    from cds_service.protocol.fhir_client import SESSION
+
     serve_all(fhir)
     seen = []
-    original = requests.get
+    original = SESSION.get
 
     def spy(url, **kwargs):
         seen.append(kwargs.get("timeout"))
         return original(url, **kwargs)
 
-    import cds_service.protocol.fhir_client as fc
-
-    fc.requests.get = spy
-    try:
-        make_app(fhir_connect_timeout=0.7, fhir_read_timeout=1.2).test_client().post(
-            SELECT, json=with_server(hook_request()))
-    finally:
-        fc.requests.get = original
+    monkeypatch.setattr(SESSION, "get", spy)
+    make_app(fhir_connect_timeout=0.7, fhir_read_timeout=1.2).test_client().post(
+        SELECT, json=with_server(hook_request()))
     assert len(seen) == 7
     assert all(t is not None and t[0] <= 0.7 and t[1] <= 1.2 for t in seen)
 
@@ -314,3 +312,48 @@ def test_no_service_request_in_focus_needs_no_data(client, fhir):
     assert response.status_code == 200
     assert response.get_json() == {"cards": []}
     assert len(fhir.calls) == 0
+
+
+def test_overall_deadline_stops_waiting_for_a_hung_query(make_app, captured, fhir):
+    import threading
+
+    release = threading.Event()
+
+    def hung(_request):
+        release.wait(5)
+        return 200, {"Content-Type": "application/fhir+json"}, '{"resourceType": "Bundle"}'
+
+    prefetch = full_prefetch()
+    del prefetch["procedures"], prefetch["conditions"]
+    fhir.add_callback(responses.GET, re.compile(rf"{re.escape(FHIR)}/Procedure\?.*"), callback=hung)
+    fhir.get(re.compile(rf"{re.escape(FHIR)}/Condition\?.*"), json=bundle(condition("c1")))
+    try:
+        client = make_app(fhir_deadline=0.3).test_client()
+        response = client.post(SELECT, json=with_server(hook_request(prefetch=prefetch)))
+    finally:
+        release.set()
+    assert response.status_code == 200
+    assert captured["record"].incomplete == ("procedures",)
+    assert [c["id"] for c in captured["record"].resources["Condition"]] == ["c1"]
+
+
+def test_patient_key_answered_with_a_bundle_of_someone_else_is_412(client, captured):
+    prefetch = full_prefetch()
+    prefetch["patient"] = bundle(patient("someone-else"))
+    assert client.post(SELECT, json=hook_request(prefetch=prefetch)).status_code == 412
+    prefetch["patient"] = bundle(patient("someone-else"), patient())
+    assert client.post(SELECT, json=hook_request(prefetch=prefetch)).status_code == 200
+    assert captured["record"].patient["id"] == PATIENT_ID
+    assert [p["id"] for p in captured["record"].resources["Patient"]] == [PATIENT_ID]
+
+
+def test_tokens_resolve_from_context_and_user():
+    from cds_service.model import HookRequest
+    from cds_service.protocol.prefetch import resolve_tokens
+
+    request = HookRequest(hook="order-sign", hook_instance="h", service_id="s", patient_id="p1",
+                          user_id="PractitionerRole/r9", draft_orders=(), encounter_id="e2")
+    assert resolve_tokens("Patient/{{context.patientId}}", request) == "Patient/p1"
+    assert resolve_tokens("Encounter/{{context.encounterId}}", request) == "Encounter/e2"
+    assert resolve_tokens("PractitionerRole/{{userPractitionerRoleId}}", request) == "PractitionerRole/r9"
+    assert resolve_tokens("Practitioner/{{userPractitionerId}}", request) is None  # not a Practitioner

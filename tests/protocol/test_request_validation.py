@@ -3,12 +3,12 @@ import json
 
 import pytest
 
-from tests.protocol.conftest import (
-    PATIENT_ID,
+from .conftest import (
     example,
     full_prefetch,
     hook_request,
     patient,
+    sandbox_request,
     service_request,
     service_url,
 )
@@ -50,28 +50,6 @@ def test_argonaut_imaging_example_gets_200_with_data_from_its_fhir_server(make_a
         response = app.test_client().post(SELECT, json=body)
     assert response.status_code == 200
     assert isinstance(response.get_json()["cards"], list)
-
-
-def sandbox_request():
-    """Shaped like the CDS Hooks sandbox's PAMA tab: non-R4 draft order, Bundle without type."""
-    return {
-        "hookInstance": "5b1c3c2e-0f3e-4a51-9d0c-0d1c1f6c7a11",
-        "hook": "order-select",
-        "fhirServer": "http://localhost:9999/fhir",
-        "context": {
-            "userId": "Practitioner/COREPRACTITIONER1",
-            "patientId": PATIENT_ID,
-            "selections": ["ServiceRequest/example-request-id"],
-            "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": {
-                "resourceType": "ServiceRequest", "id": "example-request-id", "status": "draft",
-                "code": {"coding": [{}]},
-                "category": {"coding": [{"system": "http://snomed.info/sct", "code": "363679005"}]},
-                "reasonCode": {"coding": [{"system": "http://snomed.info/sct", "code": "279039007"}]},
-                "subject": {"reference": f"Patient/{PATIENT_ID}"},
-            }}]},
-        },
-        "prefetch": full_prefetch(),
-    }
 
 
 def test_sandbox_shaped_request_gets_200(client):
@@ -232,3 +210,33 @@ def test_every_example_answer_is_an_object_with_cards(client, hook):
     response = client.post(service_url(hook), json=body)
     assert response.status_code == 200
     assert isinstance(response.get_json()["cards"], list)
+
+
+def _leaf_paths(value, path=()):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield path + (key,)
+            yield from _leaf_paths(item, path + (key,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield path + (i,)
+            yield from _leaf_paths(item, path + (i,))
+
+
+def test_no_malformed_member_anywhere_causes_a_5xx(client):
+    """Replace every member of a sandbox-shaped request, one at a time, with odd JSON values."""
+    template = sandbox_request()
+    template["fhirServer"] = "https://evil.example.com/fhir"  # never called: not allowed
+    odd_values = (None, 0, "", [], {"resourceType": 1})
+    statuses = set()
+    for path in _leaf_paths(template):
+        for odd in odd_values:
+            body = copy.deepcopy(template)
+            target = body
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = odd
+            response = client.post(SELECT, json=body)
+            assert response.status_code in (200, 400, 412), (path, odd, response.get_data(as_text=True))
+            statuses.add(response.status_code)
+    assert statuses == {200, 400, 412}

@@ -6,6 +6,7 @@ import io
 import json
 import re
 from contextlib import redirect_stdout
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ import responses
 from cds_service import replay
 from cds_service.bundle_search import BundleStore
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture
 def e2e(tmp_path, monkeypatch):
@@ -21,6 +24,9 @@ def e2e(tmp_path, monkeypatch):
         from cds_service.config import Settings
     except ImportError:
         pytest.skip("the protocol layer (cds_service.app / config) is not in this checkout yet")
+    if not (REPO / "cards" / "scenarios").is_dir():
+        # The expected outcomes need the knowledge base; before it lands every case would fail alike.
+        pytest.skip("the knowledge base (cards/scenarios) is not in this checkout yet")
     # The CLI path builds its own Settings from the environment: keep its files in tmp.
     monkeypatch.setenv("CDS_FEEDBACK_DB", str(tmp_path / "feedback-cli.sqlite3"))
     monkeypatch.setenv("CDS_STRICT_RESPONSES", "1")

@@ -19,6 +19,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import logging
 import re
 import sys
 import uuid
@@ -249,7 +250,10 @@ def fill_prefetch(request: dict[str, Any], templates: Mapping[str, str],
 class InProcess:
     """The service's Flask app, built here, called through its test client."""
 
-    def __init__(self, as_of: date, fhir_server: str | None = None, settings: Any = None):
+    def __init__(self, as_of: date, fhir_server: str | None = None, settings: Any = None,
+                 quiet: bool = False):
+        if quiet:  # the app's start-up warnings (open mode, no FHIR hosts) are noise in a terminal replay
+            logging.getLogger("cds_service").setLevel(logging.ERROR)
         try:
             from cds_service.app import create_app
             from cds_service.config import Settings
@@ -472,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ReplayError("no draft order: give --order CODE|FILE (or replay a case file)")
         if args.hook:
             replay.hook = args.hook
-        transport = Remote(args.url) if args.url else InProcess(replay.as_of, args.fhir_server)
+        transport = Remote(args.url) if args.url else InProcess(replay.as_of, args.fhir_server, quiet=True)
         status, body, request = run(replay, transport, prefetch=not args.no_prefetch,
                                     fhir_server=args.fhir_server, fhir_token=args.fhir_token)
     except ReplayError as exc:

@@ -229,3 +229,39 @@ def test_ratings_reads_pama_and_project_extensions():
     assert replay.ratings(body) == {"a": {"pama": "not-appropriate",
                                           "acr-category": "usually-not-appropriate",
                                           "scenario": "prostate-initial-staging"}}
+
+
+# --- in-process against the real app ------------------------------------------------------------------
+
+@pytest.fixture
+def app_env(tmp_path, monkeypatch):
+    pytest.importorskip("cds_service.app", reason="protocol layer not in this checkout")
+    monkeypatch.setenv("CDS_FEEDBACK_DB", str(tmp_path / "feedback.sqlite3"))
+    monkeypatch.setenv("CDS_STRICT_RESPONSES", "1")
+
+
+def test_in_process_replay_of_a_case(app_env, capsys):
+    code, out, err = run([CASE, "--hook", "order-sign"], capsys)
+    assert code == 0, err
+    assert "Patient prostate-mets-adt-rising-psa as of 2026-11-15 | hook order-sign" in out
+    assert "Rating ServiceRequest/ct-chest-1:" in out and "Rating ServiceRequest/ct-ap-1:" in out
+
+
+def test_in_process_json_is_a_cds_response(app_env, capsys):
+    code, out, _ = run([PATIENT, "--order", "78306", "--json"], capsys)
+    assert code == 0 and isinstance(json.loads(out)["cards"], list)
+
+
+@responses.activate
+def test_in_process_fallback_reads_the_fhir_server(app_env, capsys):
+    import re
+
+    store = BundleStore(json.loads(PATIENT.read_text()), base_url="https://fhir.replay.test/r4")
+    responses.add_callback(responses.GET, re.compile(r"https://fhir\.replay\.test/r4/.*"),
+                           callback=store.responses_callback)
+    code, _, err = run([PATIENT, "--order", "78306", "--no-prefetch", "--fhir-server",
+                        "https://fhir.replay.test/r4", "--json"], capsys)
+    assert code == 0, err
+    urls = [c.request.url for c in responses.calls]
+    assert any("/Patient/prostate-mets-adt-rising-psa" in u for u in urls)
+    assert any("/Condition?" in u for u in urls)

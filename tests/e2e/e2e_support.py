@@ -181,8 +181,12 @@ def _as_set(value: Any) -> set[str]:
     return set(value) if isinstance(value, list) else {value}
 
 
-def check(case: Mapping[str, Any], order_ids: Mapping[str, str], status: int, body: Any) -> Outcome:
-    """Assert the response matches the case's expected outcome; order_ids maps order file -> id."""
+def check(case: Mapping[str, Any], order_ids: Mapping[str, str], status: int, body: Any,
+          hook: str = "order-sign") -> Outcome:
+    """Assert the response matches the case's expected outcome; order_ids maps order file -> id.
+
+    Under order-select only the selected orders are rated; the others must carry no rating.
+    """
     name = case["name"]
     assert status == 200, f"{name}: HTTP {status}: {body}"
     assert isinstance(body, Mapping) and isinstance(body.get("cards"), list), f"{name}: not a CDS response"
@@ -219,8 +223,9 @@ def check(case: Mapping[str, Any], order_ids: Mapping[str, str], status: int, bo
         info = out.ratings.get(oid, {})
         pama = info.get("pama", "none")
         allowed = _as_set(oexp["pama"])
-        if order_name not in selected:  # order-select rates only the selected orders
-            allowed |= {"none"}
+        if hook == "order-select" and order_name not in selected:
+            assert pama == "none", f"{name}: {order_name} is not selected but was rated {pama!r}"
+            continue
         assert pama in allowed, f"{name}: {order_name} rated {pama!r}, expected {sorted(allowed)}"
         if "acr_category" in oexp and pama != "none":
             assert oexp["acr_category"] in info.values(), f"{name}: {order_name} category {info}"

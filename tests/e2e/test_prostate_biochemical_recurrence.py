@@ -13,12 +13,12 @@ def test_scenario_has_cases():
 
 @pytest.mark.parametrize("case, hook", CASES, ids=case_id)
 def test_over_http(case, hook, e2e):
-    check(case, *_swap(e2e.http(case, hook)))
+    check(case, *_swap(e2e.http(case, hook)), hook=hook)
 
 
 @pytest.mark.parametrize("case, hook", CASES, ids=case_id)
 def test_through_replay_cli(case, hook, e2e):
-    check(case, *_swap(e2e.cli(case, hook)))
+    check(case, *_swap(e2e.cli(case, hook)), hook=hook)
 
 
 def _swap(result):

@@ -257,8 +257,10 @@ class InProcess:
         try:
             from cds_service.app import create_app
             from cds_service.config import Settings
-        except ImportError as exc:  # the protocol layer is not installed in this checkout
-            raise ReplayError(f"in-process mode needs cds_service.app ({exc}); use --url") from None
+        except ModuleNotFoundError as exc:  # the protocol layer is not in this checkout
+            if exc.name not in {"cds_service.app", "cds_service.config"}:
+                raise  # a broken import inside the service is a bug, not a usage error
+            raise ReplayError("in-process mode needs cds_service.app; use --url") from None
         if settings is None:
             settings = Settings.from_env()
         settings = _with(settings, today=as_of)

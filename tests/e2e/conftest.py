@@ -6,6 +6,7 @@ import io
 import json
 import re
 from contextlib import redirect_stdout
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,11 @@ from cds_service import replay
 from cds_service.bundle_search import BundleStore
 
 REPO = Path(__file__).resolve().parents[2]
+FHIR_BASE = "https://fhir.replay.test/r4"
 
 
-@pytest.fixture
-def e2e(tmp_path, monkeypatch):
+@pytest.fixture(scope="session")
+def _e2e_session(tmp_path_factory):
     try:
         from cds_service.config import Settings
     except ImportError:
@@ -27,16 +29,31 @@ def e2e(tmp_path, monkeypatch):
     if not (REPO / "cards" / "scenarios").is_dir():
         # The expected outcomes need the knowledge base; before it lands every case would fail alike.
         pytest.skip("the knowledge base (cards/scenarios) is not in this checkout yet")
-    # The CLI path builds its own Settings from the environment: keep its files in tmp.
-    monkeypatch.setenv("CDS_FEEDBACK_DB", str(tmp_path / "feedback-cli.sqlite3"))
-    monkeypatch.setenv("CDS_STRICT_RESPONSES", "1")
-    settings = Settings.from_env()
-    return Runner(settings)
+    tmp = tmp_path_factory.mktemp("e2e")
+    with pytest.MonkeyPatch.context() as mp:
+        # The CLI path builds its own Settings from the environment: keep its files in tmp.
+        mp.setenv("CDS_FEEDBACK_DB", str(tmp / "feedback-cli.sqlite3"))
+        mp.setenv("CDS_STRICT_RESPONSES", "1")
+        yield Runner(Settings.from_env())
+
+
+@pytest.fixture
+def e2e(_e2e_session):
+    return _e2e_session
 
 
 class Runner:
+    """Runs cases; the in-process apps are built once per (date, FHIR server) and reused."""
+
     def __init__(self, settings: Any):
         self.settings = settings
+        self._apps: dict[tuple[date, str | None], replay.InProcess] = {}
+
+    def app(self, as_of: date, fhir_server: str | None = None) -> replay.InProcess:
+        key = (as_of, fhir_server)
+        if key not in self._apps:
+            self._apps[key] = replay.InProcess(as_of, fhir_server=fhir_server, settings=self.settings)
+        return self._apps[key]
 
     def load(self, case: dict[str, Any], hook: str) -> tuple[replay.Replay, dict[str, str]]:
         rp = replay.load(case["_path"])
@@ -46,18 +63,18 @@ class Runner:
     def http(self, case: dict[str, Any], hook: str) -> tuple[int, Any, dict[str, str]]:
         """The hook call over HTTP (Flask test client), prefetch filled from discovery."""
         rp, ids = self.load(case, hook)
-        status, body, _ = replay.run(rp, replay.InProcess(rp.as_of, settings=self.settings))
+        status, body, _ = replay.run(rp, self.app(rp.as_of))
         return status, body, ids
 
     def fallback(self, case: dict[str, Any], hook: str) -> tuple[int, Any, dict[str, str]]:
         """No prefetch: the service reads the same bundle from a FHIR server served by `responses`."""
         rp, ids = self.load(case, hook)
-        store = BundleStore(rp.bundle, base_url=replay_base())
-        transport = replay.InProcess(rp.as_of, fhir_server=replay_base(), settings=self.settings)
+        store = BundleStore(rp.bundle, base_url=FHIR_BASE)
+        transport = self.app(rp.as_of, FHIR_BASE)
         with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-            mock.add_callback(responses.GET, re.compile(re.escape(replay_base()) + r"/.*"),
+            mock.add_callback(responses.GET, re.compile(re.escape(FHIR_BASE) + r"/.*"),
                               callback=store.responses_callback)
-            status, body, _ = replay.run(rp, transport, prefetch=False, fhir_server=replay_base())
+            status, body, _ = replay.run(rp, transport, prefetch=False, fhir_server=FHIR_BASE)
             fhir_calls = len(mock.calls)
         assert fhir_calls > 0, "the fallback path made no FHIR request"
         return status, body, ids
@@ -66,13 +83,9 @@ class Runner:
         """`cds-service replay <case> --hook H --json`, in-process."""
         _, ids = self.load(case, hook)
         buf = io.StringIO()
-        with redirect_stdout(buf):
+        # The same real app, built once: building it (knowledge base load) per call costs ~1 s.
+        with pytest.MonkeyPatch.context() as mp, redirect_stdout(buf):
+            mp.setattr(replay, "InProcess", lambda as_of, fhir_server=None, **_: self.app(as_of, fhir_server))
             code = replay.main([str(case["_path"]), "--hook", hook, "--json"])
         assert code in (0, 1), f"replay exited {code}"
         return (200 if code == 0 else 500), json.loads(buf.getvalue()), ids
-
-
-def replay_base() -> str:
-    from e2e_support import FHIR_BASE
-
-    return FHIR_BASE

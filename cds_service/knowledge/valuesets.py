@@ -53,8 +53,9 @@ VALUESETS_DIR = "valuesets"
 MEDICATIONS_FILE = "medications.yaml"
 
 
-def canonical_system(system: str | None) -> str | None:
-    if not system:
+def canonical_system(system: object) -> str | None:
+    # Real payloads carry odd JSON here (objects, lists): not a system, never a crash.
+    if not system or not isinstance(system, str):
         return None
     system = system.strip()
     return SYSTEM_SYNONYMS.get(system, system)

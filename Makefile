@@ -18,11 +18,17 @@ run: $(STAMP)
 	$(BIN)/cds-service serve --host 127.0.0.1 --port 8080
 
 test: $(STAMP)
-	$(BIN)/ruff check cds_service tests
+	$(BIN)/ruff check cds_service tests bench
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check cds_service tests
+	$(BIN)/ruff check cds_service tests bench
+
+# Benchmark against the framework floor (issue 5; docs/performance.md). Under 3 minutes.
+# Append the report to the doc: make bench BENCH_ARGS="--append docs/performance.md"
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 docs: $(STAMP)
 	$(BIN)/python -m cds_service.knowledge.docs

@@ -1,13 +1,82 @@
-"""FHIR resources -> Facts.
+"""FHIR resources -> Facts: a pipeline of small pure sub-stages.
 
-Placeholder until the facts stage lands; contract: `extract_facts(record, valuesets) -> Facts`.
+select (by code on raw JSON, validate only what matched) -> patient, conditions, labs (PSA and
+labs), receptors, staging, medications, procedures, imaging -> consistency checks -> Facts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from cds_service.facts._util import Partial
+from cds_service.facts.conditions import extract_conditions
+from cds_service.facts.consistency import contradictions
+from cds_service.facts.imaging import extract_imaging
+from cds_service.facts.labs import extract_labs
+from cds_service.facts.medications import extract_medications
+from cds_service.facts.patient import demographics
+from cds_service.facts.procedures import extract_procedures
+from cds_service.facts.receptors import extract_receptors
+from cds_service.facts.selection import select, warm_up
+from cds_service.facts.staging import extract_staging
 from cds_service.knowledge.valuesets import ValueSets
-from cds_service.model import Facts, PatientRecord
+from cds_service.model import Evidence, Facts, PatientRecord
+
+
+def _merge_concepts(parts: Iterable[Partial], attr: str) -> dict[str, tuple[Evidence, ...]]:
+    merged: dict[str, list[Evidence]] = {}
+    for part in parts:
+        for concept, evidence in getattr(part, attr).items():
+            bucket = merged.setdefault(concept, [])
+            bucket.extend(e for e in evidence if e not in bucket)
+    return {k: tuple(v) for k, v in sorted(merged.items())}
 
 
 def extract_facts(record: PatientRecord, valuesets: ValueSets) -> Facts:
-    return Facts(as_of=record.as_of)
+    chosen = select(record, valuesets)
+    age, sex = demographics(record.patient, record.as_of)
+    labs = extract_labs(chosen.observations, valuesets)
+    receptors = extract_receptors(chosen.observations, chosen.conditions, valuesets)
+    staging = extract_staging(chosen.observations, valuesets)
+    medications = extract_medications(chosen.medications, valuesets)
+    procedures = extract_procedures(chosen.procedures)
+    imaging = extract_imaging(chosen.reports, chosen.procedures, valuesets)
+    parts = (
+        extract_conditions(chosen.conditions, valuesets),
+        labs,
+        receptors,
+        staging,
+        medications,
+        procedures,
+        imaging,
+    )
+    concepts = _merge_concepts(parts, "concepts")
+    negations = _merge_concepts(parts, "negations")
+    issues = list(chosen.issues)
+    for part in parts:
+        issues.extend(part.issues)
+    issues.extend(contradictions(concepts, negations, receptors.receptors))
+    patient = record.patient or {}
+    if patient.get("deceasedBoolean") is True or patient.get("deceasedDateTime"):
+        issues.append("Patient is recorded as deceased")
+    if record.incomplete:
+        issues.append("data incomplete: could not fetch " + ", ".join(record.incomplete))
+    return Facts(
+        as_of=record.as_of,
+        age=age,
+        sex=sex,
+        concepts=concepts,
+        psa=labs.psa,
+        labs=labs.labs,
+        receptors=receptors.receptors,
+        stage_group=staging.stage_group,
+        tnm=staging.tnm,
+        grade_group=staging.grade_group,
+        medications=medications.medications,
+        procedures=procedures.procedures,
+        imaging=imaging.imaging,
+        data_issues=tuple(dict.fromkeys(issues)),
+    )
+
+
+__all__ = ["extract_facts", "warm_up"]

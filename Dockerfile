@@ -1,0 +1,33 @@
+# CDS Hooks imaging-appropriateness service.
+#   docker build -t cds-imaging .
+#   docker run --rm -p 8080:8080 -e CDS_FHIR_ALLOWED_HOSTS=fhir.example.org cds-imaging
+# Needs network only for the Python package index during the build.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    CDS_CARDS_DIR=/app/cards \
+    CDS_FEEDBACK_DB=/data/feedback.sqlite3
+
+WORKDIR /app
+
+# Dependencies first, so code changes do not reinstall them.
+COPY pyproject.toml README.md ./
+COPY cds_service ./cds_service
+RUN pip install . \
+    && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin cds \
+    && mkdir -p /data && chown cds /data
+
+# The knowledge base is data, read at start (CDS_CARDS_DIR).
+COPY cards ./cards
+
+USER cds
+VOLUME ["/data"]
+EXPOSE 8080
+
+HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"]
+
+CMD ["cds-service", "serve", "--host", "0.0.0.0", "--port", "8080", "--workers", "2"]

@@ -1,0 +1,658 @@
+"""The benchmark driver behind `make bench`.
+
+Serves the real app (`cds_service.wsgi:app`) and the framework floor (`bench.floor_app:app`) under
+identical gunicorn settings on loopback, with 1 then 2 workers; drives each workload from a separate
+load-generator process (`bench.loadgen`); reads the workers' peak RSS from /proc; prints markdown
+tables (latency, throughput, RSS, service/floor ratios; scaling; budget PASS/FAIL) and optionally
+appends them to docs/performance.md.
+
+Bounded: every workload stops after `--requests` measured requests or `--duration` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import importlib.util
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import fhir_stub, stats
+from bench.workloads import (
+    AS_OF,
+    DEFAULT_DISCOVERY,
+    SCALING_SIZES,
+    SIZES,
+    build_request,
+    generate_chart,
+    pick_service,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICE_APP = "cds_service.wsgi:app"
+FLOOR_APP = "bench.floor_app:app"
+# The one gunicorn configuration both apps get; sync workers are gunicorn's default and what
+# `make run` and the Dockerfile serve with, so the bench measures the deployed shape.
+GUNICORN_ARGS = ["--worker-class", "sync", "--timeout", "60", "--log-level", "warning"]
+STUB_DELAY_S = 0.05
+
+
+@dataclass
+class Row:
+    workload: str
+    workers: int
+    app: str  # "service" | "floor"
+    resources: int  # in the generated chart, besides the Patient
+    body_bytes: int
+    prefetched: int  # resources actually sent in prefetch (what the service's templates asked for)
+    summary: stats.Summary
+    peak_rss_mb: float | None
+    notes: list[str] = field(default_factory=list)
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: the fields after the last ')' are fixed
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(entry.name))
+    return sorted(out)
+
+
+def _status_kb(pid: int, key: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss(pids: list[int]) -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs) so peaks are per workload."""
+    ok = True
+    for pid in pids:
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+        except OSError:
+            ok = False
+    return ok
+
+
+def peak_rss_mb(pids: list[int]) -> float | None:
+    """Largest VmHWM among the workers: the budget is per worker."""
+    peaks = [kb for pid in pids if (kb := _status_kb(pid, "VmHWM")) is not None]
+    return max(peaks) / 1024 if peaks else None
+
+
+@dataclass
+class Server:
+    app: str
+    workers: int
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def worker_pids(self) -> list[int]:
+        return _children(self.proc.pid)
+
+
+def _get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@contextmanager
+def gunicorn(app: str, workers: int, env: dict[str, str], logdir: Path) -> Iterator[Server]:
+    port = free_port()
+    log = logdir / f"{app.split(':')[0].replace('.', '-')}-w{workers}.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers",
+        str(workers),
+        "--bind",
+        f"127.0.0.1:{port}",
+        *GUNICORN_ARGS,
+        app,
+    ]
+    with log.open("wb") as logfile:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logfile, stderr=subprocess.STDOUT)
+    server = Server(app, workers, port, proc, log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"gunicorn {app} exited with {proc.returncode}; see {log}:\n" + log.read_text()[-2000:]
+                )
+            try:
+                if _get(port, "/healthz")[0] == 200 and len(server.worker_pids()) >= workers:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn {app} did not answer /healthz within 30 s; see {log}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def service_env(
+    stub_url: str | None, feedback_db: Path, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["CDS_TODAY"] = AS_OF.isoformat()  # the generated chart's "today": results do not drift
+    env["CDS_FEEDBACK_DB"] = str(feedback_db)
+    env.pop("CDS_TRUSTED_CLIENTS", None)  # open mode: JWT checks are measured by their own tests
+    env.update(extra or {})
+    if stub_url:
+        # "http://host:port" entries allow plain http to that host (development form, config.py)
+        env["CDS_FHIR_ALLOWED_HOSTS"] = stub_url
+    return env
+
+
+# --- driving --------------------------------------------------------------------------------
+
+
+def drive(
+    server: Server, url_path: str, body_file: Path, requests: int, duration: float, warmup: int
+) -> dict[str, Any]:
+    """One load-generator run against `server`: closed loop, one client per worker (no queueing)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        "--url",
+        server.base + url_path,
+        "--body",
+        str(body_file),
+        "-c",
+        str(server.workers),
+        "-n",
+        str(requests),
+        "-t",
+        str(duration),
+        "-w",
+        str(warmup),
+    ]
+    done = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed: {done.stderr.decode()[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def measure(
+    servers: dict[str, Server],
+    url_path: str,
+    body: bytes,
+    args: argparse.Namespace,
+    tmp: Path,
+    duration: float,
+) -> dict[str, tuple[stats.Summary, float | None]]:
+    """Measure every server on one body, alternating short rounds between them.
+
+    The machine is shared (other processes come and go); alternating service and floor round by
+    round spreads that drift over both instead of biasing the ratio. The first round of each
+    server starts with the warm-up requests; RSS peaks are reset first so they are this workload's.
+    """
+    body_file = tmp / "body.json"
+    body_file.write_bytes(body)
+    pids = {label: server.worker_pids() for label, server in servers.items()}
+    for worker_pids in pids.values():
+        reset_peak_rss(worker_pids)
+    merged: dict[str, dict[str, Any]] = {
+        label: {"latencies_ms": [], "statuses": {}, "errors": 0, "wall_s": 0.0} for label in servers
+    }
+    rounds = max(1, args.rounds)
+    for i in range(rounds):
+        for label, server in servers.items():
+            result = drive(
+                server,
+                url_path,
+                body_file,
+                max(1, args.requests // rounds),
+                duration / rounds,
+                args.warmup if i == 0 else 1,
+            )
+            m = merged[label]
+            m["latencies_ms"].extend(result["latencies_ms"])
+            m["errors"] += result["errors"]
+            m["wall_s"] += result["wall_s"]
+            for k, v in result["statuses"].items():
+                m["statuses"][k] = m["statuses"].get(k, 0) + v
+    return {
+        label: (
+            stats.summarize(m["latencies_ms"], m["errors"], m["wall_s"], m["statuses"]),
+            peak_rss_mb(pids[label]),
+        )
+        for label, m in merged.items()
+    }
+
+
+def prefetched_count(request: dict[str, Any]) -> int:
+    """Resources in the request's prefetch: one per read, the entries of each searchset Bundle."""
+    count = 0
+    for value in (request.get("prefetch") or {}).values():
+        if isinstance(value, dict):
+            count += len(value.get("entry") or []) if value.get("resourceType") == "Bundle" else 1
+    return count
+
+
+def discover(server: Server) -> dict[str, Any]:
+    status, body = _get(server.port, "/cds-services")
+    if status != 200:
+        raise RuntimeError(f"GET /cds-services answered {status}")
+    return pick_service(json.loads(body))
+
+
+@dataclass
+class Workload:
+    name: str
+    resources: int
+    prefetch: bool = True
+    scaling: bool = False
+
+
+def workloads(args: argparse.Namespace) -> list[Workload]:
+    out = [Workload(name, n) for name, n in SIZES.items()]
+    out.append(Workload("fallback", SIZES["typical"], prefetch=False))
+    if not args.no_scaling:
+        out += [Workload(f"scale-{n}", n, scaling=True) for n in SCALING_SIZES]
+    return out
+
+
+def run_bench(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any], list[str]]:
+    notes: list[str] = []
+    service_app = args.service_app
+    has_service = not args.floor_only and importlib.util.find_spec(service_app.split(":")[0]) is not None
+    if not has_service and not args.floor_only:
+        notes.append(
+            f"`{service_app}` is not importable yet: floor only, with the bench's default prefetch templates."
+        )
+    if args.service_env:
+        notes.append("service environment: " + ", ".join(f"`{k}={v}`" for k, v in args.service_env))
+    rows: list[Row] = []
+    service_entry: dict[str, Any] = dict(DEFAULT_DISCOVERY)
+    logdir = ROOT / "var" / "bench"
+    logdir.mkdir(parents=True, exist_ok=True)
+    charts = {w.resources: generate_chart(w.resources) for w in workloads(args)}
+    with tempfile.TemporaryDirectory(prefix="cds-bench-") as tmpname:
+        tmp = Path(tmpname)
+        stub = fhir_stub.start(charts[SIZES["typical"]], delay_s=STUB_DELAY_S)
+        try:
+            env_service = service_env(stub.base_url, tmp / "feedback.sqlite3", dict(args.service_env))
+            env_floor = service_env(None, tmp / "floor.sqlite3")
+            if has_service:
+                with gunicorn(service_app, 1, env_service, logdir) as probe:
+                    service_entry = discover(probe)
+                notes.append(
+                    f"service `{service_entry.get('id')}` ({service_entry.get('hook')}), prefetch keys: "
+                    + ", ".join(sorted(service_entry.get("prefetch") or {}))
+                )
+            path = f"/cds-services/{service_entry.get('id', 'imaging-appropriateness')}"
+            bodies: dict[str, bytes] = {}
+            sent: dict[str, int] = {}
+            for w in workloads(args):
+                request = build_request(
+                    service_entry,
+                    charts[w.resources],
+                    prefetch=w.prefetch,
+                    fhir_server=None if w.prefetch else stub.base_url,
+                )
+                bodies[w.name] = json.dumps(request).encode()
+                sent[w.name] = prefetched_count(request)
+            for workers in args.workers:
+                with contextlib.ExitStack() as stack:
+                    servers = {}
+                    if has_service:
+                        servers["service"] = stack.enter_context(
+                            gunicorn(service_app, workers, env_service, logdir)
+                        )
+                    servers["floor"] = stack.enter_context(gunicorn(FLOOR_APP, workers, env_floor, logdir))
+                    for w in workloads(args):
+                        if w.scaling and workers != 1:
+                            continue
+                        # the floor fetches nothing: there is no floor for the fallback path
+                        targets = (
+                            servers if w.prefetch else {k: v for k, v in servers.items() if k == "service"}
+                        )
+                        if not targets:
+                            continue
+                        queries_before = stub.queries
+                        duration = args.duration * (2 if w.resources >= 2000 else 1)
+                        measured = measure(targets, path, bodies[w.name], args, tmp, duration)
+                        for label, (summary, rss) in measured.items():
+                            row = Row(
+                                w.name,
+                                workers,
+                                label,
+                                w.resources,
+                                len(bodies[w.name]),
+                                sent[w.name],
+                                summary,
+                                rss,
+                            )
+                            if not w.prefetch:
+                                calls = summary.n + summary.errors + (args.warmup + args.rounds - 1) * workers
+                                row.notes.append(
+                                    f"{(stub.queries - queries_before) / calls:.1f} FHIR queries/call"
+                                )
+                            rows.append(row)
+                            print(
+                                f"  {label:7} w={workers} {w.name:10} n={summary.n:5} "
+                                f"p50={summary.p50_ms:8.2f} ms p99={summary.p99_ms:8.2f} ms "
+                                f"{summary.throughput:7.1f} req/s errors={summary.errors}",
+                                file=sys.stderr,
+                                flush=True,
+                            )
+        finally:
+            stub.shutdown()
+            stub.server_close()
+    return rows, service_entry, notes
+
+
+# --- reporting ------------------------------------------------------------------------------
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def _find(rows: list[Row], workload: str, workers: int, app: str) -> Row | None:
+    return next((r for r in rows if (r.workload, r.workers, r.app) == (workload, workers, app)), None)
+
+
+def main_table(rows: list[Row]) -> str:
+    lines = [
+        "| workload | chart / prefetched res. | body KiB | workers | service p50 / p95 / p99 ms "
+        "| floor p50 / p95 / p99 ms "
+        "| p50 ratio | service req/s | floor req/s | req/s ratio | service RSS MB | floor RSS MB | errors |",
+        "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    keys = []
+    for r in rows:
+        if not r.workload.startswith("scale-") and (r.workload, r.workers) not in keys:
+            keys.append((r.workload, r.workers))
+    for workload, workers in keys:
+        s, f = _find(rows, workload, workers, "service"), _find(rows, workload, workers, "floor")
+        any_row = s or f
+        assert any_row is not None
+        errs = []
+        for r in (s, f):
+            if r and r.summary.errors:
+                by_status = ", ".join(f"{k}×{v}" for k, v in r.summary.statuses.items())
+                errs.append(f"{r.app}: {r.summary.errors} ({by_status})")
+        notes = [n for r in (s, f) if r for n in r.notes]
+
+        def lat(r: Row | None) -> str:
+            if r is None:
+                return "—"
+            m = r.summary
+            return f"{_f(m.p50_ms, 2)} / {_f(m.p95_ms, 2)} / {_f(m.p99_ms, 2)} (n={m.n})"
+
+        lines.append(
+            f"| {workload} | {any_row.resources} / {any_row.prefetched} "
+            f"| {any_row.body_bytes / 1024:.0f} | {workers} "
+            f"| {lat(s)} | {lat(f)} "
+            f"| {_f(stats.ratio(s and s.summary.p50_ms, f and f.summary.p50_ms), 2)} "
+            f"| {_f(s and s.summary.throughput)} | {_f(f and f.summary.throughput)} "
+            f"| {_f(stats.ratio(s and s.summary.throughput, f and f.summary.throughput), 2)} "
+            f"| {_f(s and s.peak_rss_mb)} | {_f(f and f.peak_rss_mb)} | {'; '.join(errs + notes) or '0'} |"
+        )
+    return "\n".join(lines)
+
+
+def scaling_table(rows: list[Row]) -> tuple[str, stats.Linearity | None, str]:
+    lines = [
+        "| resources | body KiB | service p50 ms | floor p50 ms | service − floor ms | µs/resource "
+        "(service − floor) |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    points: dict[str, list[tuple[int, float]]] = {"service": [], "floor": []}
+    for n in SCALING_SIZES:
+        s, f = _find(rows, f"scale-{n}", 1, "service"), _find(rows, f"scale-{n}", 1, "floor")
+        if s is None and f is None:
+            continue
+        any_row = s or f
+        assert any_row is not None
+        own = (s.summary.p50_ms - f.summary.p50_ms) if s and f else None
+        per_resource = own * 1000 / n if own is not None else None
+        lines.append(
+            f"| {n} | {any_row.body_bytes / 1024:.0f} | {_f(s and s.summary.p50_ms, 2)} "
+            f"| {_f(f and f.summary.p50_ms, 2)} | {_f(own, 2)} | {_f(per_resource, 2)} |"
+        )
+        for label, row in (("service", s), ("floor", f)):
+            if row is not None and not math.isnan(row.summary.p50_ms):
+                points[label].append((n, row.summary.p50_ms))
+    fits = {
+        label: stats.linearity([n for n, _ in pts], [t for _, t in pts])
+        for label, pts in points.items()
+        if len(pts) >= 3
+    }
+    for label, lin in fits.items():
+        lines.append("")
+        lines.append(
+            f"Marginal cost ({label}, p50): "
+            + ", ".join(
+                f"{a}→{b}: {m:.2f} µs/resource"
+                for a, b, m in zip(lin.sizes, lin.sizes[1:], lin.marginal_us, strict=False)
+            )
+            + f"; growth last/first {lin.growth:.2f} (linear if ≤ 1.5)."
+        )
+    # the verdict is on the service; the floor's own growth (JSON parsing, allocator) is context
+    label = "service" if "service" in fits else "floor"
+    return "\n".join(lines), fits.get(label), label
+
+
+def verdicts(rows: list[Row], lin: stats.Linearity | None, lin_label: str) -> list[stats.Verdict]:
+    def get(workload: str, app: str = "service") -> Row | None:
+        return _find(rows, workload, 1, app)
+
+    def valid(r: Row | None) -> Row | None:
+        return r if r and r.summary.n and not r.summary.errors else None
+
+    typ, typ_floor, large, fb = (
+        valid(get("typical")),
+        valid(get("typical", "floor")),
+        valid(get("large")),
+        valid(get("fallback")),
+    )
+    out = [
+        stats.at_most("typical p50 (1 worker)", typ and typ.summary.p50_ms, 10, "ms"),
+        stats.at_most("typical p99 (1 worker)", typ and typ.summary.p99_ms, 25, "ms"),
+        stats.at_least(
+            "typical throughput / floor (1 worker)",
+            stats.ratio(typ and typ.summary.throughput, typ_floor and typ_floor.summary.throughput),
+            1 / 3,
+            "×",
+        ),
+        stats.at_most("large p99 (1 worker)", large and large.summary.p99_ms, 250, "ms"),
+        stats.at_most("fallback p50, 50 ms/query (1 worker)", fb and fb.summary.p50_ms, 120, "ms"),
+    ]
+    rss = [r.peak_rss_mb for r in rows if r.app == "service" and r.peak_rss_mb is not None]
+    out.append(stats.at_most("peak RSS per worker (all workloads)", max(rss) if rss else None, 150, "MB"))
+    if lin is None or lin_label != "service":
+        out.append(
+            stats.Verdict(
+                "linear growth 100 → 5,000 resources",
+                "marginal cost growth ≤ 1.5×",
+                "not measured" if lin is None else f"{lin.growth:.2f}× (floor only)",
+                None,
+            )
+        )
+    else:
+        out.append(
+            stats.Verdict(
+                "linear growth 100 → 5,000 resources",
+                "marginal cost growth ≤ 1.5×",
+                f"{lin.growth:.2f}×",
+                lin.linear,
+            )
+        )
+    if any(r.summary.errors for r in rows if r.app == "service"):
+        out.append(stats.Verdict("no errors under load", "0 non-2xx", "see errors column", False))
+    return out
+
+
+def budget_table(items: list[stats.Verdict]) -> str:
+    lines = ["| budget item | budget | measured | verdict |", "|---|---|---|---|"]
+    lines += [f"| {v.item} | {v.budget} | {v.measured} | {v.label} |" for v in items]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+            ).stdout.strip()
+            or "unknown"
+        )
+    except OSError:
+        commit = "unknown"
+    from importlib.metadata import version
+
+    return (
+        f"{cpus} CPUs ({model}), Linux {platform.release()}, Python {platform.python_version()}, "
+        f"gunicorn {version('gunicorn')}, Flask {version('flask')}, commit {commit}"
+    )
+
+
+def report(rows: list[Row], notes: list[str], args: argparse.Namespace) -> str:
+    scaling, lin, lin_label = scaling_table(rows)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        f"### Bench run {stamp}",
+        "",
+        f"Machine: {machine()}.",
+        f"Settings: gunicorn `{' '.join(GUNICORN_ARGS)}`; closed loop, one client per worker; per workload "
+        f"≤ {args.requests} measured requests or {args.duration:g} s (×2 for ≥ 2,000 resources) after "
+        f"{args.warmup} warm-up requests per client, in {args.rounds} rounds alternating service and floor; "
+        f"FHIR stub {STUB_DELAY_S * 1000:.0f} ms/query.",
+        *[f"Note: {n}" for n in notes],
+        "",
+        main_table(rows),
+        "",
+        *(
+            ["Scaling (1 worker):", "", scaling, ""]
+            if any(r.workload.startswith("scale-") for r in rows)
+            else []
+        ),
+        "Budget (issue 5; 1 worker):",
+        "",
+        budget_table(verdicts(rows, lin, lin_label)),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError("expected NAME=VALUE")
+    return name, value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark the CDS service against the framework floor.")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="gunicorn worker counts")
+    parser.add_argument("--requests", type=int, default=2000, help="measured requests per workload (cap)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per workload (cap)")
+    parser.add_argument("--warmup", type=int, default=5, help="unmeasured requests per client")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating service/floor rounds per workload")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the 100/1,000/5,000 scaling runs")
+    parser.add_argument("--floor-only", action="store_true", help="measure the floor alone")
+    parser.add_argument(
+        "--service-app", default=SERVICE_APP, help="gunicorn app of the service (module:attr)"
+    )
+    parser.add_argument(
+        "--service-env",
+        type=_env_pair,
+        action="append",
+        default=[],
+        metavar="CDS_X=VALUE",
+        help="extra environment for the service (repeatable), e.g. CDS_FHIR_MAX_WORKERS=8",
+    )
+    parser.add_argument("--append", type=Path, metavar="MD", help="also append the report to this file")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    started = time.monotonic()
+    load_before = os.getloadavg()[0]
+    rows, _, notes = run_bench(args)
+    # other processes on the machine skew latency: say how busy it was
+    notes.append(f"load average (1 min) {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after.")
+    text = report(rows, notes, args)
+    text += f"\nWall time of the bench: {time.monotonic() - started:.0f} s.\n"
+    print(text)
+    if args.append:
+        with args.append.open("a", encoding="utf-8") as doc:
+            doc.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Flask application factory: loads knowledge and configuration once, wires the endpoints."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+from cds_service import rule_pages
+from cds_service.config import Settings
+from cds_service.knowledge import DEFAULT_CARDS_DIR, load_knowledge
+from cds_service.protocol import access_log, cors
+from cds_service.protocol.auth import Authenticator, SqliteReplayCache, load_trusted_clients
+from cds_service.protocol.discovery import load_prefetch_templates
+from cds_service.protocol.errors import ProtocolError, operation_outcome
+from cds_service.protocol.feedback import FeedbackStore
+from cds_service.protocol.response import ResponseContractError
+from cds_service.protocol.views import ServiceState, Unauthorized, blueprint
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the service. Raises (refuses to start) on an invalid knowledge base or configuration."""
+    settings = settings or Settings.from_env()
+    knowledge = load_knowledge(settings.cards_dir)
+    cards_dir = settings.cards_dir
+    if cards_dir is None or not (cards_dir / "prefetch.yaml").is_file():
+        cards_dir = DEFAULT_CARDS_DIR
+    templates = load_prefetch_templates(cards_dir)
+    authenticator = None
+    if settings.trusted_clients is not None:
+        authenticator = Authenticator.create(
+            load_trusted_clients(settings.trusted_clients), settings.jwt_algorithms, settings.jwt_leeway,
+            settings.jwt_max_lifetime, settings.jwks_cache_seconds,
+            replay=SqliteReplayCache(settings.feedback_db),
+        )
+    else:
+        log.warning("CDS_TRUSTED_CLIENTS not set: running OPEN, any caller is accepted (development only)")
+    if not settings.fhir_allowed_hosts:
+        log.warning("CDS_FHIR_ALLOWED_HOSTS not set: no FHIR server will be queried (prefetch only)")
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["cds"] = ServiceState(
+        settings=settings,
+        knowledge=knowledge,
+        templates=templates,
+        authenticator=authenticator,
+        feedback=FeedbackStore(settings.feedback_db, settings.feedback_store_comments),
+    )
+    access_log.init_app(app)
+    cors.init_app(app, settings.cors_origins)
+    app.register_blueprint(blueprint)
+    app.register_blueprint(rule_pages.blueprint)
+    _error_handlers(app)
+    return app
+
+
+def _error_handlers(app: Flask) -> None:
+    def outcome(status: int, message: str) -> Response:
+        access_log.note(error=message[:200])
+        response = jsonify(operation_outcome(status, message))
+        response.status_code = status
+        return response
+
+    @app.errorhandler(Unauthorized)
+    def _unauthorized(_: Unauthorized) -> Response:
+        # Bare 401: no hint for a caller probing the service.
+        return Response(status=401)
+
+    @app.errorhandler(ProtocolError)
+    def _protocol(exc: ProtocolError) -> Response:
+        return outcome(exc.status, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        messages = {
+            404: "Not found; the CDS Services are listed at GET /cds-services",
+            405: "Method not allowed",
+            413: "Request body too large",
+        }
+        status = exc.code or 500
+        response = outcome(status, messages.get(status, exc.description or exc.name))
+        if status == 405 and exc.get_response().headers.get("Allow"):
+            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        if isinstance(exc, ResponseContractError) and app.extensions["cds"].settings.strict_responses:
+            raise exc  # strict mode (tests): a contract violation must fail loudly
+        # A bug: full detail goes to the log (with hookInstance), none to the client.
+        log.exception("unhandled error (hookInstance=%s)", g.get("log", {}).get("hookInstance"))
+        return outcome(500, "Internal error; the failure was logged")

@@ -1,0 +1,113 @@
+"""`cds-service` command: `serve` (gunicorn) and `replay` (fixtures; cds_service.replay)."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the CDS Hooks endpoints with gunicorn")
+    serve.add_argument("--host", default=os.environ.get("CDS_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("CDS_PORT", "8080")))
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("CDS_WORKERS", "2")))
+    serve.add_argument("--threads", type=int, default=int(os.environ.get("CDS_THREADS", "4")))
+    serve.add_argument("--timeout", type=int, default=30, help="worker timeout, seconds")
+    serve.add_argument("--log-level", default=os.environ.get("CDS_LOG_LEVEL", "INFO"))
+    sub.add_parser("replay", help="replay fixture scenarios (see cds_service.replay)", add_help=False)
+    sub.add_parser("check", help="load the knowledge base and configuration, then exit")
+
+    if args[:1] == ["replay"]:
+        return _replay(args[1:])
+    parsed = parser.parse_args(args)
+    if parsed.command == "check":
+        return _check()
+    return _serve(parsed)
+
+
+def _replay(argv: list[str]) -> int:
+    try:
+        replay = importlib.import_module("cds_service.replay")
+    except ModuleNotFoundError as exc:
+        if exc.name != "cds_service.replay":
+            raise
+        print("cds-service replay: cds_service.replay is not installed in this build", file=sys.stderr)
+        return 2
+    result = replay.main(argv)
+    return int(result or 0)
+
+
+def _check() -> int:
+    app = _build_app()
+    if app is None:
+        return 2
+    version = getattr(app.extensions["cds"].knowledge, "version", "?")
+    print(f"ok: knowledge version {version}")
+    return 0
+
+
+def _build_app() -> Any:
+    from cds_service.app import create_app
+    from cds_service.protocol.access_log import configure_logging
+
+    configure_logging(os.environ.get("CDS_LOG_LEVEL", "INFO"))
+    try:
+        return create_app()
+    except (ValueError, OSError) as exc:  # KnowledgeError, ConfigError, TrustConfigError, ...
+        print(f"cds-service: refusing to start: {exc}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    os.environ["CDS_LOG_LEVEL"] = args.log_level
+    app = _build_app()  # built once in the master (preload): a bad knowledge base stops here
+    if app is None:
+        return 2
+    gc.freeze()  # the loaded knowledge base is permanent: keep it out of every GC pass (and shared)
+
+    class _Server(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{args.host}:{args.port}")
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("threads", args.threads)
+            self.cfg.set("timeout", args.timeout)
+            self.cfg.set("preload_app", True)
+            self.cfg.set("loglevel", args.log_level.lower())
+            self.cfg.set("accesslog", None)  # our own structured line per call replaces it
+            self.cfg.set("logconfig_dict", _json_logging(args.log_level))
+
+        def load(self) -> Any:
+            return app
+
+    _Server().run()
+    return 0
+
+
+def _json_logging(level: str) -> dict[str, Any]:
+    """gunicorn's own messages as JSON lines too, like the service's."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "cds_service.protocol.access_log.JsonFormatter"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json",
+                                 "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "gunicorn.error": {"handlers": ["console"], "level": level.upper(), "propagate": False},
+            "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
+        "root": {"handlers": ["console"], "level": level.upper()},
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

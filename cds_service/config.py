@@ -1,0 +1,131 @@
+"""Service configuration, read once from `CDS_*` environment variables.
+
+Every setting has a safe default, so `create_app()` with no environment serves the built-in
+knowledge base in development mode (open, no outbound FHIR calls). See README "Configuration".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    cards_dir: Path | None = None  # None: the knowledge base shipped in the repo
+    today: date | None = None  # fixes "today" for the rules (tests, replay); None: the UTC date
+    public_base_url: str | None = None  # e.g. "https://cds.example.org"; None: the request's root URL
+    # FHIR servers the service may call: "host[:port]" (https only) or "http://host[:port]"
+    # (http allowed, for development). No port means any port on that host.
+    fhir_allowed_hosts: tuple[str, ...] = ()
+    fhir_connect_timeout: float = 1.5  # seconds
+    fhir_read_timeout: float = 3.0  # seconds, per response
+    fhir_deadline: float = 4.0  # seconds for all outbound FHIR calls of one hook call
+    fhir_page_cap: int = 10  # Bundle pages followed per prefetch key
+    fhir_max_workers: int = 8  # concurrent FHIR queries per hook call (>= templates: one wave)
+    feedback_db: Path = Path("var/feedback.sqlite3")
+    feedback_store_comments: bool = False  # free-text override comments may contain PHI
+    trusted_clients: Path | None = None  # JSON file; None: open (development) mode
+    jwt_algorithms: tuple[str, ...] = ("ES384", "RS384")
+    jwt_leeway: int = 30  # seconds of clock skew accepted on exp / iat
+    jwt_max_lifetime: int = 3600  # seconds; longer-lived tokens are refused (bounds the jti cache)
+    jwks_cache_seconds: int = 3600
+    cors_origins: tuple[str, ...] = ("*",)
+    max_body_bytes: int = 10 * 1024 * 1024
+    strict_responses: bool = False  # raise on a response-contract violation (tests); else drop + log
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        d = cls()
+        return cls(
+            cards_dir=_path(env, "CDS_CARDS_DIR", d.cards_dir),
+            today=_date(env, "CDS_TODAY"),
+            public_base_url=(env.get("CDS_PUBLIC_BASE_URL") or "").rstrip("/") or None,
+            fhir_allowed_hosts=_list(env, "CDS_FHIR_ALLOWED_HOSTS", d.fhir_allowed_hosts),
+            fhir_connect_timeout=_float(env, "CDS_FHIR_CONNECT_TIMEOUT", d.fhir_connect_timeout),
+            fhir_read_timeout=_float(env, "CDS_FHIR_READ_TIMEOUT", d.fhir_read_timeout),
+            fhir_deadline=_float(env, "CDS_FHIR_DEADLINE", d.fhir_deadline),
+            fhir_page_cap=_int(env, "CDS_FHIR_PAGE_CAP", d.fhir_page_cap),
+            fhir_max_workers=_int(env, "CDS_FHIR_MAX_WORKERS", d.fhir_max_workers),
+            feedback_db=_path(env, "CDS_FEEDBACK_DB", d.feedback_db) or d.feedback_db,
+            feedback_store_comments=_bool(env, "CDS_FEEDBACK_STORE_COMMENTS", d.feedback_store_comments),
+            trusted_clients=_path(env, "CDS_TRUSTED_CLIENTS", None),
+            jwt_algorithms=_list(env, "CDS_JWT_ALGORITHMS", d.jwt_algorithms),
+            jwt_leeway=_int(env, "CDS_JWT_LEEWAY", d.jwt_leeway),
+            jwt_max_lifetime=_int(env, "CDS_JWT_MAX_LIFETIME", d.jwt_max_lifetime),
+            jwks_cache_seconds=_int(env, "CDS_JWKS_CACHE_SECONDS", d.jwks_cache_seconds),
+            cors_origins=_list(env, "CDS_CORS_ORIGINS", d.cors_origins),
+            max_body_bytes=_int(env, "CDS_MAX_BODY_BYTES", d.max_body_bytes),
+            strict_responses=_bool(env, "CDS_STRICT_RESPONSES", d.strict_responses),
+        )
+
+
+def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    return tuple(item.strip() for item in raw.replace(";", ",").split(",") if item.strip())
+
+
+def _path(env: Mapping[str, str], name: str, default: Path | None) -> Path | None:
+    raw = env.get(name, "").strip()
+    return Path(raw) if raw else default
+
+
+def _date(env: Mapping[str, str], name: str) -> date | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a date YYYY-MM-DD, got {raw!r}") from exc
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")

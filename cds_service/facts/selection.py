@@ -1,0 +1,245 @@
+"""Select the few resources the rules read, by code on the raw JSON, then validate only those.
+
+Validating every resource of a 2,000-entry bundle with the R4B models costs hundreds of
+milliseconds; a dict probe per coding costs microseconds. So: probe first, validate what matched.
+A selected resource that fails validation is skipped (log line with type and id hash) and noted
+in data_issues, because a relevant but unreadable record lowers confidence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from cds_service.facts._util import codings, id_hash
+from cds_service.knowledge.valuesets import LOINC, SNOMED, ValueSets, canonical_system
+from cds_service.model import PatientRecord, Resource
+
+log = logging.getLogger(__name__)
+
+# Routine labs whose older results the rules never read (see _recent_labs_only).
+ROUTINE_LABS = frozenset({"alp", "ast", "alt", "bilirubin", "egfr", "creatinine", "testosterone"})
+LAB_SERIES_LIMIT = 3
+MEDICATION_TYPES = ("MedicationRequest", "MedicationAdministration", "MedicationStatement")
+# which value-set kinds each resource type is probed against
+KINDS: Mapping[str, frozenset[str]] = {
+    "Condition": frozenset({"condition"}),
+    "Observation": frozenset({"observation"}),
+    "Procedure": frozenset({"procedure", "imaging-modality"}),
+    "DiagnosticReport": frozenset({"imaging-modality"}),
+}
+
+
+@dataclass(frozen=True)
+class Hit:
+    resource: Resource
+    ids: frozenset[str]  # value-set ids (or ingredient ids for medications) the code matched
+
+
+@dataclass(frozen=True)
+class Selection:
+    conditions: tuple[Hit, ...] = ()
+    observations: tuple[Hit, ...] = ()
+    medications: tuple[Hit, ...] = ()
+    procedures: tuple[Hit, ...] = ()
+    reports: tuple[Hit, ...] = ()
+    issues: tuple[str, ...] = ()
+
+
+@cache
+def _model(resource_type: str) -> Any:
+    return get_fhir_model_class(resource_type)
+
+
+_COMMON = ("resourceType", "id", "status", "code", "subject")
+_MEDICATION = (*_COMMON, "medicationCodeableConcept", "medicationReference", "contained")
+# The elements the sub-stages read, per resource type. Only these are validated: what the rules
+# never read cannot mislead them, and validating half the elements halves the cost.
+READ_ELEMENTS: Mapping[str, frozenset[str]] = {
+    "Condition": frozenset(
+        {
+            *_COMMON,
+            "clinicalStatus",
+            "verificationStatus",
+            "onsetDateTime",
+            "onsetPeriod",
+            "recordedDate",
+            "abatementDateTime",
+            "abatementPeriod",
+            "abatementAge",
+            "abatementRange",
+            "abatementString",
+            "abatementBoolean",
+        }
+    ),
+    "Observation": frozenset(
+        {
+            *_COMMON,
+            "effectiveDateTime",
+            "effectivePeriod",
+            "effectiveInstant",
+            "issued",
+            "valueQuantity",
+            "valueCodeableConcept",
+            "valueString",
+            "valueInteger",
+            "valueBoolean",
+            "referenceRange",
+        }
+    ),
+    "Procedure": frozenset({*_COMMON, "performedDateTime", "performedPeriod"}),
+    "DiagnosticReport": frozenset(
+        {
+            *_COMMON,
+            "effectiveDateTime",
+            "effectivePeriod",
+            "issued",
+            "conclusion",
+            "conclusionCode",
+        }
+    ),
+    "MedicationRequest": frozenset({*_MEDICATION, "intent", "authoredOn", "dosageInstruction"}),
+    "MedicationAdministration": frozenset({*_MEDICATION, "effectiveDateTime", "effectivePeriod"}),
+    "MedicationStatement": frozenset({*_MEDICATION, "effectiveDateTime", "effectivePeriod", "dosage"}),
+}
+
+
+def is_valid(resource: Resource) -> bool:
+    """Validate, with the R4B model, the elements of `resource` that the rules read."""
+    rtype = str(resource.get("resourceType"))
+    keep = READ_ELEMENTS.get(rtype)
+    data = {k: v for k, v in resource.items() if k in keep} if keep else resource
+    try:
+        _model(rtype).model_validate(data)
+    except (ValidationError, ValueError, TypeError, KeyError) as exc:
+        first = exc.errors()[0].get("loc") if isinstance(exc, ValidationError) and exc.errors() else None
+        log.warning("facts: skipped invalid %s id#%s (%s)", rtype, id_hash(resource), first)
+        return False
+    return True
+
+
+def _mislabelled_loinc(concept: Any, valuesets: ValueSets) -> str | None:
+    """Synthea (and some feeds) put SNOMED codes in the LOINC system. Such a coding is not matched
+    (codes match on system + code); say so when the SNOMED reading would have mattered."""
+    for coding in codings(concept):
+        code = coding.get("code")
+        if (
+            canonical_system(coding.get("system")) == LOINC
+            and isinstance(code, str)
+            and "-" not in code
+            and valuesets.ids_for(SNOMED, code)
+        ):
+            return code
+    return None
+
+
+def _medication_concept(resource: Resource, by_ref: Mapping[str, Resource]) -> Any:
+    if isinstance(resource.get("medicationCodeableConcept"), Mapping):
+        return resource["medicationCodeableConcept"]
+    reference = (resource.get("medicationReference") or {}).get("reference")
+    if not isinstance(reference, str):
+        return None
+    if reference.startswith("#"):
+        for contained in resource.get("contained") or ():
+            if isinstance(contained, Mapping) and contained.get("id") == reference[1:]:
+                return contained.get("code")
+        return None
+    # "Medication/x" or an absolute URL ending in Medication/x
+    target = by_ref.get("/".join(reference.rstrip("/").split("/")[-2:]))
+    return target.get("code") if target else None
+
+
+def _recent_labs_only(hits: list[Hit]) -> list[Hit]:
+    """Drop all but the LAB_SERIES_LIMIT most recent results of each routine lab, before validation.
+
+    The rules read the latest value of a routine lab (and at most the one before it), while a
+    chronic patient can carry hundreds of metabolic panels: validating them all is the single
+    biggest cost of a large request. PSA and every non-lab observation are kept whole.
+    """
+    by_key: dict[str, list[tuple[str, int]]] = {}
+    keep: set[int] = set()
+    for n, hit in enumerate(hits):
+        keys = hit.ids & ROUTINE_LABS
+        if not keys or hit.ids - ROUTINE_LABS:
+            keep.add(n)
+            continue
+        when = hit.resource.get("effectiveDateTime") or (hit.resource.get("effectivePeriod") or {}).get(
+            "start"
+        )
+        for key in keys:
+            by_key.setdefault(key, []).append((str(when or ""), n))
+    for entries in by_key.values():
+        # ISO-8601 strings of the same feed sort chronologically; good enough to pick the recent few
+        keep.update(n for _, n in sorted(entries, reverse=True)[:LAB_SERIES_LIMIT])
+    return [hit for n, hit in enumerate(hits) if n in keep]
+
+
+def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
+    issues: list[str] = []
+    out: dict[str, list[Hit]] = {"Condition": [], "Observation": [], "Procedure": [], "DiagnosticReport": []}
+    for rtype, wanted in KINDS.items():
+        candidates: list[Hit] = []
+        for resource in record.resources.get(rtype, ()):
+            if not isinstance(resource, Mapping):
+                continue
+            concept = resource.get("code")
+            ids = frozenset(i for i in valuesets.ids_for_concept(concept) if valuesets.kind_of(i) in wanted)
+            if ids:
+                candidates.append(Hit(resource, ids))
+                continue
+            code = _mislabelled_loinc(concept, valuesets)
+            if code:
+                issues.append(f"{rtype}: code {code} is labelled LOINC but is a SNOMED CT code; not read")
+        if rtype == "Observation":
+            candidates = _recent_labs_only(candidates)
+        for hit in candidates:
+            if is_valid(hit.resource):
+                out[rtype].append(hit)
+            else:
+                issues.append(
+                    f"{rtype} ({', '.join(sorted(hit.ids))}) could not be read (invalid FHIR); skipped"
+                )
+
+    by_ref = {
+        f"Medication/{m.get('id')}": m
+        for m in record.resources.get("Medication", ())
+        if isinstance(m, Mapping)
+    }
+    meds: list[Hit] = []
+    for rtype in MEDICATION_TYPES:
+        for resource in record.resources.get(rtype, ()):
+            if not isinstance(resource, Mapping):
+                continue
+            ingredients = valuesets.ingredients_for(_medication_concept(resource, by_ref))
+            if not ingredients:
+                continue
+            if is_valid(resource):
+                meds.append(Hit(resource, frozenset(ingredients)))
+            else:
+                issues.append(f"{rtype} ({', '.join(ingredients)}) could not be read (invalid FHIR); skipped")
+    return Selection(
+        conditions=tuple(out["Condition"]),
+        observations=tuple(out["Observation"]),
+        medications=tuple(meds),
+        procedures=tuple(out["Procedure"]),
+        reports=tuple(out["DiagnosticReport"]),
+        issues=tuple(issues),
+    )
+
+
+def warm_up() -> None:
+    """Build the R4B model validators once (the first validation of a type costs tens of ms).
+
+    Call at application start so the first hook request does not pay for it.
+    """
+    for rtype in READ_ELEMENTS:
+        # an empty resource is invalid; building the validator was the point
+        with contextlib.suppress(ValidationError):
+            _model(rtype).model_validate({"resourceType": rtype})

@@ -1,0 +1,198 @@
+"""Feedback (`POST /cds-services/{id}/feedback`): validation and a durable, idempotent store.
+
+SQLite (stdlib). Two tables, joined on the card uuid:
+  card_index  card uuid -> rule, scenario, knowledge version, procedure (written at response time)
+  feedback    one row per distinct feedback item (a repeat of the same item is ignored)
+No patient identifiers are stored. Free-text override comments may carry PHI and are stored only
+when CDS_FEEDBACK_STORE_COMMENTS is on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cds_service.protocol.errors import InvalidRequest
+
+OUTCOMES = ("accepted", "overridden")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS card_index (
+    card_uuid TEXT PRIMARY KEY,
+    service_id TEXT NOT NULL,
+    hook_instance TEXT,
+    rule_id TEXT,
+    scenario_id TEXT,
+    knowledge_version TEXT,
+    procedure_id TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    item_key TEXT PRIMARY KEY,
+    service_id TEXT NOT NULL,
+    card_uuid TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    accepted_suggestions TEXT,
+    override_system TEXT,
+    override_code TEXT,
+    override_display TEXT,
+    has_comment INTEGER NOT NULL DEFAULT 0,
+    user_comment TEXT,
+    outcome_timestamp TEXT NOT NULL,
+    client_iss TEXT,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_card ON feedback(card_uuid);
+"""
+
+
+@dataclass(frozen=True)
+class FeedbackItem:
+    card: str
+    outcome: str
+    outcome_timestamp: str
+    accepted_suggestions: tuple[str, ...] = ()
+    override_system: str | None = None
+    override_code: str | None = None
+    override_display: str | None = None
+    user_comment: str | None = None
+
+    def key(self, service_id: str) -> str:
+        """Identity of a feedback item: the same item sent twice is stored once."""
+        canonical = json.dumps(
+            [service_id, self.card, self.outcome, sorted(self.accepted_suggestions),
+             self.override_system, self.override_code, self.outcome_timestamp],
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_feedback(body: Any) -> list[FeedbackItem]:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The feedback body must be a JSON object")
+    items = body.get("feedback")
+    if not isinstance(items, list) or not items:
+        raise InvalidRequest("feedback must be a non-empty array")
+    return [_item(item, f"feedback[{i}]") for i, item in enumerate(items)]
+
+
+def _item(item: Any, path: str) -> FeedbackItem:
+    if not isinstance(item, dict):
+        raise InvalidRequest(f"{path} must be an object")
+    card = item.get("card")
+    if not isinstance(card, str) or not card:
+        raise InvalidRequest(f"{path}.card (the card uuid) is required")
+    outcome = item.get("outcome")
+    if outcome not in OUTCOMES:
+        raise InvalidRequest(f"{path}.outcome must be 'accepted' or 'overridden' (cds-fb-1)")
+    timestamp = item.get("outcomeTimestamp")
+    if not isinstance(timestamp, str) or not _is_datetime(timestamp):
+        raise InvalidRequest(f"{path}.outcomeTimestamp must be an ISO 8601 date-time")
+    accepted: tuple[str, ...] = ()
+    raw_accepted = item.get("acceptedSuggestions")
+    if outcome == "accepted":
+        if not isinstance(raw_accepted, list) or not raw_accepted:
+            raise InvalidRequest(f"{path}.acceptedSuggestions is required for accepted outcomes (cds-fb-2)")
+        ids = [s.get("id") if isinstance(s, dict) else None for s in raw_accepted]
+        if not all(isinstance(i, str) and i for i in ids):
+            raise InvalidRequest(f"{path}.acceptedSuggestions entries need an 'id' (the suggestion uuid)")
+        accepted = tuple(ids)  # type: ignore[arg-type]
+    system = code = display = comment = None
+    reason = item.get("overrideReason")
+    if reason is not None:
+        if not isinstance(reason, dict):
+            raise InvalidRequest(f"{path}.overrideReason must be an object")
+        coding, comment = reason.get("reason"), reason.get("userComment")
+        if coding is None and not comment:
+            raise InvalidRequest(f"{path}.overrideReason needs a reason or a userComment (cds-fb-3)")
+        if coding is not None:
+            if not isinstance(coding, dict) or not coding.get("code") or not coding.get("system"):
+                raise InvalidRequest(f"{path}.overrideReason.reason must be a Coding with system and code")
+            system, code = str(coding["system"]), str(coding["code"])
+            display = coding.get("display") if isinstance(coding.get("display"), str) else None
+        if comment is not None and not isinstance(comment, str):
+            raise InvalidRequest(f"{path}.overrideReason.userComment must be a string")
+    return FeedbackItem(card, outcome, timestamp, accepted, system, code, display, comment or None)
+
+
+def _is_datetime(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return "T" in value
+
+
+class FeedbackStore:
+    """Opens a short-lived connection per operation: safe across threads and forked workers."""
+
+    def __init__(self, path: Path, store_comments: bool = False) -> None:
+        self.path = path
+        self.store_comments = store_comments
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=5.0)
+        try:
+            with db:  # commit on success, roll back on error
+                yield db
+        finally:
+            db.close()
+
+    def index_cards(
+        self, service_id: str, hook_instance: str, card_index: Mapping[str, Mapping[str, str]]
+    ) -> None:
+        if not card_index:
+            return
+        now = _now()
+        rows = [
+            (uuid, service_id, hook_instance, meta.get("rule_id"), meta.get("scenario_id"),
+             meta.get("knowledge_version"), meta.get("procedure_id"), now)
+            for uuid, meta in card_index.items()
+        ]
+        with self._connect() as db:
+            db.executemany("INSERT OR IGNORE INTO card_index VALUES (?,?,?,?,?,?,?,?)", rows)
+
+    def record(self, service_id: str, items: list[FeedbackItem], client_iss: str | None = None) -> int:
+        """Store the items; returns how many were new (repeats are ignored)."""
+        now = _now()
+        new = 0
+        with self._connect() as db:
+            for item in items:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO feedback VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (item.key(service_id), service_id, item.card, item.outcome,
+                     json.dumps(sorted(item.accepted_suggestions)) if item.accepted_suggestions else None,
+                     item.override_system, item.override_code, item.override_display,
+                     int(bool(item.user_comment)),
+                     item.user_comment if self.store_comments else None,
+                     item.outcome_timestamp, client_iss, now),
+                )
+                new += cursor.rowcount
+        return new
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Feedback joined to the rule that produced each card (for review and tests)."""
+        with self._connect() as db:
+            db.row_factory = sqlite3.Row
+            cursor = db.execute(
+                "SELECT f.*, c.rule_id, c.scenario_id, c.knowledge_version, c.procedure_id "
+                "FROM feedback f LEFT JOIN card_index c ON c.card_uuid = f.card_uuid "
+                "ORDER BY f.received_at, f.item_key"
+            )
+            return [dict(row) for row in cursor.fetchall()]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

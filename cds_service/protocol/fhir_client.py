@@ -1,0 +1,209 @@
+"""Reads from the EHR's FHIR server: allowlisted hosts only, bearer token, timeouts, paging.
+
+Nothing here is called for a server whose host is not in `CDS_FHIR_ALLOWED_HOSTS`: the check is
+made before any connection, and again for every `next` link (a server cannot send the token on).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+_JSON_TYPES = ("application/fhir+json", "application/json")
+
+
+def _shared_session() -> requests.Session:
+    """One connection pool per process: keep-alive (and TLS sessions) to the EHR across calls.
+
+    Cookies are refused, so nothing one call's server sets can reach another call; the bearer
+    token is a per-request header, never session state.
+    """
+    session = requests.Session()
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=32, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+SESSION = _shared_session()
+
+
+class FhirAccessError(Exception):
+    """A query could not be answered; the message names the cause, never the token."""
+
+
+class FhirNotFound(FhirAccessError):
+    """A read returned 404/410: the resource does not exist."""
+
+
+@dataclass(frozen=True)
+class AllowedHost:
+    host: str
+    port: int | None  # None: any port
+    http_ok: bool  # listed as "http://host": plain http allowed (development)
+
+
+def parse_allowed_hosts(entries: Iterable[str]) -> tuple[AllowedHost, ...]:
+    hosts = []
+    for entry in entries:
+        raw = entry.strip().lower()
+        http_ok = raw.startswith("http://")
+        if http_ok or raw.startswith("https://"):
+            raw = raw.split("://", 1)[1]
+        raw = raw.rstrip("/")
+        host, _, port = raw.rpartition(":") if raw.count(":") == 1 else (raw, "", "")
+        if not port.isdigit():
+            host, port = raw, ""
+        if host:
+            hosts.append(AllowedHost(host=host, port=int(port) if port else None, http_ok=http_ok))
+    return tuple(hosts)
+
+
+def is_allowed(url: str, allowed: Iterable[AllowedHost]) -> bool:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if scheme not in ("https", "http") or not host or parts.username or parts.password:
+        return False
+    effective_port = port or (443 if scheme == "https" else 80)
+    for rule in allowed:
+        if rule.host != host or (rule.port is not None and rule.port != effective_port):
+            continue
+        if scheme == "https" or rule.http_ok:
+            return True
+    return False
+
+
+@dataclass
+class FhirClient:
+    """One EHR FHIR server for the duration of one hook call."""
+
+    base_url: str
+    allowed: tuple[AllowedHost, ...]
+    access_token: str | None = field(default=None, repr=False)
+    connect_timeout: float = 1.5
+    read_timeout: float = 3.0
+    deadline: float = field(default_factory=lambda: time.monotonic() + 4.0)  # monotonic seconds
+    page_cap: int = 10
+    calls: int = 0  # outbound requests made (for the log line)
+
+    def __post_init__(self) -> None:
+        self.base_url = self.base_url.rstrip("/")
+
+    @property
+    def allowed_server(self) -> bool:
+        return is_allowed(self.base_url + "/", self.allowed)
+
+    def read(self, query: str) -> dict[str, Any]:
+        """A single resource (`Patient/123`). Raises FhirNotFound on 404/410."""
+        resource = self._get(f"{self.base_url}/{query}")
+        if resource.get("resourceType") == "OperationOutcome":
+            raise FhirAccessError(f"{query.split('/')[0]} read answered with an OperationOutcome")
+        return resource
+
+    def search(self, query: str) -> tuple[list[dict[str, Any]], bool]:
+        """All entries of a search, following `next` links. Returns (resources, complete)."""
+        return self.follow(self._get(f"{self.base_url}/{query}"))
+
+    def follow(self, bundle: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+        """Entries of `bundle` and its following pages; complete=False when the page cap stopped us."""
+        if bundle.get("resourceType") != "Bundle":
+            raise FhirAccessError(f"search answered with {bundle.get('resourceType')!r}, not a Bundle")
+        resources, has_error = split_bundle(bundle)
+        pages = 1
+        next_url = next_link(bundle)
+        while next_url:
+            if pages >= self.page_cap:
+                return resources, False
+            page = self._get(urljoin(self.base_url + "/", next_url))
+            if page.get("resourceType") != "Bundle":
+                raise FhirAccessError("a next page was not a Bundle")
+            page_resources, page_error = split_bundle(page)
+            resources.extend(page_resources)
+            has_error = has_error or page_error
+            pages += 1
+            next_url = next_link(page)
+        return resources, not has_error
+
+    def _get(self, url: str) -> dict[str, Any]:
+        if not is_allowed(url, self.allowed):
+            raise FhirAccessError("URL is not on an allowed FHIR host")
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise FhirAccessError("deadline for FHIR queries passed")
+        headers = {"Accept": "application/fhir+json"}
+        if self.access_token:
+            headers["Authorization"] = f"Bearer {self.access_token}"
+        timeout = (min(self.connect_timeout, remaining), min(self.read_timeout, remaining))
+        self.calls += 1
+        try:
+            # No redirects: a redirect could carry the bearer token to a host nobody allowed.
+            response = SESSION.get(url, headers=headers, timeout=timeout, allow_redirects=False)
+        except requests.Timeout as exc:
+            raise FhirAccessError("FHIR server timed out") from exc
+        except requests.RequestException as exc:
+            raise FhirAccessError(f"FHIR server unreachable ({type(exc).__name__})") from exc
+        if response.status_code in (404, 410):
+            raise FhirNotFound(f"FHIR server answered {response.status_code}")
+        if response.status_code != 200:
+            raise FhirAccessError(f"FHIR server answered {response.status_code}")
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type and content_type not in _JSON_TYPES:
+            raise FhirAccessError(f"FHIR server answered {content_type}, not FHIR JSON")
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise FhirAccessError("FHIR server answered invalid JSON") from exc
+        if not isinstance(data, dict):
+            raise FhirAccessError("FHIR server answered JSON that is not a resource")
+        return data
+
+
+def split_bundle(bundle: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+    """(data resources, whether an error OperationOutcome came along) in one pass over the entries."""
+    out = []
+    has_error = False
+    entries = bundle.get("entry")
+    for entry in entries if isinstance(entries, list) else ():
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            continue
+        rtype = resource.get("resourceType")
+        if rtype == "OperationOutcome":
+            has_error = has_error or is_error_outcome(resource)
+        elif isinstance(rtype, str):
+            out.append(resource)
+    return out, has_error
+
+
+def bundle_resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """The data resources of a searchset Bundle: OperationOutcome entries are left out."""
+    return split_bundle(bundle)[0]
+
+
+def is_error_outcome(resource: dict[str, Any]) -> bool:
+    if resource.get("resourceType") != "OperationOutcome":
+        return False
+    issues = resource.get("issue")
+    if not isinstance(issues, list) or not issues:
+        return True  # an outcome with no issues still says the query did not succeed
+    return any(isinstance(i, dict) and i.get("severity") in ("error", "fatal") for i in issues)
+
+
+def next_link(bundle: dict[str, Any]) -> str | None:
+    links = bundle.get("link")
+    for link in links if isinstance(links, list) else ():
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return link["url"]
+    return None

@@ -1,0 +1,295 @@
+"""Prefetch and FHIR fallback -> `PatientRecord`.
+
+Each template key is in one of four states (CDS Hooks 2.0 "Prefetch"):
+  present (resource or Bundle)  use it; follow Bundle `next` links on fhirServer
+  null                          the client found no data: no query
+  OperationOutcome              the client hit an error: query fhirServer again, else degrade
+  absent                        query fhirServer, else degrade
+Missing queries run concurrently under one deadline. A required key (the Patient) that cannot be
+had raises `PreconditionFailed` (HTTP 412). Resources stay raw JSON: the facts stage validates only
+what it reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from cds_service.config import Settings
+from cds_service.model import HookRequest, PatientRecord, Resource
+from cds_service.protocol.discovery import PrefetchTemplate
+from cds_service.protocol.errors import PreconditionFailed
+from cds_service.protocol.fhir_client import (
+    FhirAccessError,
+    FhirClient,
+    FhirNotFound,
+    next_link,
+    parse_allowed_hosts,
+    split_bundle,
+)
+from cds_service.protocol.request import FHIR_ID, ParsedCall
+
+log = logging.getLogger(__name__)
+
+_TOKEN = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
+_SUBJECT_FIELDS = ("subject", "patient")
+_Absent = object()  # a prefetch key the client did not send
+
+
+@dataclass
+class KeyResult:
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    complete: bool = True
+    state: str = "present"  # present | null | outcome | absent | invalid (as received)
+    source: str = "prefetch"  # prefetch | fhir | none
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class GatherStats:
+    states: Mapping[str, str]  # key -> state received
+    fetched: tuple[str, ...]  # keys queried on fhirServer
+    fhir_calls: int
+    server_refused: bool  # fhirServer named but not allowed: no call made
+
+
+def gather_record(
+    call: ParsedCall, templates: Mapping[str, PrefetchTemplate], settings: Settings, today: date
+) -> tuple[PatientRecord, GatherStats]:
+    request = call.request
+    results: dict[str, KeyResult] = {}
+    pending_queries: dict[str, PrefetchTemplate] = {}
+    pending_pages: dict[str, dict[str, Any]] = {}
+
+    for key, template in templates.items():
+        value = call.prefetch.get(key, _Absent)
+        result = _classify(value, template, request.patient_id)
+        results[key] = result
+        if result.state in ("absent", "outcome", "invalid"):
+            pending_queries[key] = template
+        elif result.state == "present" and isinstance(value, dict) and next_link(value):
+            pending_pages[key] = value
+
+    client = _client(call, settings)
+    server_refused = bool(call.fhir_server) and client is None
+    if server_refused:
+        log.warning("fhirServer host not in CDS_FHIR_ALLOWED_HOSTS; no FHIR query made")
+    fetched: list[str] = []
+    if client is not None and (pending_queries or pending_pages):
+        fetched = sorted({*pending_queries, *pending_pages})
+        _fetch_all(client, pending_queries, pending_pages, request, results, settings)
+    else:
+        for key in pending_queries:
+            results[key].complete = False
+            results[key].error = results[key].error or "not in prefetch and no usable fhirServer"
+        for key in pending_pages:
+            results[key].complete = False
+
+    for key, template in templates.items():
+        if template.required and (not results[key].complete or not _usable(results[key], template, request)):
+            reason = results[key].error or "no data"
+            raise PreconditionFailed(
+                f"Required prefetch {key!r} ({template.resource_type}) could not be obtained: {reason}"
+            )
+
+    patient = next(
+        (r for key, t in templates.items() if t.resource_type == "Patient" and t.is_read
+         for r in results[key].resources if _is_the_patient(r, request.patient_id)),
+        None,
+    )
+    record = PatientRecord(
+        patient=patient,
+        resources=_group(results, request.patient_id),
+        as_of=today,
+        incomplete=tuple(sorted(k for k, r in results.items() if not r.complete)),
+    )
+    stats = GatherStats(
+        states={k: r.state for k, r in results.items()},
+        fetched=tuple(fetched),
+        fhir_calls=client.calls if client else 0,
+        server_refused=server_refused,
+    )
+    return record, stats
+
+
+def _classify(value: Any, template: PrefetchTemplate, patient_id: str) -> KeyResult:
+    if value is _Absent:
+        return KeyResult(state="absent", complete=False, source="none")
+    if value is None:
+        return KeyResult(state="null")
+    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+        return KeyResult(state="invalid", complete=False, error="prefetch value is not a FHIR resource")
+    rtype = value["resourceType"]
+    if rtype == "OperationOutcome":
+        return KeyResult(state="outcome", complete=False, error="client sent an OperationOutcome")
+    if rtype == "Bundle":
+        resources, has_error = split_bundle(value)
+        if has_error:
+            # Keep what came; a re-query replaces it if the server answers.
+            return KeyResult(resources=resources, state="outcome", complete=False,
+                             error="client sent a Bundle with an error OperationOutcome")
+        return KeyResult(resources=resources)
+    if template.is_read:
+        if rtype != template.resource_type:
+            return KeyResult(state="invalid", complete=False, error=f"expected {template.resource_type}")
+        if rtype == "Patient" and value.get("id") not in (None, patient_id):
+            return KeyResult(state="invalid", complete=False, error="Patient id differs from context")
+        return KeyResult(resources=[value])
+    # A search answered with a bare resource: accept it as a one-entry result.
+    return KeyResult(resources=[value])
+
+
+def _usable(result: KeyResult, template: PrefetchTemplate, request: HookRequest) -> bool:
+    if template.resource_type == "Patient":
+        return any(_is_the_patient(r, request.patient_id) for r in result.resources)
+    return bool(result.resources)
+
+
+def _is_the_patient(resource: Mapping[str, Any], patient_id: str) -> bool:
+    return resource.get("resourceType") == "Patient" and resource.get("id") in (None, patient_id)
+
+
+def _client(call: ParsedCall, settings: Settings) -> FhirClient | None:
+    if not call.fhir_server:
+        return None
+    client = FhirClient(
+        base_url=call.fhir_server,
+        allowed=parse_allowed_hosts(settings.fhir_allowed_hosts),
+        access_token=call.access_token,
+        connect_timeout=settings.fhir_connect_timeout,
+        read_timeout=settings.fhir_read_timeout,
+        deadline=time.monotonic() + settings.fhir_deadline,
+        page_cap=max(1, settings.fhir_page_cap),
+    )
+    return client if client.allowed_server else None
+
+
+def _fetch_all(
+    client: FhirClient,
+    queries: Mapping[str, PrefetchTemplate],
+    pages: Mapping[str, dict[str, Any]],
+    request: HookRequest,
+    results: dict[str, KeyResult],
+    settings: Settings,
+) -> None:
+    jobs = {}
+    workers = max(1, min(settings.fhir_max_workers, len(queries) + len(pages)))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fhir")
+    try:
+        for key, template in queries.items():
+            query = resolve_tokens(template.query, request)
+            if query is None:
+                results[key].complete = False
+                results[key].error = "template token has no value in this context"
+                continue
+            jobs[pool.submit(_run_query, client, template, query)] = key
+        for key, bundle in pages.items():
+            jobs[pool.submit(_run_pages, client, bundle)] = key
+        remaining = max(0.0, client.deadline - time.monotonic())
+        done, not_done = wait(jobs, timeout=remaining + 0.25)
+        for future in done:
+            key = jobs[future]
+            try:
+                fetched = future.result()
+            except FhirNotFound as exc:
+                results[key] = KeyResult(state=results[key].state, source="fhir", error=str(exc))
+                continue
+            except FhirAccessError as exc:
+                results[key].complete = False
+                results[key].error = str(exc)
+                log.info("prefetch %s: FHIR query failed: %s", key, exc)
+                continue
+            resources, complete = fetched
+            results[key] = KeyResult(
+                resources=resources, complete=complete, state=results[key].state, source="fhir",
+                error=None if complete else "page cap reached",
+            )
+        for future in not_done:
+            key = jobs[future]
+            results[key].complete = False
+            results[key].error = "deadline for FHIR queries passed"
+    finally:
+        # Do not wait for stragglers: each is bounded by its own read timeout.
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _run_query(client: FhirClient, template: PrefetchTemplate, query: str):
+    if template.is_read:
+        return [client.read(query)], True
+    return client.search(query)
+
+
+def _run_pages(client: FhirClient, bundle: dict[str, Any]):
+    return client.follow(bundle)
+
+
+def resolve_tokens(template: str, request: HookRequest) -> str | None:
+    """Fill 2.0 prefetch tokens from the hook context; None if one has no usable value."""
+    values = _token_values(request)
+    missing = False
+
+    def fill(match: re.Match[str]) -> str:
+        nonlocal missing
+        value = values.get(match.group(1))
+        if value is None:
+            missing = True
+            return ""
+        return value
+
+    query = _TOKEN.sub(fill, template)
+    return None if missing else query
+
+
+def _token_values(request: HookRequest) -> dict[str, str]:
+    values = {"context.patientId": request.patient_id, "context.userId": request.user_id}
+    if request.encounter_id:
+        values["context.encounterId"] = request.encounter_id
+    user_type, _, user_ref_id = request.user_id.partition("/")
+    token_by_type = {
+        "Practitioner": "userPractitionerId",
+        "PractitionerRole": "userPractitionerRoleId",
+        "Patient": "userPatientId",
+        "RelatedPerson": "userRelatedPersonId",
+    }
+    if user_type in token_by_type and FHIR_ID.match(user_ref_id):
+        values[token_by_type[user_type]] = user_ref_id
+    if not FHIR_ID.match(request.user_id.replace("/", "")):
+        values.pop("context.userId")  # goes into a URL: only plain references
+    return values
+
+
+def _group(results: Mapping[str, KeyResult], patient_id: str) -> dict[str, tuple[Resource, ...]]:
+    grouped: dict[str, dict[str, Resource]] = {}
+    other_patient = 0
+    for result in results.values():
+        for resource in result.resources:
+            if _about_other_patient(resource, patient_id):
+                other_patient += 1
+                continue
+            bucket = grouped.setdefault(resource["resourceType"], {})
+            rid = resource.get("id")
+            key = rid if isinstance(rid, str) and rid else f"#{len(bucket)}"
+            bucket.setdefault(key, resource)
+    if other_patient:
+        # Safety: data about someone else must never reach the rules.
+        log.warning("dropped %d resources that reference a different patient", other_patient)
+    return {rtype: tuple(bucket.values()) for rtype, bucket in grouped.items()}
+
+
+def _about_other_patient(resource: Mapping[str, Any], patient_id: str) -> bool:
+    if resource.get("resourceType") == "Patient":
+        rid = resource.get("id")
+        return isinstance(rid, str) and rid != patient_id
+    for name in _SUBJECT_FIELDS:
+        ref = resource.get(name)
+        reference = ref.get("reference") if isinstance(ref, dict) else None
+        if isinstance(reference, str) and "Patient/" in reference:
+            target = reference.split("Patient/", 1)[1].split("/", 1)[0]
+            return target != patient_id
+    return False

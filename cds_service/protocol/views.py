@@ -1,0 +1,165 @@
+"""HTTP endpoints: discovery, service invocation, feedback, liveness."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from cds_service import engine
+from cds_service.config import Settings
+from cds_service.model import HookRequest
+from cds_service.protocol import access_log
+from cds_service.protocol.auth import Authenticator, AuthError, Caller
+from cds_service.protocol.discovery import SERVICES, SERVICES_BY_ID, PrefetchTemplate, ServiceDefinition
+from cds_service.protocol.errors import InvalidRequest, ProtocolError
+from cds_service.protocol.feedback import FeedbackStore, parse_feedback
+from cds_service.protocol.prefetch import gather_record
+from cds_service.protocol.request import parse_hook_request
+from cds_service.protocol.response import build_body, enforce_contract
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("cds_hooks", __name__)
+
+_JSON_MIMETYPES = ("application/json", "application/fhir+json")
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """Everything loaded once at start (kept in app.extensions["cds"])."""
+
+    settings: Settings
+    knowledge: Any
+    templates: dict[str, PrefetchTemplate]
+    authenticator: Authenticator | None
+    feedback: FeedbackStore
+
+
+class Unauthorized(Exception):
+    """Answered with a bare 401."""
+
+
+def _state() -> ServiceState:
+    return current_app.extensions["cds"]
+
+
+def _base_url() -> str:
+    return _state().settings.public_base_url or request.url_root.rstrip("/")
+
+
+def _authenticate() -> Caller | None:
+    authenticator = _state().authenticator
+    if authenticator is None:
+        return None  # open (development) mode, warned about at start
+    called = _base_url() + request.path
+    audiences = {called, called.rstrip("/"), called.rstrip("/") + "/"}
+    try:
+        caller = authenticator.authenticate(request.headers.get("Authorization"), audiences)
+    except AuthError as exc:
+        access_log.note(auth=str(exc))
+        raise Unauthorized() from exc
+    access_log.note(auth="ok")
+    return caller
+
+
+def _service(service_id: str) -> ServiceDefinition:
+    service = SERVICES_BY_ID.get(service_id)
+    if service is None:
+        raise ProtocolError(f"No CDS Service {service_id!r}; see GET /cds-services", status=404)
+    return service
+
+
+def _json_body() -> Any:
+    if request.mimetype not in _JSON_MIMETYPES:
+        raise ProtocolError("Content-Type must be application/json", status=415)
+    raw = request.get_data(cache=False)
+    # A large prefetch parses into ~10^5 containers; the cyclic GC would scan them repeatedly
+    # while they are being built (none of them can be garbage yet).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+@blueprint.get("/cds-services")
+def discovery() -> Response:
+    _authenticate()
+    templates = _state().templates
+    return jsonify({"services": [s.to_json(templates) for s in SERVICES]})
+
+
+@blueprint.post("/cds-services/<service_id>")
+def invoke(service_id: str) -> Response:
+    _authenticate()
+    service = _service(service_id)
+    access_log.note(service=service.id)
+    body = _json_body()
+    if isinstance(body, dict) and isinstance(body.get("hookInstance"), str):
+        access_log.note(hookInstance=body["hookInstance"][:100], hook=body.get("hook"))
+    state = _state()
+    call = parse_hook_request(body, service, _base_url())
+    if not _has_service_requests(call.request):
+        # Only ServiceRequests can be imaging orders: a medication or diet order needs no
+        # patient data, so none is fetched (an EHR may call on every order selected).
+        access_log.note(skipped="no ServiceRequest in focus")
+        return jsonify({"cards": []})
+    today = state.settings.today or datetime.now(UTC).date()
+    record, stats = gather_record(call, state.templates, state.settings, today)
+    access_log.note(
+        incomplete=list(record.incomplete), prefetch=dict(stats.states), fhir_fetched=list(stats.fetched),
+        fhir_calls=stats.fhir_calls, fhir_server_refused=stats.server_refused or None,
+    )
+    result = engine.evaluate(call.request, record, state.knowledge)
+    response_body, _ = enforce_contract(build_body(result), strict=state.settings.strict_responses)
+    kept = _kept_uuids(response_body)
+    try:
+        state.feedback.index_cards(
+            service.id, call.request.hook_instance, {u: m for u, m in result.card_index.items() if u in kept}
+        )
+    except sqlite3.Error:
+        # The guidance matters more than its feedback link: answer anyway, and say so in the log.
+        log.exception("could not index cards for feedback")
+    access_log.note(
+        rule_ids=list(result.rule_ids), cards=len(response_body["cards"]),
+        system_actions=len(response_body.get("systemActions", [])),
+    )
+    return jsonify(response_body)
+
+
+@blueprint.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    caller = _authenticate()
+    service = _service(service_id)
+    access_log.note(service=service.id)
+    items = parse_feedback(_json_body())
+    new = _state().feedback.record(service.id, items, caller.iss if caller else None)
+    access_log.note(feedback_items=len(items), feedback_new=new)
+    return jsonify({"received": len(items), "stored": new})
+
+
+@blueprint.get("/healthz")
+def healthz() -> Response:
+    version = getattr(_state().knowledge, "version", None)
+    return jsonify({"status": "ok", "knowledgeVersion": str(version)})
+
+
+def _has_service_requests(req: HookRequest) -> bool:
+    if req.hook == "order-select":
+        return any(ref.startswith("ServiceRequest/") for ref in req.selections)
+    return any(r.get("resourceType") == "ServiceRequest" for r in req.draft_orders)
+
+
+def _kept_uuids(body: dict[str, Any]) -> set[str]:
+    return {c["uuid"] for c in body["cards"] if isinstance(c, dict) and isinstance(c.get("uuid"), str)}

@@ -1,0 +1,145 @@
+"""The synthetic workload generator: sizes, determinism, codes, and prefetch filled from discovery."""
+
+import json
+
+import pytest
+
+from bench import workloads as wl
+
+DISCOVERY = {
+    "services": [
+        {"id": "imaging-appropriateness-sign", "hook": "order-sign", "prefetch": {}},
+        {
+            "id": "imaging-appropriateness",
+            "hook": "order-select",
+            "prefetch": {
+                "patient": "Patient/{{context.patientId}}",
+                "psa": "Observation?patient={{context.patientId}}&code=http://loinc.org|2857-1&_count=200",
+                "meds": "MedicationRequest?patient={{context.patientId}}&status=active",
+                "everything-else": "Procedure?patient={{context.patientId}}&date=ge2020-01-01",
+                "me": "Practitioner/{{userPractitionerId}}",
+            },
+        },
+    ]
+}
+
+
+def _codes(resource, element="code"):
+    return {(c["system"], c["code"]) for c in resource[element]["coding"]}
+
+
+@pytest.mark.parametrize("total", [5, 100, 150, 1000, 2000, 5000])
+def test_chart_has_exactly_the_requested_resources(total):
+    chart = wl.generate_chart(total)
+    assert chart.count() == total
+    ids = [(t, r["id"]) for t, rs in chart.resources.items() for r in rs]
+    assert len(ids) == len(set(ids))
+    assert all(r["resourceType"] == t for t, rs in chart.resources.items() for r in rs)
+
+
+def test_workload_sizes_follow_the_issue():
+    assert wl.SIZES == {"small": 5, "typical": 150, "large": 2000}
+    assert wl.SCALING_SIZES == (100, 1000, 5000)
+    typical = wl.generate_chart(150)
+    assert len(typical.resources["Observation"]) == 60
+    assert set(typical.resources) == {
+        "Condition",
+        "Observation",
+        "MedicationRequest",
+        "Procedure",
+        "DiagnosticReport",
+    }
+
+
+def test_chart_is_deterministic():
+    assert json.dumps(wl.generate_chart(1000).resources) == json.dumps(wl.generate_chart(1000).resources)
+
+
+def test_chart_carries_the_metastatic_prostate_picture():
+    for total in (5, 150):
+        chart = wl.generate_chart(total)
+        conditions = set().union(*(_codes(c) for c in chart.resources["Condition"]))
+        assert (wl.ICD10, "C61") in conditions and (wl.SNOMED, "399068003") in conditions
+        assert (wl.SNOMED, "94222008") in conditions
+        meds = set().union(
+            *(_codes(m, "medicationCodeableConcept") for m in chart.resources["MedicationRequest"])
+        )
+        assert (wl.RXNORM, "752899") in meds  # leuprolide SCD, as Synthea writes it
+        assert any(r.get("conclusionCode") for r in chart.resources["DiagnosticReport"])
+    typical = wl.generate_chart(150)
+    obs_codes = [c["code"]["coding"][0]["code"] for c in typical.resources["Observation"]]
+    assert obs_codes.count("2857-1") >= 6  # a PSA series
+    assert {"6768-6", "1920-8", "1742-6", "1975-2", "33914-3"} <= set(obs_codes)  # CMP labs
+    psa = [o for o in typical.resources["Observation"] if o["code"]["coding"][0]["code"] == "2857-1"]
+    assert psa[-1]["valueQuantity"]["value"] > psa[0]["valueQuantity"]["value"]  # rising on ADT
+    assert all(o["valueQuantity"]["unit"] == "ng/mL" for o in psa)
+
+
+def test_chart_refuses_fewer_than_five_resources():
+    with pytest.raises(ValueError):
+        wl.generate_chart(4)
+
+
+def test_fill_template_tokens():
+    ctx = {"patientId": "p1", "userId": "Practitioner/u1", "draftOrders": {}}
+    assert wl.fill_template("Patient/{{context.patientId}}", ctx) == "Patient/p1"
+    assert wl.fill_template("Practitioner/{{userPractitionerId}}", ctx) == "Practitioner/u1"
+    with pytest.raises(KeyError):
+        wl.fill_template("X?a={{context.draftOrders}}", ctx)  # not a primitive: not a 2.0 token
+    with pytest.raises(KeyError):
+        wl.fill_template("X?a={{userPatientId}}", ctx)
+
+
+def test_search_filters_by_patient_code_and_status():
+    chart = wl.generate_chart(150)
+    kind, psa = wl.search(chart, f"Observation?patient={wl.PATIENT_ID}&code=http://loinc.org|2857-1")
+    assert kind == "search" and psa and all(o["code"]["coding"][0]["code"] == "2857-1" for o in psa)
+    _, either = wl.search(chart, "Observation?code=2857-1,6768-6")
+    assert len(either) > len(psa)
+    _, wrong_system = wl.search(chart, "Observation?code=http://snomed.info/sct|2857-1")
+    assert wrong_system == []
+    _, other_patient = wl.search(chart, "Condition?patient=Patient/someone-else")
+    assert other_patient == []
+    _, active = wl.search(chart, "MedicationRequest?status=active")
+    assert active and all(m["status"] == "active" for m in active)
+    _, unknown_param = wl.search(chart, "Procedure?date=ge2020-01-01")  # unknown filter: all of the type
+    assert len(unknown_param) == len(chart.resources["Procedure"])
+    assert wl.search(chart, f"Patient/{wl.PATIENT_ID}") == ("read", chart.patient)
+    assert wl.search(chart, "Patient/nobody") == ("read", None)
+
+
+def test_request_uses_discovered_prefetch_keys():
+    service = wl.pick_service(DISCOVERY)
+    assert service["id"] == "imaging-appropriateness"
+    chart = wl.generate_chart(150)
+    body = wl.build_request(service, chart)
+    assert body["hook"] == "order-select"
+    assert set(body["prefetch"]) == set(service["prefetch"])
+    assert body["prefetch"]["patient"]["id"] == wl.PATIENT_ID
+    assert body["prefetch"]["me"] is None  # a read the chart cannot answer is null, as a client sends
+    psa = body["prefetch"]["psa"]
+    assert psa["resourceType"] == "Bundle" and psa["type"] == "searchset"
+    assert psa["total"] == len(psa["entry"]) == 10  # the monthly PSA series of the typical chart
+    assert body["prefetch"]["everything-else"]["total"] == len(chart.resources["Procedure"])
+    order = body["context"]["draftOrders"]["entry"][0]["resource"]
+    assert order["code"]["coding"][0] == {
+        "system": wl.CPT,
+        "code": "78306",
+        "display": "Bone and/or joint imaging; whole body",
+    }
+    assert body["context"]["selections"] == ["ServiceRequest/bench-order-1"]
+    assert "fhirServer" not in body
+
+
+def test_fallback_request_has_no_prefetch_and_names_the_server():
+    service = wl.pick_service(DISCOVERY)
+    body = wl.build_request(service, wl.generate_chart(5), prefetch=False, fhir_server="http://127.0.0.1:9")
+    assert "prefetch" not in body
+    assert body["fhirServer"] == "http://127.0.0.1:9"
+    assert body["fhirAuthorization"]["token_type"] == "Bearer"
+
+
+def test_pick_service_falls_back_to_first_order_select():
+    assert wl.pick_service({"services": [{"id": "x", "hook": "order-select"}]}, "missing")["id"] == "x"
+    with pytest.raises(LookupError):
+        wl.pick_service({"services": [{"id": "y", "hook": "order-sign"}]}, "missing")

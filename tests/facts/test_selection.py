@@ -1,0 +1,63 @@
+import logging
+
+from cds_service.facts import extract_facts
+from cds_service.facts.selection import select
+from tests.facts.conftest import ICD, LNC, condition, observation, quantity, record
+
+
+def test_invalid_selected_resource_is_skipped_with_a_log_line_and_an_issue(valuesets, caplog):
+    bad = observation((LNC, "2857-1"), valueQuantity=quantity(4.2, "ng/mL"))
+    bad["effectiveDateTime"] = "yesterday"  # not a FHIR dateTime
+    bad["id"] = "secret-id-123"
+    good = observation((LNC, "2857-1"), when="2026-01-01", valueQuantity=quantity(1.0, "ng/mL"))
+    with caplog.at_level(logging.WARNING):
+        facts = extract_facts(record(bad, good), valuesets)
+    assert [m.value for m in facts.psa] == [1.0]
+    assert any("could not be read" in i for i in facts.data_issues)
+    assert "Observation" in caplog.text and "secret-id-123" not in caplog.text
+
+
+def test_unrelated_resources_are_not_validated(valuesets):
+    # invalid but irrelevant: never validated, so no issue
+    junk = {
+        "resourceType": "Observation",
+        "id": "x",
+        "code": {"coding": [{"system": LNC, "code": "8302-2"}]},
+        "effectiveDateTime": "garbage",
+    }
+    assert extract_facts(record(junk), valuesets).data_issues == ()
+
+
+def test_selection_keeps_only_matching_resources(valuesets):
+    chosen = select(
+        record(
+            condition((ICD, "C61")),
+            condition((ICD, "J20.9")),
+            observation((LNC, "2857-1"), valueQuantity=quantity(1, "ng/mL")),
+            observation((LNC, "8302-2"), valueQuantity=quantity(180, "cm")),
+        ),
+        valuesets,
+    )
+    assert len(chosen.conditions) == 1 and len(chosen.observations) == 1
+    assert "prostate-cancer" in chosen.conditions[0].ids
+
+
+def test_snomed_code_in_loinc_system_is_not_matched_but_reported(valuesets):
+    # Synthea quirk: a SNOMED code (bone pain 12584003) sent with system http://loinc.org
+    res = condition((LNC, "12584003"))
+    facts = extract_facts(record(res), valuesets)
+    assert "bone-pain" not in facts.concepts
+    assert any("labelled LOINC" in i for i in facts.data_issues)
+
+
+def test_only_elements_the_rules_read_are_validated(valuesets):
+    # a malformed element nobody reads (category must be a list) does not cost us the PSA value
+    obs = observation((LNC, "2857-1"), valueQuantity=quantity(2.5, "ng/mL"), category="laboratory")
+    facts = extract_facts(record(obs), valuesets)
+    assert [m.value for m in facts.psa] == [2.5]
+
+
+def test_warm_up_runs():
+    from cds_service.facts import warm_up
+
+    warm_up()

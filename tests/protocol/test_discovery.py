@@ -1,0 +1,71 @@
+import re
+
+import pytest
+
+from cds_service.protocol.discovery import (
+    PrefetchConfigError,
+    load_prefetch_templates,
+    prefetch_codes,
+)
+
+TOKEN = re.compile(r"\{\{([^{}]+)\}\}")
+ALLOWED_TOKENS = {"context.patientId", "context.userId", "context.encounterId", "userPractitionerId",
+                  "userPractitionerRoleId", "userPatientId", "userRelatedPersonId"}
+
+
+def test_discovery_lists_both_services(client):
+    response = client.get("/cds-services")
+    assert response.status_code == 200
+    services = {s["id"]: s for s in response.get_json()["services"]}
+    assert services["imaging-appropriateness"]["hook"] == "order-select"
+    assert services["imaging-appropriateness-sign"]["hook"] == "order-sign"
+    for service in services.values():
+        for field in ("title", "description", "usageRequirements", "prefetch"):
+            assert isinstance(service[field], str | dict) and service[field], field
+
+
+def test_prefetch_templates_cover_what_the_logic_reads(client):
+    prefetch = client.get("/cds-services").get_json()["services"][0]["prefetch"]
+    types = {query.split("?")[0].split("/")[0] for query in prefetch.values()}
+    assert types == {"Patient", "Condition", "Observation", "MedicationRequest", "Procedure",
+                     "DiagnosticReport"}
+    assert prefetch["patient"] == "Patient/{{context.patientId}}"
+
+
+def test_prefetch_tokens_are_2_0_form_only(client):
+    for service in client.get("/cds-services").get_json()["services"]:
+        for query in service["prefetch"].values():
+            tokens = set(TOKEN.findall(query))
+            assert tokens and tokens <= ALLOWED_TOKENS, query
+
+
+def test_observation_templates_ask_for_the_agreed_codes():
+    codes = prefetch_codes()
+    for loinc in ("2857-1", "83112-3", "6768-6", "2160-0", "62238-1", "2986-8", "16112-5", "48676-1",
+                  "35266-6", "21908-9", "97509-4"):
+        assert ("http://loinc.org", loinc) in codes
+    assert ("http://snomed.info/sct", "399537006") in codes
+    templates = load_prefetch_templates()
+    assert "code=http://loinc.org|2857-1," in templates["observations"].query
+
+
+def test_templates_with_a_1_0_style_token_are_refused(tmp_path):
+    (tmp_path / "prefetch.yaml").write_text(
+        "templates:\n  patient:\n    query: 'Patient/{{Patient.id}}'\n    required: true\n"
+    )
+    with pytest.raises(PrefetchConfigError, match="not 2.0"):
+        load_prefetch_templates(tmp_path)
+
+
+def test_templates_without_a_required_patient_read_are_refused(tmp_path):
+    (tmp_path / "prefetch.yaml").write_text(
+        "templates:\n  conditions:\n    query: 'Condition?patient={{context.patientId}}'\n"
+    )
+    with pytest.raises(PrefetchConfigError, match="Patient"):
+        load_prefetch_templates(tmp_path)
+
+
+def test_healthz(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "ok"

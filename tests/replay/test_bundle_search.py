@@ -1,0 +1,107 @@
+"""bundle_search: FHIR reads and searches answered from one Bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import requests
+import responses
+
+from cds_service.bundle_search import BundleStore, SearchError
+
+PATIENTS = Path(__file__).resolve().parents[2] / "fixtures" / "patients"
+PID = "prostate-mets-adt-rising-psa"
+
+
+@pytest.fixture
+def store() -> BundleStore:
+    return BundleStore(json.loads((PATIENTS / f"{PID}.json").read_text()), base_url="https://fhir.test/r4")
+
+
+def ids(result) -> list[str]:
+    return [e["resource"]["id"] for e in result.body["entry"]]
+
+
+def test_rejects_non_bundle():
+    with pytest.raises(SearchError):
+        BundleStore({"resourceType": "Patient"})
+
+
+def test_read_and_not_found(store):
+    assert store.get(f"Patient/{PID}").body["id"] == PID
+    missing = store.get("Patient/nobody")
+    assert missing.status == 404 and missing.body["resourceType"] == "OperationOutcome"
+
+
+def test_absolute_url_under_base(store):
+    assert store.get(f"https://fhir.test/r4/Patient/{PID}").status == 200
+
+
+def test_patient_and_subject_filters(store):
+    assert store.get(f"Condition?patient={PID}").body["total"] == 2
+    assert store.get(f"Condition?subject=Patient/{PID}").body["total"] == 2
+    assert store.get("Condition?patient=someone-else").body["total"] == 0
+
+
+def test_code_tokens(store):
+    both = store.get(f"Observation?patient={PID}&code=http://loinc.org|2857-1,http://loinc.org|98979-8")
+    assert both.body["total"] == 5
+    assert store.get("Observation?code=2857-1").body["total"] == 4  # code without system
+    assert store.get("Observation?code=http://snomed.info/sct|2857-1").body["total"] == 0
+    assert store.get("Observation?code=http://loinc.org|").body["total"] == 5  # any code of the system
+    assert store.get("Observation?code=|2857-1").body["total"] == 0  # explicitly no system
+    meds = store.get("MedicationRequest?code=http://www.nlm.nih.gov/research/umls/rxnorm|1307298")
+    assert meds.body["total"] == 1  # MedicationRequest searches medicationCodeableConcept
+
+
+def test_status_category_clinical_status(store):
+    assert store.get("Condition?clinical-status=active").body["total"] == 2
+    assert store.get("Condition?clinical-status=resolved").body["total"] == 0
+    assert store.get("Observation?category=laboratory").body["total"] == 5
+    rad = "DiagnosticReport?category=http://terminology.hl7.org/CodeSystem/v2-0074|RAD"
+    assert store.get(rad).body["total"] == 1
+    assert store.get("MedicationRequest?status=active,completed").body["total"] == 2
+    assert store.get("MedicationRequest?status=stopped").body["total"] == 0
+
+
+def test_date_filter_and_sort(store):
+    psa = "Observation?code=http://loinc.org|2857-1"
+    assert store.get(psa + "&date=ge2026-06-01").body["total"] == 3
+    assert store.get(psa + "&date=lt2026-06-01").body["total"] == 1
+    dates = [e["resource"]["effectiveDateTime"] for e in store.get(psa + "&_sort=-date").body["entry"]]
+    assert dates == sorted(dates, reverse=True)
+
+
+def test_count_and_next_links_page_through_everything(store):
+    first = store.get("Observation?_count=2")
+    assert first.body["total"] == 5 and len(first.body["entry"]) == 2
+    seen = ids(first)
+    link = {lk["relation"]: lk["url"] for lk in first.body["link"]}
+    while "next" in link:
+        page = store.get(link["next"])
+        seen += ids(page)
+        link = {lk["relation"]: lk["url"] for lk in page.body["link"]}
+    assert len(seen) == 5 == len(set(seen))
+
+
+def test_unknown_parameters_are_ignored_and_reported(store):
+    result = store.get("Observation?patient=x&_include=Observation:subject&code:in=http://vs")
+    assert result.status == 200
+    assert set(result.ignored) == {"_include", "code:in"}
+
+
+def test_bad_path(store):
+    assert store.get("metadata").status == 400
+
+
+@responses.activate
+def test_serves_a_fhir_server_through_responses(store):
+    import re
+
+    responses.add_callback(responses.GET, re.compile(r"https://fhir\.test/r4/.*"),
+                           callback=store.responses_callback)
+    resp = requests.get(f"https://fhir.test/r4/Condition?patient={PID}", timeout=5)
+    assert resp.status_code == 200 and resp.json()["total"] == 2
+    assert requests.get("https://fhir.test/r4/Patient/none", timeout=5).status_code == 404

@@ -134,7 +134,7 @@ def new_orders(
     urgent: bool = False,
     rating: RatingInfo | None = None,
 ) -> list[dict]:
-    """ServiceRequests for `procedure`: one per component of a combined study; tracer in orderDetail.
+    """ServiceRequests for `procedure`: one per component of a combined study; PET with its tracer code.
 
     With `rating`, each proposed order already carries its rating extensions, so an accepted
     suggestion arrives in the EHR rated (as the Argonaut PAMA demo does).
@@ -153,14 +153,12 @@ def _unrated_orders(
     if procedure.pet_tracer:
         pet = catalog.procedures["pet-ct-unspecified-tracer"].codes[0]
         tracer = next(t for t in catalog.tracers.values() if t.procedure == procedure.id)
-        order = _order_template(
-            template,
-            {"coding": [_coding(pet.system, pet.code)], "text": procedure.display},
-            options.new_uuid(),
-            urgent=urgent,
-        )
-        order["orderDetail"] = [{"coding": [_coding(tracer.system, tracer.code)], "text": tracer.agent}]
-        return [order]
+        # PET/CT CPT + tracer HCPCS in one code, the project's (and the fixtures') PET order convention
+        code = {
+            "coding": [_coding(pet.system, pet.code), _coding(tracer.system, tracer.code)],
+            "text": f"{procedure.display} ({tracer.agent})",
+        }
+        return [_order_template(template, code, options.new_uuid(), urgent=urgent)]
     parts = [catalog.procedures[c] for c in procedure.components] or [procedure]
     return [
         _order_template(

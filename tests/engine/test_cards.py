@@ -359,3 +359,14 @@ def test_tracer_card_links_the_scenario_it_was_judged_in():
         "pet-tracer-unspecified",
         "prostate-metastatic-systemic-therapy",
     ]
+
+
+def test_proposed_pet_order_is_recognised_as_its_tracer_specific_study():
+    from cds_service.engine.orders import studies_to_rate
+
+    f = facts("prostate-cancer", procedures=(proc("radical-prostatectomy"),), psa=psa(0.1, 0.3, 0.5))
+    [card] = run(f, cpt("bs", "78306")).cards
+    created = [a["resource"] for a in card["suggestions"][0]["actions"] if a["type"] == "create"]
+    assert [s.procedure_id for s in studies_to_rate("order-sign", created, (), KNOWLEDGE.catalog)] == [
+        "psma-pet-ct"
+    ]

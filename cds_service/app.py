@@ -7,8 +7,9 @@ import logging
 from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
-from cds_service import rule_pages
+from cds_service import facts, rule_pages
 from cds_service.config import Settings
+from cds_service.engine import EngineOptions
 from cds_service.knowledge import DEFAULT_CARDS_DIR, load_knowledge
 from cds_service.protocol import access_log, cors
 from cds_service.protocol.auth import Authenticator, SqliteReplayCache, load_trusted_clients
@@ -29,6 +30,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     if cards_dir is None or not (cards_dir / "prefetch.yaml").is_file():
         cards_dir = DEFAULT_CARDS_DIR
     templates = load_prefetch_templates(cards_dir)
+    # Build the R4B validators now, so the first hook call does not pay for them.
+    facts.warm_up()
     authenticator = None
     if settings.trusted_clients is not None:
         authenticator = Authenticator.create(
@@ -50,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         templates=templates,
         authenticator=authenticator,
         feedback=FeedbackStore(settings.feedback_db, settings.feedback_store_comments),
+        engine_options=EngineOptions(quiet_appropriate=settings.quiet_appropriate, qcdsm_id=settings.qcdsm_id),
     )
     access_log.init_app(app)
     cors.init_app(app, settings.cors_origins)

@@ -43,6 +43,10 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)
     max_body_bytes: int = 10 * 1024 * 1024
     strict_responses: bool = False  # raise on a response-contract violation (tests); else drop + log
+    # Usually-appropriate orders with no pitfall: rating only, no card (spares alert fatigue).
+    quiet_appropriate: bool = True
+    # CMS G-code of the qualified CDS mechanism for `pama-rating-qcdsm-consulted`; None: omitted.
+    qcdsm_id: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -68,6 +72,8 @@ class Settings:
             cors_origins=_list(env, "CDS_CORS_ORIGINS", d.cors_origins),
             max_body_bytes=_int(env, "CDS_MAX_BODY_BYTES", d.max_body_bytes),
             strict_responses=_bool(env, "CDS_STRICT_RESPONSES", d.strict_responses),
+            quiet_appropriate=_bool(env, "CDS_QUIET_APPROPRIATE", d.quiet_appropriate),
+            qcdsm_id=(env.get("CDS_QCDSM_ID") or "").strip() or None,
         )
 
 

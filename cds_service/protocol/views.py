@@ -40,6 +40,7 @@ class ServiceState:
     templates: dict[str, PrefetchTemplate]
     authenticator: Authenticator | None
     feedback: FeedbackStore
+    engine_options: engine.EngineOptions = engine.EngineOptions()
 
 
 class Unauthorized(Exception):
@@ -121,7 +122,7 @@ def invoke(service_id: str) -> Response:
         incomplete=list(record.incomplete), prefetch=dict(stats.states), fhir_fetched=list(stats.fetched),
         fhir_calls=stats.fhir_calls, fhir_server_refused=stats.server_refused or None,
     )
-    result = engine.evaluate(call.request, record, state.knowledge)
+    result = engine.evaluate(call.request, record, state.knowledge, state.engine_options)
     response_body, _ = enforce_contract(build_body(result), strict=state.settings.strict_responses)
     kept = _kept_uuids(response_body)
     try:

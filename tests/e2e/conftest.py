@@ -15,6 +15,7 @@ import responses
 
 from cds_service import replay
 from cds_service.bundle_search import BundleStore
+from cds_service.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 FHIR_BASE = "https://fhir.replay.test/r4"
@@ -22,13 +23,8 @@ FHIR_BASE = "https://fhir.replay.test/r4"
 
 @pytest.fixture(scope="session")
 def _e2e_session(tmp_path_factory):
-    try:
-        from cds_service.config import Settings
-    except ImportError:
-        pytest.skip("the protocol layer (cds_service.app / config) is not in this checkout yet")
-    if not (REPO / "cards" / "scenarios").is_dir():
-        # The expected outcomes need the knowledge base; before it lands every case would fail alike.
-        pytest.skip("the knowledge base (cards/scenarios) is not in this checkout yet")
+    # No skips: a missing protocol layer or knowledge base must fail the suite, not hide it.
+    assert (REPO / "cards" / "scenarios").is_dir(), "the knowledge base cards/scenarios is missing"
     tmp = tmp_path_factory.mktemp("e2e")
     with pytest.MonkeyPatch.context() as mp:
         # The CLI path builds its own Settings from the environment: keep its files in tmp.

@@ -53,7 +53,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         templates=templates,
         authenticator=authenticator,
         feedback=FeedbackStore(settings.feedback_db, settings.feedback_store_comments),
-        engine_options=EngineOptions(quiet_appropriate=settings.quiet_appropriate, qcdsm_id=settings.qcdsm_id),
+        engine_options=EngineOptions(
+            quiet_appropriate=settings.quiet_appropriate, qcdsm_id=settings.qcdsm_id
+        ),
     )
     access_log.init_app(app)
     cors.init_app(app, settings.cors_origins)

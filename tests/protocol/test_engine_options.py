@@ -8,7 +8,8 @@ from pathlib import Path
 from cds_service import replay
 from cds_service.config import Settings
 
-CASE = Path(__file__).resolve().parents[2] / "fixtures" / "cases" / "prostate-cm1-stable-on-adt-bone-scan.json"
+CASES = Path(__file__).resolve().parents[2] / "fixtures" / "cases"
+CASE = CASES / "prostate-cm1-stable-on-adt-bone-scan.json"
 QCDSM = "http://fhir.org/argonaut/Extension/pama-rating-qcdsm-consulted"
 PAMA = "http://fhir.org/argonaut/Extension/pama-rating"
 

@@ -2,6 +2,9 @@ import re
 
 import pytest
 
+from cds_service.facts.selection import KINDS
+from cds_service.knowledge import DEFAULT_CARDS_DIR
+from cds_service.knowledge.valuesets import LOINC, SNOMED, load_valuesets
 from cds_service.protocol.discovery import (
     PrefetchConfigError,
     load_prefetch_templates,
@@ -42,11 +45,34 @@ def test_prefetch_tokens_are_2_0_form_only(client):
 def test_observation_templates_ask_for_the_agreed_codes():
     codes = prefetch_codes()
     for loinc in ("2857-1", "83112-3", "6768-6", "2160-0", "62238-1", "2986-8", "16112-5", "48676-1",
-                  "35266-6", "21908-9", "97509-4"):
+                  "35266-6", "21908-9"):
         assert ("http://loinc.org", loinc) in codes
     assert ("http://snomed.info/sct", "399537006") in codes
     templates = load_prefetch_templates()
     assert "code=http://loinc.org|2857-1," in templates["observations"].query
+
+
+def observation_codes_read() -> set[tuple[str, str]]:
+    """(system, code) of every LOINC / SNOMED CT code the facts stage selects Observations by."""
+    valuesets = load_valuesets(DEFAULT_CARDS_DIR)
+    return {
+        (entry.system, entry.code)
+        for vs in valuesets.sets.values()
+        if vs.kind in KINDS["Observation"]
+        for entry in vs.codes
+        if entry.system in {LOINC, SNOMED} and entry.code and not entry.exclude
+    }
+
+
+def test_every_observation_code_read_is_requested_by_a_template():
+    # A code no template asks for is silently missing whenever the EHR fills prefetch.
+    missing = observation_codes_read() - prefetch_codes()
+    assert not missing, f"add to cards/prefetch.yaml: {sorted(missing)}"
+
+
+def test_templates_ask_only_for_observation_codes_something_reads():
+    unread = prefetch_codes() - observation_codes_read()
+    assert not unread, f"no value set reads these; remove from cards/prefetch.yaml: {sorted(unread)}"
 
 
 def test_templates_with_a_1_0_style_token_are_refused(tmp_path):

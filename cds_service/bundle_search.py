@@ -119,6 +119,34 @@ def _ref_matches(resource: Resource, patient_id: str) -> bool:
     return False
 
 
+def _resolve_local_references(entries: list[Mapping[str, Any]]) -> list[Resource]:
+    """The entries' resources, with references to another entry's `urn:uuid:`/`urn:oid:` fullUrl
+    rewritten to `Type/id`, as a FHIR server does when it processes a transaction Bundle (Synthea
+    and many exports reference the patient as `urn:uuid:...`; a search by patient must find them).
+    """
+    local = {
+        e["fullUrl"]: f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}"
+        for e in entries
+        if isinstance(e.get("fullUrl"), str) and e["fullUrl"].startswith("urn:")
+        and isinstance(e["resource"].get("id"), str)
+    }
+    if not local:
+        return [e["resource"] for e in entries]
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, Mapping):
+            out = {k: rewrite(v) for k, v in node.items()}
+            ref = out.get("reference")
+            if isinstance(ref, str) and ref in local:
+                out["reference"] = local[ref]
+            return out
+        if isinstance(node, list):
+            return [rewrite(v) for v in node]
+        return node
+
+    return [rewrite(e["resource"]) for e in entries]
+
+
 class BundleStore:
     """The resources of one Bundle, answerable as a FHIR server would."""
 
@@ -126,10 +154,11 @@ class BundleStore:
         if not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
             raise SearchError("not a FHIR Bundle")
         self.base_url = base_url.rstrip("/")
-        self.resources: list[Resource] = [
-            e["resource"] for e in bundle.get("entry") or []
+        entries = [
+            e for e in bundle.get("entry") or []
             if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
         ]
+        self.resources: list[Resource] = _resolve_local_references(entries)
 
     def read(self, resource_type: str, resource_id: str) -> Resource | None:
         for r in self.resources:

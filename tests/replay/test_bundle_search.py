@@ -105,3 +105,25 @@ def test_serves_a_fhir_server_through_responses(store):
     resp = requests.get(f"https://fhir.test/r4/Condition?patient={PID}", timeout=5)
     assert resp.status_code == 200 and resp.json()["total"] == 2
     assert requests.get("https://fhir.test/r4/Patient/none", timeout=5).status_code == 404
+
+
+def test_transaction_bundle_urn_uuid_references_resolve_like_a_server():
+    # Synthea-style transaction bundle: the subject is the Patient entry's urn:uuid fullUrl.
+    pid = "9efca32a-04f9-438a-990c-a287e8b62aac"
+    bundle = {
+        "resourceType": "Bundle", "type": "transaction",
+        "entry": [
+            {"fullUrl": f"urn:uuid:{pid}", "resource": {"resourceType": "Patient", "id": pid}},
+            {"fullUrl": "urn:uuid:c1", "resource": {
+                "resourceType": "Condition", "id": "c1", "subject": {"reference": f"urn:uuid:{pid}"},
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "314994000"}]}}},
+            {"fullUrl": "urn:uuid:o1", "resource": {
+                "resourceType": "Observation", "id": "o1", "status": "final",
+                "subject": {"reference": "urn:uuid:someone-else"}}},
+        ],
+    }
+    store = BundleStore(bundle)
+    found = store.get(f"Condition?patient={pid}").body["entry"]
+    assert [e["resource"]["subject"]["reference"] for e in found] == [f"Patient/{pid}"]
+    assert store.get(f"Observation?patient={pid}").body["entry"] == []  # unresolved: not this patient
+    assert bundle["entry"][1]["resource"]["subject"]["reference"] == f"urn:uuid:{pid}"  # input untouched

@@ -41,7 +41,12 @@ def _replay(argv: list[str]) -> int:
             raise
         print("cds-service replay: cds_service.replay is not installed in this build", file=sys.stderr)
         return 2
-    result = replay.main(argv)
+    try:
+        result = replay.main(argv)
+    except BrokenPipeError:
+        # `cds-service replay ... | head`: the reader left; no traceback, the usual exit status.
+        sys.stderr.close()
+        return 141
     return int(result or 0)
 
 

@@ -74,7 +74,7 @@ def test_feedback_is_linked_to_the_rule_and_knowledge_version(make_app, monkeypa
     meta = {"rule_id": "prostate-mhspc-bone-scan", "scenario_id": "prostate-metastatic-systemic-therapy",
             "knowledge_version": "2026.11", "procedure_id": "bone-scan-whole-body"}
 
-    def engine(request, record, knowledge):
+    def engine(request, record, knowledge, options=None):
         return EngineResult(cards=(card,), rule_ids=("prostate-mhspc-bone-scan",), card_index={CARD: meta})
 
     monkeypatch.setattr("cds_service.engine.evaluate", engine)

@@ -27,7 +27,7 @@ def captured(monkeypatch):
     """The PatientRecord the engine receives (the engine itself is not under test here)."""
     seen = {}
 
-    def capture(request, record, knowledge):
+    def capture(request, record, knowledge, options=None):
         seen["request"], seen["record"] = request, record
         return EngineResult()
 

@@ -61,7 +61,7 @@ def test_sandbox_shaped_request_gets_200(client):
 def test_draft_orders_are_passed_on_as_sent(make_app, monkeypatch):
     seen = {}
 
-    def capture(request, record, knowledge):
+    def capture(request, record, knowledge, options=None):
         from cds_service.model import EngineResult
 
         seen["request"] = request
@@ -87,7 +87,7 @@ def test_public_base_url_is_passed_to_the_engine(make_app, monkeypatch):
 
     seen = {}
 
-    def capture(request, _record, _knowledge):
+    def capture(request, _record, _knowledge, _options=None):
         seen["r"] = request
         return EngineResult()
 

@@ -320,6 +320,13 @@ def test_biochemical_recurrence_card_gives_psma_detection_by_psa_level():
     assert card["suggestions"][0]["label"].startswith("Replace with PSMA PET/CT")
 
 
+def test_may_be_appropriate_summary_reads_as_a_sentence():
+    f = facts("prostate-cancer", procedures=(proc("radical-prostatectomy"),), psa=psa(0.1, 0.3, 0.5))
+    [card] = run(f, cpt("bs", "78306")).cards
+    assert " may be appropriate, but " in card["summary"]
+    assert "is may be" not in card["summary"]
+
+
 def test_evaluate_runs_the_facts_stage_and_accepts_three_arguments():
     from cds_service.engine import evaluate
     from tests.engine.builders import request

@@ -38,8 +38,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workloads", nargs="+", default=["typical", "large"], choices=[*SIZES, "fallback"])
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "profile")
     parser.add_argument("--html", action="store_true", help="also write pyinstrument's HTML report")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="forget cached validation verdicts before every call (a chart seen for the first time)",
+    )
     args = parser.parse_args(argv)
     from pyinstrument import Profiler
+
+    from cds_service.facts.selection import clear_verdicts
 
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cds-profile-") as tmp:
@@ -69,10 +76,12 @@ def main(argv: list[str] | None = None) -> None:
                 started = time.perf_counter()
                 profiler.start()
                 for _ in range(args.iterations):
+                    if args.cold:
+                        clear_verdicts()
                     client.post(path, data=body, content_type="application/json")
                 profiler.stop()
                 per_call_ms = (time.perf_counter() - started) * 1000 / args.iterations
-                report = args.out / f"{name}.txt"
+                report = args.out / f"{name}{'-cold' if args.cold else ''}.txt"
                 report.write_text(profiler.output_text(unicode=True, color=False, show_all=False))
                 if args.html:
                     (args.out / f"{name}.html").write_text(profiler.output_html())

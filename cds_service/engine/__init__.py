@@ -52,7 +52,7 @@ def evaluate_facts(
     studies = studies_to_rate(request.hook, request.draft_orders, request.selections, knowledge.catalog)
     if not studies:
         return EngineResult()
-    selection = select_scenario(facts, knowledge)
+    selection = select_scenario(facts, knowledge, tuple(record.incomplete))
     ratings = [rate_study(study, selection, facts, knowledge) for study in studies]
     drafted = frozenset(
         s.procedure_id for s in studies_to_rate("order-sign", request.draft_orders, (), knowledge.catalog)

@@ -205,7 +205,8 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
     elif category and rated.pitfalls:
         label = _category_label(ctx, category).lower()
         joiner = ", but" if rated.pitfalls[0].pitfall.indicator == "warning" else ";"
-        summary = f"{proc.display} is {label}{joiner} {rated.pitfalls[0].pitfall.short}"
+        verb = label if label.startswith("may") else f"is {label}"  # "may be appropriate", not "is may be"
+        summary = f"{proc.display} {verb}{joiner} {rated.pitfalls[0].pitfall.short}"
     elif category:
         summary = f"{proc.display}: {_category_label(ctx, category).lower()} for {scenario.label}"
     else:

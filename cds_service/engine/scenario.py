@@ -80,7 +80,9 @@ def _try(scenario: Scenario, facts: Facts, ctx: Context) -> ScenarioMatch | Miss
     return None
 
 
-def select_scenario(facts: Facts, knowledge: Knowledge) -> Selection:
+def select_scenario(facts: Facts, knowledge: Knowledge, unretrieved: tuple[str, ...] = ()) -> Selection:
+    """`unretrieved`: prefetch keys the protocol layer could not get. With data missing, "no scenario
+    matched" is unknown, not "no criteria apply": every scenario then reports it as missing."""
     ctx = Context(modality_of=knowledge.modality_of)
     red_flags: list[ScenarioMatch] = []
     missing: list[MissingFacts] = []
@@ -94,4 +96,12 @@ def select_scenario(facts: Facts, knowledge: Knowledge) -> Selection:
             missing.append(result)
         elif isinstance(result, ScenarioMatch) and match is None:
             match = result
+    if match is None and unretrieved:
+        label = f"data that could not be retrieved ({', '.join(unretrieved)})"
+        seen = {m.scenario.id for m in missing}
+        missing += [
+            MissingFacts(s, (label,))
+            for s in knowledge.scenarios
+            if s.kind != "red-flag" and s.id not in seen
+        ]
     return Selection(tuple(red_flags), match, tuple(missing) if match is None else ())

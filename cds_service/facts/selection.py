@@ -9,7 +9,10 @@ in data_issues, because a relevant but unreadable record lowers confidence.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -58,6 +61,7 @@ def _model(resource_type: str) -> Any:
     return get_fhir_model_class(resource_type)
 
 
+# subject: no sub-stage reads it, but R4B requires it on Condition and Procedure
 _COMMON = ("resourceType", "id", "status", "code", "subject")
 _MEDICATION = (*_COMMON, "medicationCodeableConcept", "medicationReference", "contained")
 # The elements the sub-stages read, per resource type. Only these are validated: what the rules
@@ -111,18 +115,67 @@ READ_ELEMENTS: Mapping[str, frozenset[str]] = {
 }
 
 
-def is_valid(resource: Resource) -> bool:
-    """Validate, with the R4B model, the elements of `resource` that the rules read."""
-    rtype = str(resource.get("resourceType"))
-    keep = READ_ELEMENTS.get(rtype)
-    data = {k: v for k, v in resource.items() if k in keep} if keep else resource
+def _first_range_bounds(ranges: Any) -> Any:
+    """labs.py reads only low and high of the first referenceRange; validating the rest (text,
+    appliesTo, further ranges) cost a third of an Observation's validation time."""
+    if isinstance(ranges, list) and ranges and isinstance(ranges[0], Mapping):
+        return [{k: v for k, v in ranges[0].items() if k in ("low", "high")}]
+    return ranges
+
+
+def _read_part(resource: Resource) -> dict[str, Any]:
+    keep = READ_ELEMENTS.get(str(resource.get("resourceType")))
+    if not keep:
+        return dict(resource)
+    data = {k: v for k, v in resource.items() if k in keep}
+    if "referenceRange" in data:
+        data["referenceRange"] = _first_range_bounds(data["referenceRange"])
+    return data
+
+
+# Verdicts of earlier validations, keyed by a digest of the validated elements (never the content
+# itself). An EHR sends the same chart again with every order-select and then order-sign of a
+# session, and R4B validation (0.1-0.3 ms per resource) is most of a request's cost; the digest
+# costs a few microseconds. Bounded, oldest first out; the verdict depends only on the content.
+VERDICT_CACHE_SIZE = 20_000
+_verdicts: OrderedDict[bytes, tuple[bool, Any]] = OrderedDict()
+
+
+def clear_verdicts() -> None:
+    """Forget cached verdicts (the benchmark's cold-path measurement and tests use this)."""
+    _verdicts.clear()
+
+
+def _validate(rtype: str, data: dict[str, Any]) -> tuple[bool, Any]:
+    """(valid, location of the first error for the log line)."""
     try:
         _model(rtype).model_validate(data)
     except (ValidationError, ValueError, TypeError, KeyError) as exc:
-        first = exc.errors()[0].get("loc") if isinstance(exc, ValidationError) and exc.errors() else None
-        log.warning("facts: skipped invalid %s id#%s (%s)", rtype, id_hash(resource), first)
-        return False
-    return True
+        errors = exc.errors() if isinstance(exc, ValidationError) else None
+        return False, errors[0].get("loc") if errors else None
+    return True, None
+
+
+def is_valid(resource: Resource) -> bool:
+    """Validate, with the R4B model, the elements of `resource` that the rules read."""
+    rtype = str(resource.get("resourceType"))
+    data = _read_part(resource)
+    try:
+        key = hashlib.blake2b(json.dumps(data, sort_keys=True).encode(), digest_size=16).digest()
+    except (TypeError, ValueError):  # not JSON-serialisable: let the model say why
+        key = None
+    if key is not None and key in _verdicts:
+        _verdicts.move_to_end(key)
+        valid, where = _verdicts[key]
+    else:
+        valid, where = _validate(rtype, data)
+        if key is not None:
+            _verdicts[key] = (valid, where)
+            if len(_verdicts) > VERDICT_CACHE_SIZE:
+                _verdicts.popitem(last=False)
+    if not valid:
+        log.warning("facts: skipped invalid %s id#%s (%s)", rtype, id_hash(resource), where)
+    return valid
 
 
 def _mislabelled_loinc(concept: Any, valuesets: ValueSets) -> str | None:

@@ -278,6 +278,17 @@ def test_no_criteria_apply_is_rated_without_card():
     assert result.cards == () and pama(result) == {"l": "no-criteria-apply"}
 
 
+def test_unretrieved_data_gives_no_rating_instead_of_no_criteria_apply():
+    # Conditions could not be fetched: whether a scenario applies is unknown, so no PAMA code is claimed.
+    result = run(facts(), cpt("bs", "78306"), rec=record(incomplete=("conditions",)))
+    assert pama(result) == {}
+    [card] = result.cards
+    assert card["indicator"] == "info" and "could not be retrieved (conditions)" in card["detail"]
+    # A study no scenario rates stays no-criteria-apply whatever data is missing.
+    knee = run(facts(), cpt("k", "73721"), rec=record(incomplete=("conditions",)))
+    assert knee.cards == () and pama(knee) in ({}, {"k": "no-criteria-apply"})
+
+
 def test_non_imaging_only_request_returns_nothing():
     result = run(META, service_request("lab", ("http://loinc.org", "2857-1")))
     assert result.cards == () and result.system_actions == ()
@@ -318,6 +329,13 @@ def test_biochemical_recurrence_card_gives_psma_detection_by_psa_level():
     [card] = run(f, cpt("bs", "78306")).cards
     assert "45%" in card["detail"] and "96%" in card["detail"]
     assert card["suggestions"][0]["label"].startswith("Replace with PSMA PET/CT")
+
+
+def test_may_be_appropriate_summary_reads_as_a_sentence():
+    f = facts("prostate-cancer", procedures=(proc("radical-prostatectomy"),), psa=psa(0.1, 0.3, 0.5))
+    [card] = run(f, cpt("bs", "78306")).cards
+    assert " may be appropriate, but " in card["summary"]
+    assert "is may be" not in card["summary"]
 
 
 def test_evaluate_runs_the_facts_stage_and_accepts_three_arguments():

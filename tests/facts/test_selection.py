@@ -61,3 +61,42 @@ def test_warm_up_runs():
     from cds_service.facts import warm_up
 
     warm_up()
+
+
+def test_a_cached_verdict_still_skips_and_logs_the_invalid_resource(valuesets, caplog):
+    from cds_service.facts.selection import clear_verdicts
+
+    clear_verdicts()
+    bad = observation((LNC, "2857-1"), valueQuantity=quantity(4.2, "ng/mL"))
+    bad["effectiveDateTime"] = "yesterday"
+    for _ in range(2):  # the second pass answers from the verdict cache
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            facts = extract_facts(record(bad), valuesets)
+        assert facts.psa == ()
+        assert any("could not be read" in i for i in facts.data_issues)
+        assert "skipped invalid Observation" in caplog.text
+
+
+def test_verdict_cache_is_keyed_by_content_and_bounded(valuesets, monkeypatch):
+    from cds_service.facts import selection
+
+    selection.clear_verdicts()
+    monkeypatch.setattr(selection, "VERDICT_CACHE_SIZE", 2)
+    good = observation((LNC, "2857-1"), when="2026-01-01", valueQuantity=quantity(1.0, "ng/mL"))
+    assert selection.is_valid(good)
+    # same id, one element now malformed: a new verdict, not the cached one
+    assert not selection.is_valid({**good, "effectiveDateTime": "yesterday"})
+    assert selection.is_valid({**good, "id": "other"})
+    assert len(selection._verdicts) == 2
+
+
+def test_only_the_first_reference_range_bounds_are_validated(valuesets):
+    # labs read low/high of the first range only; a malformed second range does not cost the value
+    obs = observation(
+        (LNC, "2857-1"),
+        valueQuantity=quantity(2.5, "ng/mL"),
+        referenceRange=[{"high": quantity(4, "ng/mL")}, {"high": "four"}],
+    )
+    facts = extract_facts(record(obs), valuesets)
+    assert [m.value for m in facts.psa] == [2.5] and facts.psa[0].ref_high == 4.0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -44,8 +46,10 @@ def _replay(argv: list[str]) -> int:
     try:
         result = replay.main(argv)
     except BrokenPipeError:
-        # `cds-service replay ... | head`: the reader left; no traceback, the usual exit status.
-        sys.stderr.close()
+        # `cds-service replay ... | head`: the reader left. No traceback, the usual exit status;
+        # stdout goes to /dev/null so the interpreter's final flush does not fail again.
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     return int(result or 0)
 

@@ -36,6 +36,17 @@ def test_replay_delegates_its_arguments(monkeypatch):
     assert seen["argv"] == ["fixtures/x", "--today", "2026-11-22"]
 
 
+def test_replay_into_a_closed_pipe_exits_quietly(monkeypatch, capsys):
+    class Replay:
+        @staticmethod
+        def main(argv):
+            raise BrokenPipeError(32, "Broken pipe")  # `cds-service replay ... | head` after head left
+
+    monkeypatch.setitem(sys.modules, "cds_service.replay", Replay)
+    assert cli.main(["replay", "fixtures/x"]) == 141
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_check_loads_the_knowledge_base(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("CDS_FEEDBACK_DB", str(tmp_path / "fb.sqlite3"))
     assert cli.main(["check"]) == 0

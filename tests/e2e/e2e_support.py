@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from cds_service import replay
@@ -276,3 +277,23 @@ def check(case: Mapping[str, Any], order_ids: Mapping[str, str], status: int, bo
                 f"{name}: {key} expected a {sorted(allowed)} card, got {[c[:2] for c in order_cards]}"
     assert len(order_cards) <= len(exp["orders"]), f"{name}: more cards than orders"
     return out
+
+
+def scenario_tests(scenario: str) -> tuple[Any, Any, Any]:
+    """The three tests every scenario module runs: it has cases; each case over HTTP; each through replay."""
+    cases = case_hooks(scenario)
+
+    def test_scenario_has_cases() -> None:
+        assert cases, f"no fixture case exercises {scenario}"
+
+    @pytest.mark.parametrize("case, hook", cases, ids=case_id)
+    def test_over_http(case, hook, e2e) -> None:
+        status, body, ids = e2e.http(case, hook)
+        check(case, ids, status, body, hook=hook)
+
+    @pytest.mark.parametrize("case, hook", cases, ids=case_id)
+    def test_through_replay_cli(case, hook, e2e) -> None:
+        status, body, ids = e2e.cli(case, hook)
+        check(case, ids, status, body, hook=hook)
+
+    return test_scenario_has_cases, test_over_http, test_through_replay_cli

@@ -54,6 +54,11 @@ class Evidence:
     text: str
     date: date | None = None
     source: str | None = None  # "Observation/psa-3": a resource reference, never a patient id
+    # Provenance, shown on cards and used by the engine: a fact read from free text (report
+    # conclusion, problem text) carries lower confidence and may never by itself lower a rating;
+    # a fact from the order's own indication (reasonCode/reasonReference) is dated today.
+    from_text: bool = False
+    from_order: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ class ImagingFact:
     findings: frozenset[str]  # e.g. {"bone-metastases"}, {"no-bone-metastases"}, {"stable"}
     conclusion: str | None = None
     source: str | None = None
+    from_text: bool = False  # findings read from the report text (conclusion / presentedForm)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ floor alone), so that the floor still receives a realistically shaped body.
 
 from __future__ import annotations
 
+import base64
+import copy
 import random
 import re
 from collections.abc import Iterable, Mapping
@@ -418,12 +420,69 @@ def _reports(n: int, rng: random.Random) -> list[Resource]:
     return out
 
 
+# --- text-only variant: reports and indication as many EHRs send them ------------------------
+
+# The clinical reports of the chart with their findings in text only (no conclusionCode), the way
+# most radiology feeds send them; a spine MRI takes the place of the first chest radiograph, so the
+# chart keeps its size. Issue 8's budget case: 3 text reports and a text indication.
+TEXT_REPORTS: dict[str, tuple[tuple[str, str], int, str]] = {
+    "dr-0": (_BONE_SCAN, 400, "Multiple osseous metastases in the spine and pelvis."),
+    "dr-1": (
+        _CT_CAP,
+        120,
+        "No visceral metastases. Sclerotic bone lesions are stable. No new lesions.",
+    ),
+    "dr-2": (
+        ("24590-2", "MR Spine Thoracic and Lumbar WO and W contrast IV"),
+        60,
+        "Stable osseous metastases in T10 and L2. No epidural extension or cord compression.",
+    ),
+}
+TEXT_INDICATION = "Bone pain, rising PSA on enzalutamide; restaging"
+
+
+def _text_only(report: Resource, text: str) -> Resource:
+    out = {k: v for k, v in report.items() if k != "conclusionCode"}
+    out["conclusion"] = text
+    out["presentedForm"] = [
+        {"contentType": "text/plain", "data": base64.b64encode(f"IMPRESSION: {text}".encode()).decode()}
+    ]
+    return out
+
+
+def with_text_reports(chart: Chart) -> Chart:
+    """The chart with its three clinical imaging reports as text only (same facts, no codes)."""
+    reports = {r["id"]: r for r in chart.of_type("DiagnosticReport")}
+    for rid, (loinc, days_ago, text) in TEXT_REPORTS.items():
+        base = reports.get(rid) or _report(rid, loinc, days_ago, text)
+        reports[rid] = _text_only(base, text)
+    resources = dict(chart.resources)
+    resources["DiagnosticReport"] = list(reports.values())
+    return Chart(patient=chart.patient, resources=resources)
+
+
+def first_seen(chart: Chart, k: int) -> Chart:
+    """The same chart as if never seen: every resource id and every report text differs by `k`, so
+    no content-keyed cache of the service (validation verdicts, text readings) can answer it."""
+    out = copy.deepcopy(chart)
+    for resources in out.resources.values():
+        for r in resources:
+            r["id"] = f"{r['id']}-v{k}"
+            if isinstance(r.get("conclusion"), str):
+                r["conclusion"] += f" Accession {k}."
+                for form in r.get("presentedForm") or ():
+                    data = base64.b64decode(form["data"]).decode() + f" Accession {k}."
+                    form["data"] = base64.b64encode(data.encode()).decode()
+    return out
+
+
 # --- the draft order and the hook request ---------------------------------------------------
 
 
-def draft_bone_scan() -> Resource:
-    """An order-select draft: whole-body bone scan (CPT 78306), reason C61 with bone metastases."""
-    return {
+def draft_bone_scan(reason_text: str | None = None) -> Resource:
+    """An order-select draft: whole-body bone scan (CPT 78306), reason C61 with bone metastases, or
+    a text-only reason (`reason_text`) as a clinician types it."""
+    order: Resource = {
         "resourceType": "ServiceRequest",
         "id": "bench-order-1",
         "status": "draft",
@@ -436,6 +495,9 @@ def draft_bone_scan() -> Resource:
         "requester": {"reference": USER_ID},
         "reasonCode": [_cc((ICD10, "C61", "Malignant neoplasm of prostate"))],
     }
+    if reason_text:
+        order["reasonCode"] = [{"text": reason_text}]
+    return order
 
 
 _TOKEN = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
@@ -544,8 +606,8 @@ def prefetch_for(service: Mapping[str, Any], chart: Chart, context: Mapping[str,
     return out
 
 
-def hook_context(service: Mapping[str, Any]) -> dict[str, Any]:
-    order = draft_bone_scan()
+def hook_context(service: Mapping[str, Any], reason_text: str | None = None) -> dict[str, Any]:
+    order = draft_bone_scan(reason_text)
     context: dict[str, Any] = {
         "userId": USER_ID,
         "patientId": PATIENT_ID,
@@ -564,12 +626,14 @@ def build_request(
     prefetch: bool = True,
     fhir_server: str | None = None,
     hook_instance: str = "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+    reason_text: str | None = None,
 ) -> dict[str, Any]:
     """A CDS Hooks 2.0 call for `service` (a discovery entry) about the generated chart.
 
-    With `prefetch=False` no prefetch is sent and the service must query `fhir_server`.
+    With `prefetch=False` no prefetch is sent and the service must query `fhir_server`; with
+    `reason_text` the draft order's indication is that text alone.
     """
-    context = hook_context(service)
+    context = hook_context(service, reason_text)
     body: dict[str, Any] = {
         "hookInstance": hook_instance,
         "hook": service.get("hook", "order-select"),

@@ -33,10 +33,18 @@ def test_ct_with_icd_coded_bone_and_liver_findings(valuesets):
     assert fact.findings == frozenset({"bone-metastases", "visceral-metastases"})
 
 
-def test_findings_never_come_from_text(valuesets):
+def test_text_is_not_read_when_the_conclusion_is_coded(valuesets):
+    res = report((CPT, "78306"), conclusion_codes=[(SCT, "359746009")], conclusion="Multiple bone metastases")
+    (fact,) = extract_facts(record(res), valuesets).imaging
+    assert fact.findings == frozenset({"stable"}) and not fact.from_text
+    assert fact.conclusion == "Multiple bone metastases"
+
+
+def test_conclusion_text_is_read_when_no_conclusion_code(valuesets):
     res = report((CPT, "78306"), conclusion="Multiple bone metastases")
     (fact,) = extract_facts(record(res), valuesets).imaging
-    assert fact.findings == frozenset() and fact.conclusion == "Multiple bone metastases"
+    assert fact.findings == frozenset({"bone-metastases"}) and fact.from_text
+    assert fact.conclusion == "'Multiple bone metastases'"
 
 
 def test_pet_typed_by_tracer_code(valuesets):

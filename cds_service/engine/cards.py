@@ -221,6 +221,8 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         f"**{_category_label(ctx, category)}** for *{_md(scenario.title)}* "
         f"({_md(match.variant.title)}): {_md(rated.rating.rationale)}"
         if rated.rating
+        else "**Not rated**: on the coded record alone no scenario rates this study."
+        if rated.text_note
         else f"Not rated for *{_md(scenario.title)}*: no criteria apply to this study."
     )
     pitfalls = "\n".join(

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 _TOKEN = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
 _SUBJECT_FIELDS = ("subject", "patient")
 _Absent = object()  # a prefetch key the client did not send
+MEDICATION_RECORD_TYPES = frozenset({"MedicationRequest", "MedicationAdministration", "MedicationStatement"})
+MAX_MEDICATION_READS = 20  # a chart references few distinct Medications; bound the reads anyway
 
 
 @dataclass
@@ -91,6 +93,8 @@ def gather_record(
         for key in pending_pages:
             results[key].complete = False
 
+    referenced = _read_missing_medications(client, results, call.fhir_server) if client else []
+
     for key, template in templates.items():
         if template.required and (not results[key].complete or not _usable(results[key], template, request)):
             reason = results[key].error or "no data"
@@ -105,7 +109,7 @@ def gather_record(
     )
     record = PatientRecord(
         patient=patient,
-        resources=_group(results, request.patient_id),
+        resources=_group(results, request.patient_id, referenced),
         as_of=today,
         incomplete=tuple(sorted(k for k, r in results.items() if not r.complete)),
     )
@@ -264,10 +268,12 @@ def _token_values(request: HookRequest) -> dict[str, str]:
     return values
 
 
-def _group(results: Mapping[str, KeyResult], patient_id: str) -> dict[str, tuple[Resource, ...]]:
+def _group(
+    results: Mapping[str, KeyResult], patient_id: str, extra: list[dict[str, Any]] | None = None
+) -> dict[str, tuple[Resource, ...]]:
     grouped: dict[str, dict[str, Resource]] = {}
     other_patient = 0
-    for result in results.values():
+    for result in [*results.values(), KeyResult(resources=extra or [])]:
         for resource in result.resources:
             if _about_other_patient(resource, patient_id):
                 other_patient += 1
@@ -280,6 +286,48 @@ def _group(results: Mapping[str, KeyResult], patient_id: str) -> dict[str, tuple
         # Safety: data about someone else must never reach the rules.
         log.warning("dropped %d resources that reference a different patient", other_patient)
     return {rtype: tuple(bucket.values()) for rtype, bucket in grouped.items()}
+
+
+def _read_missing_medications(
+    client: FhirClient, results: Mapping[str, KeyResult], fhir_server: str | None
+) -> list[dict[str, Any]]:
+    """Read the Medications that medication records reference but nobody sent.
+
+    Many EHRs ignore `_include` in prefetch; without the Medication such a record names no drug.
+    Only references on the same fhirServer (relative, or absolute under its base) are followed,
+    at most MAX_MEDICATION_READS, within the same overall deadline. A failed read is left out: the
+    facts stage then reports the record as unreadable.
+    """
+    have, wanted = set(), []
+    for result in results.values():
+        for resource in result.resources:
+            if resource.get("resourceType") == "Medication":
+                have.add(resource.get("id"))
+    base = (fhir_server or "").rstrip("/") + "/"
+    for result in results.values():
+        for resource in result.resources:
+            if resource.get("resourceType") not in MEDICATION_RECORD_TYPES:
+                continue
+            ref = resource.get("medicationReference")
+            reference = ref.get("reference") if isinstance(ref, dict) else None
+            if not isinstance(reference, str):
+                continue
+            if reference.startswith(base):
+                reference = reference[len(base):]
+            rtype, _, rid = reference.partition("/")
+            rid = rid.split("/", 1)[0]
+            if rtype == "Medication" and FHIR_ID.match(rid) and rid not in have and rid not in wanted:
+                wanted.append(rid)
+    out = []
+    for rid in wanted[:MAX_MEDICATION_READS]:
+        try:
+            medication = client.read(f"Medication/{rid}")
+        except (FhirAccessError, FhirNotFound) as exc:
+            log.info("referenced Medication could not be read: %s", exc)
+            continue
+        if medication.get("resourceType") == "Medication":
+            out.append(medication)
+    return out
 
 
 def _about_other_patient(resource: Mapping[str, Any], patient_id: str) -> bool:

@@ -360,3 +360,40 @@ def test_tokens_resolve_from_context_and_user():
     assert resolve_tokens("Encounter/{{context.encounterId}}", request) == "Encounter/e2"
     assert resolve_tokens("PractitionerRole/{{userPractitionerRoleId}}", request) == "PractitionerRole/r9"
     assert resolve_tokens("Practitioner/{{userPractitionerId}}", request) is None  # not a Practitioner
+
+
+def _med_request(mid: str, reference: str) -> dict:
+    return {"resourceType": "MedicationRequest", "id": mid, "status": "active", "intent": "order",
+            "subject": {"reference": f"Patient/{PATIENT_ID}"},
+            "medicationReference": {"reference": reference}}
+
+
+def test_a_referenced_medication_nobody_sent_is_read_from_the_server(client, captured, fhir):
+    # The EHR ignored _include: the order names Medication/enza, which is not in prefetch.
+    prefetch = full_prefetch()
+    prefetch["medications"] = bundle(
+        _med_request("m1", "Medication/enza"),
+        _med_request("m2", f"{FHIR}/Medication/enza"),  # the same one, absolute: read once
+        _med_request("m3", "https://elsewhere.example/fhir/Medication/x"),  # another server: never
+    )
+    fhir.get(f"{FHIR}/Medication/enza", json={"resourceType": "Medication", "id": "enza", "code": {
+        "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1307298"}]}})
+    assert client.post(SELECT, json=with_server(hook_request(prefetch=prefetch))).status_code == 200
+    assert [m["id"] for m in captured["record"].resources["Medication"]] == ["enza"]
+    assert [c.request.url for c in fhir.calls] == [f"{FHIR}/Medication/enza"]
+
+
+def test_a_medication_already_sent_is_not_read_again(client, captured, fhir):
+    prefetch = full_prefetch()
+    prefetch["medications"] = bundle(_med_request("m1", "Medication/enza"),
+                                     {"resourceType": "Medication", "id": "enza"})
+    assert client.post(SELECT, json=with_server(hook_request(prefetch=prefetch))).status_code == 200
+    assert len(fhir.calls) == 0
+
+
+def test_an_unreadable_referenced_medication_degrades_quietly(client, captured, fhir):
+    prefetch = full_prefetch()
+    prefetch["medications"] = bundle(_med_request("m1", "Medication/gone"))
+    fhir.get(f"{FHIR}/Medication/gone", status=404, json={"resourceType": "OperationOutcome", "issue": []})
+    assert client.post(SELECT, json=with_server(hook_request(prefetch=prefetch))).status_code == 200
+    assert "Medication" not in captured["record"].resources

@@ -153,3 +153,8 @@ def test_a_coding_without_system_or_code_is_not_usable(valuesets):
     res = text_condition("Low back pain")
     res["code"]["coding"] = [{"display": "Low back pain"}]
     assert "back-pain" in concepts(valuesets, res)
+
+
+def test_a_malformed_note_never_drops_a_coded_condition(valuesets):
+    res = condition((ICD, "C61"), note=[{"text": 12}, "garbage", {"authorString": []}])
+    assert set(concepts(valuesets, res)) == {"prostate-cancer"}

@@ -230,3 +230,12 @@ def test_unlisted_source_and_schema_errors_are_rejected(cards_copy):
     _edit(cards_copy, lambda d: d["targets"][1].pop("source"))
     with pytest.raises(KnowledgeError, match=r"'source' is a required property"):
         load_text_targets(cards_copy)
+
+
+def test_generic_metastatic_disease(targets):
+    # negated on a report: a negative study (imaging.py keeps it for bone scans only)
+    assert findings("No evidence of metastatic disease.", targets) == {"no-bone-metastases"}
+    # affirmed without a site: metastatic disease, never bone metastases
+    assert findings("Metastatic disease.", targets) == set()
+    assert concepts("Metastatic disease", targets) == {"metastatic-disease"}
+    assert findings("Multiple metastases in the liver.", targets) == {"visceral-metastases"}

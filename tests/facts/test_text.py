@@ -239,3 +239,15 @@ def test_generic_metastatic_disease(targets):
     assert findings("Metastatic disease.", targets) == set()
     assert concepts("Metastatic disease", targets) == {"metastatic-disease"}
     assert findings("Multiple metastases in the liver.", targets) == {"visceral-metastases"}
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        "Known metastases, stable. No new metastases.",
+        "No new metastatic disease.",
+        "Abnormal uptake in T10. No osseous metastases elsewhere.",
+    ],
+)
+def test_no_new_or_no_other_metastases_is_not_a_negative_study(report, targets):
+    assert "no-bone-metastases" not in findings(report, targets)

@@ -22,6 +22,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from cds_service.facts._util import codings, id_hash
+from cds_service.facts.stage_notation import STAGING_TEXT, is_text_staging_code
 from cds_service.knowledge.valuesets import LOINC, SNOMED, ValueSets, canonical_system
 from cds_service.model import PatientRecord, Resource
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 # Routine labs whose older results the rules never read (see _recent_labs_only).
 ROUTINE_LABS = frozenset({"alp", "ast", "alt", "bilirubin", "egfr", "creatinine", "testosterone"})
 LAB_SERIES_LIMIT = 3
+_STAGING_TEXT_IDS = frozenset({STAGING_TEXT})
 MEDICATION_TYPES = ("MedicationRequest", "MedicationAdministration", "MedicationStatement")
 # which value-set kinds each resource type is probed against
 KINDS: Mapping[str, frozenset[str]] = {
@@ -81,6 +83,7 @@ READ_ELEMENTS: Mapping[str, frozenset[str]] = {
             "abatementRange",
             "abatementString",
             "abatementBoolean",
+            "stage",  # Condition.stage summary / assessment / type (staging.py)
         }
     ),
     "Observation": frozenset(
@@ -250,6 +253,8 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
             code = _mislabelled_loinc(concept, valuesets)
             if code:
                 issues.append(f"{rtype}: code {code} is labelled LOINC but is a SNOMED CT code; not read")
+            elif rtype == "Observation" and is_text_staging_code(concept):
+                candidates.append(Hit(resource, _STAGING_TEXT_IDS))  # stage / grade written as text
         if rtype == "Observation":
             candidates = _recent_labs_only(candidates)
         for hit in candidates:

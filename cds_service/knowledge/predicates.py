@@ -271,15 +271,23 @@ def _psa_count(arg: float, facts: Facts, _ctx: Context) -> Match:
     return Match(len(facts.psa) >= arg)
 
 
+def _written(facts: Facts, *keys: str) -> list[str]:
+    """Evidence lines of staging values read from written notation: the card quotes the text."""
+    return [
+        e.text for e in (facts.staging_evidence.get(k) for k in keys) if e is not None and e.from_text
+    ]
+
+
 def _stage_in(arg: list[str], facts: Facts, _ctx: Context) -> Match:
     ok = facts.stage_group in arg
-    return Match(ok, (f"stage group {facts.stage_group}",) if ok else ())
+    line = "; ".join([f"stage group {facts.stage_group}", *_written(facts, "stage_group")])
+    return Match(ok, (line,) if ok else ())
 
 
 def _risk_in(arg: list[str], facts: Facts, _ctx: Context) -> Match:
     risk = assess_risk(facts)
     ok = risk.group in arg
-    line = f"{risk.group} risk ({', '.join(risk.reasons)})"
+    line = "; ".join([f"{risk.group} risk ({', '.join(risk.reasons)})", *_written(facts, "grade_group", "T")])
     return Match(ok, (line,) if ok else ())
 
 

@@ -29,8 +29,12 @@ STAGING_TEXT = "staging-text"
 
 # mCODE's AJCC code system (alias AJCC in the mCODE IG); seen with and without https / a slash
 AJCC_SYSTEMS = frozenset(
-    {"http://cancerstaging.org", "https://cancerstaging.org", "http://cancerstaging.org/",
-     "https://cancerstaging.org/"}
+    {
+        "http://cancerstaging.org",
+        "https://cancerstaging.org",
+        "http://cancerstaging.org/",
+        "https://cancerstaging.org/",
+    }
 )
 
 _ROMAN = {"0": "0", "1": "I", "2": "II", "3": "III", "4": "IV"} | {r: r for r in ("I", "II", "III", "IV")}
@@ -39,6 +43,8 @@ _END = r"(?![A-Za-z0-9+])"
 # "Stage IIA", "stage group 2A", "AJCC stage IIIC", "clinical stage: IA", "Stage IIA (AJCC 8th)"
 _STAGE_WORD = re.compile(r"\bstage(?:\s+group(?:ing)?)?\s*[:=\-]?\s*" + _GROUP + _END, re.IGNORECASE)
 # a bare value ("IIA", "2A", AJCC code "3C", "IIA (AJCC)"): only when the whole text is the value
+# "Stage IIA or IIB", "stage II-III", "IIA/IIB": an alternative after the stage makes it unreadable
+_ALTERNATIVE = re.compile(r"\s*(?:or|/|to|vs\.?|versus|-)\s*(?:stage\s*)?" + _GROUP + _END, re.IGNORECASE)
 _STAGE_BARE = re.compile(r"^\s*" + _GROUP + r"\s*(?:\([^)]*\))?\s*$", re.IGNORECASE)
 
 # T/N/M: optional c/p/yc/yp/r/a prefix, category letter, value, optional sub-qualifiers.
@@ -64,7 +70,10 @@ _GRADE_GROUP = re.compile(
     r"(?:\bgrade\s+group|\bGG|\bISUP(?:\s+grade)?(?:\s+group)?)\s*[:=]?\s*(?P<g>[1-5])(?![\d.])",
     re.IGNORECASE,
 )
-_STAGING_WORDS = re.compile(r"\b(?:stag(?:e|ing)|tnm|gleason|grade\s+group|isup|GG\s*[1-5])\b", re.IGNORECASE)
+_STAGING_WORDS = re.compile(
+    r"\b(?:stag(?:e|ing)|tnm|gleason|grade\s+group|isup|GG\s*[1-5]|(?:c|p|yp)?[TNM]\s+category)\b",
+    re.IGNORECASE,
+)
 
 
 def vocabulary_stage(label: str) -> str | None:
@@ -92,7 +101,15 @@ def parse_stage(text: Any) -> str | None:
     """ "Stage IIA" / "stage 2A" / "IIA" / "3C" -> "IIA" / "IIA" / "IIA" / "IIIC"; None otherwise."""
     if not isinstance(text, str) or not text.strip():
         return None
-    found = {g for g in (_group(m) for m in _STAGE_WORD.finditer(text)) if g}
+    found: set[str | None] = set()
+    for m in _STAGE_WORD.finditer(text):
+        found.add(_group(m))
+        alternative = _ALTERNATIVE.match(text, m.end())
+        if alternative:
+            found.add(_group(alternative))
+    if None in found and len(found) > 1:
+        return None  # "stage IIA or IIE": one of the readings is not a stage group we know
+    found.discard(None)
     if not found:
         bare = _STAGE_BARE.match(text)
         found = {g for g in (_group(bare),) if g} if bare else set()

@@ -392,4 +392,3 @@ def extract_staging(
         issues=tuple(issues),
         negations=freeze(negations),
     )
-

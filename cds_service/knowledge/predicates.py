@@ -272,9 +272,17 @@ def _psa_count(arg: float, facts: Facts, _ctx: Context) -> Match:
 
 
 def _written(facts: Facts, *keys: str) -> list[str]:
-    """Evidence lines of staging values read from written notation: the card quotes the text."""
+    """Staging values read from written notation, for the card: 'Gleason grade group 1 and TNM T1c,
+    read from the text "..."' (one line per quoted text)."""
+    by_quote: dict[str, list[str]] = {}
+    for key in keys:
+        evidence = facts.staging_evidence.get(key)
+        if evidence is not None and evidence.from_text:
+            label, _, quote = evidence.text.partition(", read from the text ")
+            by_quote.setdefault(quote, []).append(label)
     return [
-        e.text for e in (facts.staging_evidence.get(k) for k in keys) if e is not None and e.from_text
+        f"{' and '.join(labels)}, read from the text {quote}" if quote else " and ".join(labels)
+        for quote, labels in by_quote.items()
     ]
 
 

@@ -212,6 +212,10 @@ def _medication_concept(resource: Resource, by_ref: Mapping[str, Resource]) -> A
     return target.get("code") if target else None
 
 
+def _without_stage(resource: Resource) -> Resource:
+    return {k: v for k, v in resource.items() if k != "stage"}
+
+
 def _recent_labs_only(hits: list[Hit]) -> list[Hit]:
     """Drop all but the LAB_SERIES_LIMIT most recent results of each routine lab, before validation.
 
@@ -260,6 +264,12 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
         for hit in candidates:
             if is_valid(hit.resource):
                 out[rtype].append(hit)
+            elif rtype == "Condition" and "stage" in hit.resource and is_valid(_without_stage(hit.resource)):
+                # a malformed stage must not cost the diagnosis: keep the Condition, drop its stage
+                out[rtype].append(Hit(_without_stage(hit.resource), hit.ids))
+                issues.append(
+                    f"{rtype} ({', '.join(sorted(hit.ids))}): stage unreadable (invalid FHIR); not used"
+                )
             else:
                 issues.append(
                     f"{rtype} ({', '.join(sorted(hit.ids))}) could not be read (invalid FHIR); skipped"

@@ -220,6 +220,26 @@ def parse_grade(text: Any, gleason_context: bool = False) -> GradeReading:
     return GradeReading(None, problem)
 
 
+# A text-coded record is read as cancer staging only with a cancer-staging cue, and never when it
+# names another staging system ("CKD stage 4", "pressure ulcer stage 2", "NYHA class", "GOLD 3").
+_CANCER_CUE = re.compile(
+    r"\b(?:ajcc|tnm|uicc|clinical\s+stag|patholog\w*\s+stag|stage\s+group|cancer|carcinoma|malignan|"
+    r"neoplasm|tumou?r|oncolog|breast|prostat|gleason|isup|grade\s+group|GG\s*[1-5]|"
+    r"(?:c|p|yp)?[TNM]\s+category)",
+    re.IGNORECASE,
+)
+_OTHER_STAGING = re.compile(
+    r"\b(?:ckd|kidney|renal|nephro|egfr|ulcer|pressure|decubitus|hypertensi|heart\s+failure|nyha|copd|gold|"
+    r"fibrosis|cirrhosis|sleep|labou?r|hiv|lyme|syphilis|parkinson|hoehn|dementia|alzheimer|retinopathy)",
+    re.IGNORECASE,
+)
+
+
+def is_cancer_staging_text(text: str) -> bool:
+    """Whether a record known only by its text speaks of cancer stage, TNM or Gleason grade."""
+    return not _OTHER_STAGING.search(text) and bool(_CANCER_CUE.search(text) or parse_tnm(text))
+
+
 def is_text_staging_code(concept: Any) -> bool:
     """Selection probe: an Observation.code with no LOINC / SNOMED CT code whose text names stage,
     TNM or Gleason grade ("Clinical stage", "Gleason score", "cT2b N0 M0")."""

@@ -236,14 +236,16 @@ def _read_any(obs: Resource, out: _Readings, valuesets: ValueSets, from_text_cod
     if coded:
         out.add_grade(int(coded[0]), when, source, quoted)
         return True
+    value_text = _value_text(obs)
+    text = " ".join(t for t in (code_text, value_text) if t)
+    if from_text_code and not notation.is_cancer_staging_text(text):
+        return False  # "CKD stage 4", a bare "Stage": not a cancer stage we may use
     if _has_standard_code(value):
         out.issues.append(f"staging result{_on(when)} ({source}): value code not recognised; not used")
         return False
-    value_text = _value_text(obs)
-    text = " ".join(t for t in (code_text, value_text) if t)
-    gleason = "gleason" in (code_text or "").lower()
     if not text:
         return False
+    gleason = "gleason" in (code_text or "").lower()
     if gleason and value_text is None and isinstance(obs.get("valueInteger"), int):
         text = f"{text} {obs['valueInteger']}"
     return out.read_text(text, when, source, gleason=gleason)

@@ -247,8 +247,11 @@ def test_grade_text_whose_parts_disagree_is_reported(valuesets):
         ({"text": "TNM"}, {"valueString": "cT2b N0 M0"}, {"tnm": {"T": "T2b", "N": "N0", "M": "M0"}}),
         ({"text": "Gleason score"}, {"valueString": "3+4=7"}, {"grade_group": 2}),
         ({"text": "Gleason score"}, {"valueInteger": 8}, {"grade_group": 4}),
-        ({"coding": [{"system": LOCAL, "code": "PGG"}], "text": "ISUP grade group"}, {"valueString": "1"},
-         {"grade_group": 1}),
+        (
+            {"coding": [{"system": LOCAL, "code": "PGG"}], "text": "ISUP grade group"},
+            {"valueString": "1"},
+            {"grade_group": 1},
+        ),
     ],
 )
 def test_observation_coded_only_by_text(valuesets, code, value, expected):
@@ -304,8 +307,9 @@ def test_condition_stage_summary_with_tnm_text(valuesets):
 def test_condition_stage_assessment_reference_is_read(valuesets):
     # the assessment Observation has a local code only: read because the cancer's stage points to it
     stage_obs = observation((LOCAL, "STAGE"), when="2026-11-02", valueCodeableConcept=cc((SCT, "1222724007")))
-    cancer = _cancer({"assessment": [{"reference": f"Observation/{stage_obs['id']}"}],
-                      "type": cc((SCT, "260998006"))})
+    cancer = _cancer(
+        {"assessment": [{"reference": f"Observation/{stage_obs['id']}"}], "type": cc((SCT, "260998006"))}
+    )
     facts = extract_facts(record(cancer, stage_obs), valuesets)
     assert facts.stage_group == "IA"
     assert facts.staging_evidence["stage_group"].source == f"Observation/{stage_obs['id']}"
@@ -361,3 +365,38 @@ def test_same_value_coded_and_written_on_one_date_agrees_and_keeps_the_coded_evi
     assert facts.stage_group == "IIA"
     assert not facts.staging_evidence["stage_group"].from_text
     assert facts.data_issues == ()
+
+
+@pytest.mark.parametrize(
+    "stage",
+    [
+        {"summary": cc((SCT, "1222724007"))},  # an object where R4 has a list (sandbox shape)
+        [{"summary": "Stage IA"}],  # a string where R4 has a CodeableConcept
+        [{"assessment": {"reference": "Observation/x"}}],
+    ],
+)
+def test_a_malformed_stage_never_costs_the_diagnosis(valuesets, stage):
+    cancer = _cancer()
+    cancer["stage"] = stage
+    facts = extract_facts(record(cancer), valuesets)
+    assert "breast-cancer" in facts.concepts
+    assert facts.stage_group is None
+    assert any("stage unreadable" in i for i in facts.data_issues)
+
+
+@pytest.mark.parametrize(
+    ("code_text", "value"),
+    [
+        ("CKD stage", {"valueString": "4"}),
+        ("Chronic kidney disease stage 3", {}),
+        ("Pressure ulcer stage", {"valueString": "II"}),
+        ("Hypertension stage 1", {}),
+        ("Stage", {"valueString": "IIA"}),  # no sign that this is a cancer stage
+        ("CKD stage", {"valueCodeableConcept": cc((SCT, "431857002"))}),
+    ],
+)
+def test_text_coded_staging_of_something_else_is_not_a_cancer_stage(valuesets, code_text, value):
+    obs = observation(**value)
+    obs["code"] = {"text": code_text}
+    facts = extract_facts(record(obs), valuesets)
+    assert (facts.stage_group, facts.tnm, facts.grade_group, facts.data_issues) == (None, {}, None, ())

@@ -42,9 +42,9 @@ _GROUP = r"(?P<num>IV|III|II|I|[0-4])(?P<letter>[A-Da-d])?(?P<sub>[1-3])?(?P<zer
 _END = r"(?![A-Za-z0-9+])"
 # "Stage IIA", "stage group 2A", "AJCC stage IIIC", "clinical stage: IA", "Stage IIA (AJCC 8th)"
 _STAGE_WORD = re.compile(r"\bstage(?:\s+group(?:ing)?)?\s*[:=\-]?\s*" + _GROUP + _END, re.IGNORECASE)
-# a bare value ("IIA", "2A", AJCC code "3C", "IIA (AJCC)"): only when the whole text is the value
 # "Stage IIA or IIB", "stage II-III", "IIA/IIB": an alternative after the stage makes it unreadable
 _ALTERNATIVE = re.compile(r"\s*(?:or|/|to|vs\.?|versus|-)\s*(?:stage\s*)?" + _GROUP + _END, re.IGNORECASE)
+# a bare value ("IIA", "2A", AJCC code "3C", "IIA (AJCC)"): only when the whole text is the value
 _STAGE_BARE = re.compile(r"^\s*" + _GROUP + r"\s*(?:\([^)]*\))?\s*$", re.IGNORECASE)
 
 # T/N/M: optional c/p/yc/yp/r/a prefix, category letter, value, optional sub-qualifiers.
@@ -140,6 +140,8 @@ def parse_tnm(text: Any) -> dict[str, str]:
         return {}
     seen: dict[str, set[str]] = {}
     for m in _TNM.finditer(text):
+        if m.group("val") == "a" and m.group("cat") != "T":
+            continue  # "Ta" is a T category (non-invasive papillary); "Na" / "Ma" are not categories
         seen.setdefault(m.group("cat"), set()).add(_category(m.group("cat"), m.group("val")))
     return {cat: values.pop() for cat, values in seen.items() if len(values) == 1}
 

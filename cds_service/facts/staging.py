@@ -153,6 +153,14 @@ def _on(when: date | None) -> str:
     return f" on {when.isoformat()}" if when else ""
 
 
+def _why(obs: Resource, text: str | None) -> str:
+    if text:
+        return f'text "{_quote(text)}" not understood'
+    if any(k.startswith("value") for k in obs):
+        return "value code not recognised"
+    return "no value"
+
+
 def _read_stage_observation(obs: Resource, out: _Readings, valuesets: ValueSets) -> None:
     when, source = observation_date(obs), ref(obs)
     value = obs.get("valueCodeableConcept")
@@ -164,8 +172,7 @@ def _read_stage_observation(obs: Resource, out: _Readings, valuesets: ValueSets)
     if text and notation.parse_stage(text):
         out.read_text(text, when, source)
         return
-    why = f'text "{_quote(text)}" not understood' if text else "value code not recognised"
-    out.issues.append(f"stage group{_on(when)} ({source}): {why}; stage not used")
+    out.issues.append(f"stage group{_on(when)} ({source}): {_why(obs, text)}; stage not used")
 
 
 def _read_category_observation(obs: Resource, category: str, out: _Readings, valuesets: ValueSets) -> None:
@@ -181,8 +188,7 @@ def _read_category_observation(obs: Resource, category: str, out: _Readings, val
         if label:
             out.add_category(label, when, source, text)
             return
-    why = f'text "{_quote(text)}" not understood' if text else "value code not recognised"
-    out.issues.append(f"TNM {category} category{_on(when)} ({source}): {why}; not used")
+    out.issues.append(f"TNM {category} category{_on(when)} ({source}): {_why(obs, text)}; not used")
 
 
 def _read_gleason_observation(obs: Resource, out: _Readings, valuesets: ValueSets) -> None:

@@ -35,6 +35,7 @@ from cds_service.model import Evidence, Resource
 
 TNM_SETS = {"tnm-t": "T", "tnm-n": "N", "tnm-m": "M"}
 GLEASON_SETS = frozenset({"gleason-grade-group", "gleason-score"})
+STAGING_SETS = frozenset({"stage-group", *TNM_SETS, *GLEASON_SETS, notation.STAGING_TEXT})
 # Conditions whose stage the rules read: a stage recorded on another cancer must not stage these
 STAGED_CANCERS = frozenset({"prostate-cancer", "breast-cancer", "inflammatory-breast-cancer"})
 _QUOTE_MAX = 80
@@ -257,6 +258,18 @@ def _read_any(obs: Resource, out: _Readings, valuesets: ValueSets, from_text_cod
     return out.read_text(text, when, source, gleason=gleason)
 
 
+def _focus(obs: Resource) -> set[str]:
+    """ "Condition/x" of each Observation.focus (read only to leave out another cancer's staging)."""
+    focus = obs.get("focus")
+    out = set()
+    for item in focus if isinstance(focus, list) else ():
+        reference = item.get("reference") if isinstance(item, Mapping) else None
+        parts = reference.rstrip("/").split("/") if isinstance(reference, str) else []
+        if len(parts) >= 2 and parts[-2] == "Condition":
+            out.add(f"Condition/{parts[-1]}")
+    return out
+
+
 def _reference_key(reference: Any) -> str | None:
     """ "Observation/x" of a relative or absolute reference."""
     if not isinstance(reference, Mapping) or not isinstance(reference.get("reference"), str):
@@ -332,11 +345,20 @@ def extract_staging(
     concepts: dict[str, list[Evidence]] = {}
     negations: dict[str, list[Evidence]] = {}
     read: set[str] = set()
+    conditions = tuple(conditions)
+    # staging whose focus is another primary cancer of the patient must not stage breast / prostate
+    other_cancers = {
+        ref(h.resource) for h in conditions if "other-cancer" in h.ids and not h.ids & STAGED_CANCERS
+    }
     for hit in hits:
         obs = hit.resource
         if obs.get("status") not in RESULT_STATUSES:
             continue
         key = ref(obs)
+        about = _focus(obs) & other_cancers if other_cancers and hit.ids & STAGING_SETS else set()
+        if about:
+            out.issues.append(f"staging {key} is about another cancer ({', '.join(sorted(about))}); not used")
+            continue
         if "stage-group" in hit.ids:
             _read_stage_observation(obs, out, valuesets)
         for set_id, category in TNM_SETS.items():
@@ -346,7 +368,7 @@ def extract_staging(
             _read_gleason_observation(obs, out, valuesets)
         if notation.STAGING_TEXT in hit.ids:
             _read_any(obs, out, valuesets, from_text_code=True)
-        if hit.ids & {"stage-group", notation.STAGING_TEXT, *TNM_SETS, *GLEASON_SETS} and key:
+        if hit.ids & STAGING_SETS and key:
             read.add(key)
         if "history-of-metastatic-cancer" in hit.ids:
             when = observation_date(obs)

@@ -400,3 +400,16 @@ def test_text_coded_staging_of_something_else_is_not_a_cancer_stage(valuesets, c
     obs["code"] = {"text": code_text}
     facts = extract_facts(record(obs), valuesets)
     assert (facts.stage_group, facts.tnm, facts.grade_group, facts.data_issues) == (None, {}, None, ())
+
+
+def test_staging_whose_focus_is_another_cancer_is_not_used(valuesets):
+    colon = condition((ICD, "C18.9"))
+    prostate = condition((ICD, "C61"))
+    colon_stage = observation((SCT, "399537006"), valueCodeableConcept=cc((SCT, "1222837003")))
+    colon_stage["focus"] = [{"reference": f"Condition/{colon['id']}"}]
+    prostate_grade = observation((SCT, "385377005"), valueCodeableConcept=cc((SCT, "1279715000")))
+    prostate_grade["focus"] = [{"reference": f"https://ehr.example.org/fhir/Condition/{prostate['id']}"}]
+    facts = extract_facts(record(colon, prostate, colon_stage, prostate_grade), valuesets)
+    assert facts.stage_group is None
+    assert facts.grade_group == 1
+    assert any("about another cancer" in i for i in facts.data_issues)

@@ -46,7 +46,7 @@ def extract_facts(
     staging = extract_staging(
         chosen.observations, chosen.conditions, valuesets, record.resources.get("Observation", ())
     )
-    medications = extract_medications(chosen.medications, valuesets)
+    medications = extract_medications(chosen.medications, valuesets, chosen.procedures)
     procedures = extract_procedures(chosen.procedures)
     imaging = extract_imaging(chosen.reports, chosen.procedures, valuesets)
     parts = (

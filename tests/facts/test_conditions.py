@@ -70,7 +70,9 @@ def test_symptoms_red_flags_and_kidney(valuesets):
         valuesets,
         condition((ICD, "M54.50")),
         condition((ICD, "G95.20")),
-        condition((SCT, "26544005")),
+        condition((SCT, "102568007")),  # paresis of lower extremity
+        condition((SCT, "26544005")),  # muscle weakness, not localised
+        condition((ICD, "R33.9")),
         condition((ICD, "R51.9")),
         condition((ICD, "N18.5")),
         condition((ICD, "Z99.2")),
@@ -83,6 +85,8 @@ def test_symptoms_red_flags_and_kidney(valuesets):
         "back-pain",
         "cord-compression",
         "focal-neuro-deficit",
+        "weakness",
+        "sphincter-dysfunction",
         "headache",
         "ckd-severe",
         "dialysis",

@@ -108,11 +108,11 @@ def test_unknown_system_is_rejected(cards_copy):
 
 def test_prefix_outside_icd10cm_is_rejected(cards_copy):
     def change(d):
-        d["codes"].append({"system": SCT, "prefix": "C61", "display": "x", "source": "ck-2.1"})
+        d["codes"].insert(0, {"system": SCT, "prefix": "C61", "display": "x", "source": "ck-2.1"})
 
     _edit(cards_copy / "valuesets" / "prostate-cancer.yaml", change)
     with pytest.raises(
-        KnowledgeError, match=r"prostate-cancer\.yaml: codes/3: prefix entries .* ICD-10-CM only"
+        KnowledgeError, match=r"prostate-cancer\.yaml: codes/0: prefix entries .* ICD-10-CM only"
     ):
         load_valuesets(cards_copy)
 

@@ -147,3 +147,39 @@ def test_medication_with_unknown_class_is_rejected(cards_copy):
     _edit(cards_copy / "medications.yaml", lambda d: d["ingredients"][0].update(classes=["vitamin"]))
     with pytest.raises(KnowledgeError, match=r"medications\.yaml: ingredients/0/classes/0"):
         load_valuesets(cards_copy)
+
+
+# --- every listed code exists in the code system release it claims -------------------------------
+
+
+def _icd10cm_entries() -> list[tuple[str, str, str]]:
+    out = []
+    for path in sorted((CARDS / "valuesets").glob("*.yaml")):
+        for entry in yaml.safe_load(path.read_text(encoding="utf-8"))["codes"]:
+            if entry["system"] == ICD:
+                kind = "prefix" if "prefix" in entry else "code"
+                out.append((path.name, kind, entry[kind]))
+    return out
+
+
+# the library reads its bundled release with importlib.resources calls Python 3.11 marks deprecated
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_every_icd10cm_code_and_prefix_exists_in_icd10cm():
+    # simple-icd-10-cm carries the CDC/NCHS tabular list (April 2026 release in 1.5.x). A prefix must be
+    # an existing category or code so that it covers exactly that category's descendants; a partial
+    # string such as "C0" would silently cover whatever codes happen to start with it.
+    import simple_icd_10_cm as icd  # test extra; `make install` or pip install -e '.[test]'
+
+    entries = _icd10cm_entries()
+    assert len(entries) > 100
+    unknown = [(f, kind, v) for f, kind, v in entries if not icd.is_valid_item(v)]
+    assert unknown == []
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_icd10cm_check_rejects_a_made_up_code():
+    import simple_icd_10_cm as icd
+
+    assert not icd.is_valid_item("C0")
+    assert not icd.is_valid_item("M54.47")
+    assert icd.is_valid_item("M54.4") and icd.is_valid_item("Z85.46")

@@ -1,7 +1,8 @@
 """FHIR resources -> Facts: a pipeline of small pure sub-stages.
 
 select (by code on raw JSON, validate only what matched) -> patient, conditions, labs (PSA and
-labs), receptors, staging, medications, procedures, imaging -> consistency checks -> Facts.
+labs), receptors, staging, medications, procedures, imaging -> consistency checks -> Facts ->
+derived facts (a history of cancer with evidence of active disease counts as active cancer).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterable
 from cds_service.facts._util import Partial
 from cds_service.facts.conditions import extract_conditions
 from cds_service.facts.consistency import contradictions
+from cds_service.facts.derived import derive_active_cancer
 from cds_service.facts.imaging import extract_imaging
 from cds_service.facts.labs import extract_labs
 from cds_service.facts.medications import extract_medications
@@ -61,7 +63,7 @@ def extract_facts(record: PatientRecord, valuesets: ValueSets) -> Facts:
         issues.append("Patient is recorded as deceased")
     if record.incomplete:
         issues.append("data incomplete: could not fetch " + ", ".join(record.incomplete))
-    return Facts(
+    facts = Facts(
         as_of=record.as_of,
         age=age,
         sex=sex,
@@ -77,6 +79,7 @@ def extract_facts(record: PatientRecord, valuesets: ValueSets) -> Facts:
         imaging=imaging.imaging,
         data_issues=tuple(dict.fromkeys(issues)),
     )
+    return derive_active_cancer(facts)
 
 
 __all__ = ["extract_facts", "warm_up"]

@@ -69,11 +69,13 @@ def _on(when: date | None) -> str:
 
 
 def _metastases(facts: Facts) -> list[_Reason]:
-    return [
-        _Reason(f"{ev.text}{_on(ev.date)}", ev.date, ev.from_text, ev.from_order)
+    # one Condition is often in several metastasis concepts (metastatic-disease + metastasis-bone)
+    found = {
+        ev.source or ev.text: _Reason(f"{ev.text}{_on(ev.date)}", ev.date, ev.from_text, ev.from_order)
         for concept in METASTASIS_CONCEPTS
         for ev in facts.concepts.get(concept, ())
-    ]
+    }
+    return list(found.values())
 
 
 def _therapy(facts: Facts, classes: frozenset[str]) -> list[_Reason]:

@@ -183,3 +183,35 @@ def test_icd10cm_check_rejects_a_made_up_code():
     assert not icd.is_valid_item("C0")
     assert not icd.is_valid_item("M54.47")
     assert icd.is_valid_item("M54.4") and icd.is_valid_item("Z85.46")
+
+
+# --- invariants between value sets ----------------------------------------------------------------
+
+
+def _exact(valuesets, set_id):
+    return {(c.system, c.code) for c in valuesets.codes_of(set_id) if c.code}
+
+
+def test_every_metastasis_site_code_is_also_metastatic_disease(valuesets):
+    for site in ("metastasis-bone", "metastasis-brain", "metastasis-liver", "metastasis-lung"):
+        assert _exact(valuesets, site) <= _exact(valuesets, "metastatic-disease"), site
+
+
+def test_generalised_weakness_is_never_a_focal_deficit(valuesets):
+    assert not _exact(valuesets, "weakness") & _exact(valuesets, "focal-neuro-deficit")
+    for code in ("M62.81", "R53.1", "R29.898"):
+        assert "focal-neuro-deficit" not in valuesets.ids_for(ICD, code)
+
+
+def test_history_codes_are_never_active_cancer(valuesets):
+    active = {"prostate-cancer", "breast-cancer", "other-cancer", "metastatic-disease"}
+    for history in ("history-of-prostate-cancer", "history-of-breast-cancer", "history-of-cancer"):
+        for entry in valuesets.codes_of(history):
+            if entry.code:
+                assert not valuesets.ids_for(entry.system, entry.code) & active, entry
+
+
+def test_prostate_breast_and_other_cancer_share_no_snomed_code(valuesets):
+    prostate, breast = _exact(valuesets, "prostate-cancer"), _exact(valuesets, "breast-cancer")
+    other = _exact(valuesets, "other-cancer")
+    assert not prostate & breast and not prostate & other and not breast & other

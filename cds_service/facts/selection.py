@@ -21,7 +21,9 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from cds_service.facts import text
 from cds_service.facts._util import codings, id_hash
+from cds_service.facts.stage_notation import STAGING_TEXT, is_text_staging_code
 from cds_service.knowledge.valuesets import LOINC, SNOMED, ValueSets, canonical_system
 from cds_service.model import PatientRecord, Resource
 
@@ -30,7 +32,9 @@ log = logging.getLogger(__name__)
 # Routine labs whose older results the rules never read (see _recent_labs_only).
 ROUTINE_LABS = frozenset({"alp", "ast", "alt", "bilirubin", "egfr", "creatinine", "testosterone"})
 LAB_SERIES_LIMIT = 3
+_STAGING_TEXT_IDS = frozenset({STAGING_TEXT})
 MEDICATION_TYPES = ("MedicationRequest", "MedicationAdministration", "MedicationStatement")
+_NOT_GIVEN = frozenset({"entered-in-error", "cancelled", "draft", "not-taken", "not-done"})
 # which value-set kinds each resource type is probed against
 KINDS: Mapping[str, frozenset[str]] = {
     "Condition": frozenset({"condition"}),
@@ -54,6 +58,8 @@ class Selection:
     procedures: tuple[Hit, ...] = ()
     reports: tuple[Hit, ...] = ()
     issues: tuple[str, ...] = ()
+    # Conditions with no usable coding (no coding with both system and code) but text to read
+    text_conditions: tuple[Hit, ...] = ()
 
 
 @cache
@@ -64,6 +70,7 @@ def _model(resource_type: str) -> Any:
 # subject: no sub-stage reads it, but R4B requires it on Condition and Procedure
 _COMMON = ("resourceType", "id", "status", "code", "subject")
 _MEDICATION = (*_COMMON, "medicationCodeableConcept", "medicationReference", "contained")
+# MedicationRequest.doNotPerform: an order NOT to give the drug must be read to be refused
 # The elements the sub-stages read, per resource type. Only these are validated: what the rules
 # never read cannot mislead them, and validating half the elements halves the cost.
 READ_ELEMENTS: Mapping[str, frozenset[str]] = {
@@ -81,6 +88,9 @@ READ_ELEMENTS: Mapping[str, frozenset[str]] = {
             "abatementRange",
             "abatementString",
             "abatementBoolean",
+            "stage",  # Condition.stage summary / assessment / type (staging.py)
+            # not "note": read (defensively, as text) only for a Condition without a usable code; a
+            # malformed note must not make an otherwise readable coded Condition invalid
         }
     ),
     "Observation": frozenset(
@@ -107,9 +117,13 @@ READ_ELEMENTS: Mapping[str, frozenset[str]] = {
             "issued",
             "conclusion",
             "conclusionCode",
+            # not "presentedForm": read defensively (facts/report_text.py) only when conclusionCode
+            # is absent; a malformed or huge attachment must not drop a coded report
         }
     ),
-    "MedicationRequest": frozenset({*_MEDICATION, "intent", "authoredOn", "dosageInstruction"}),
+    "MedicationRequest": frozenset(
+        {*_MEDICATION, "intent", "authoredOn", "dosageInstruction", "doNotPerform"}
+    ),
     "MedicationAdministration": frozenset({*_MEDICATION, "effectiveDateTime", "effectivePeriod"}),
     "MedicationStatement": frozenset({*_MEDICATION, "effectiveDateTime", "effectivePeriod", "dosage"}),
 }
@@ -193,20 +207,52 @@ def _mislabelled_loinc(concept: Any, valuesets: ValueSets) -> str | None:
     return None
 
 
-def _medication_concept(resource: Resource, by_ref: Mapping[str, Resource]) -> Any:
+def _medication_concepts(medication: Any) -> list[Any]:
+    """The codes of a Medication: its `code`, else (a compounded or kit product coded only by
+    its parts) each `ingredient[].itemCodeableConcept`."""
+    if not isinstance(medication, Mapping):
+        return []
+    if isinstance(medication.get("code"), Mapping) and medication["code"].get("coding"):
+        return [medication["code"]]
+    parts = medication.get("ingredient")
+    return [p.get("itemCodeableConcept") for p in parts if isinstance(p, Mapping)] if isinstance(
+        parts, list
+    ) else []
+
+
+def medication_key(reference: str) -> str:
+    """ "Medication/x" of a relative or absolute reference (a version suffix dropped)."""
+    parts = [p for p in reference.split("/") if p]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts[-2:])
+
+
+def _medication_concepts_of(
+    resource: Resource, by_ref: Mapping[str, Resource]
+) -> tuple[list[Any], str | None]:
+    """(codes of what was given, the reference that could not be resolved)."""
     if isinstance(resource.get("medicationCodeableConcept"), Mapping):
-        return resource["medicationCodeableConcept"]
-    reference = (resource.get("medicationReference") or {}).get("reference")
-    if not isinstance(reference, str):
-        return None
+        return [resource["medicationCodeableConcept"]], None
+    ref = resource.get("medicationReference")
+    reference = ref.get("reference") if isinstance(ref, Mapping) else None
+    if not isinstance(reference, str) or not reference.strip():
+        return [], None
+    reference = reference.strip()
     if reference.startswith("#"):
-        for contained in resource.get("contained") or ():
+        contained_list = resource.get("contained")
+        for contained in contained_list if isinstance(contained_list, list) else ():
             if isinstance(contained, Mapping) and contained.get("id") == reference[1:]:
-                return contained.get("code")
-        return None
-    # "Medication/x" or an absolute URL ending in Medication/x
-    target = by_ref.get("/".join(reference.rstrip("/").split("/")[-2:]))
-    return target.get("code") if target else None
+                return _medication_concepts(contained), None
+        return [], reference
+    # "Medication/x", an absolute URL ending in Medication/x, or a Bundle-local urn:uuid that the
+    # protocol layer rewrote to Medication/x (fhir_client.split_bundle)
+    target = by_ref.get(medication_key(reference))
+    return (_medication_concepts(target), None) if target else ([], reference)
+
+
+def _without_stage(resource: Resource) -> Resource:
+    return {k: v for k, v in resource.items() if k != "stage"}
 
 
 def _recent_labs_only(hits: list[Hit]) -> list[Hit]:
@@ -234,9 +280,43 @@ def _recent_labs_only(hits: list[Hit]) -> list[Hit]:
     return [hit for n, hit in enumerate(hits) if n in keep]
 
 
+def has_usable_coding(concept: Any) -> bool:
+    """A coding with both system and code: such a concept is read by code, never by its text."""
+    return any(
+        isinstance(c.get("system"), str)
+        and c.get("system")
+        and isinstance(c.get("code"), str)
+        and c.get("code")
+        for c in codings(concept)
+    )
+
+
+def _text_only(resource: Mapping[str, Any], rtype: str, valuesets: ValueSets) -> Hit | None:
+    """A Condition or DiagnosticReport whose code is text only, as a Hit to read by text.
+
+    Conditions: text in code.text or note. Reports: the modality named by code.text ("NM bone scan
+    whole body"), when the report has a conclusion to read.
+    """
+    concept = resource.get("code")
+    if has_usable_coding(concept):
+        return None
+    label = concept.get("text") if isinstance(concept, Mapping) else None
+    if rtype == "Condition":
+        notes = [n.get("text") for n in resource.get("note") or () if isinstance(n, Mapping)]
+        readable = any(isinstance(t, str) and t.strip() for t in [label, *notes])
+        return Hit(resource, frozenset()) if readable else None
+    if rtype == "DiagnosticReport" and isinstance(label, str) and label.strip():
+        modalities = text.modality_from_text(label, valuesets.text_targets)
+        readable = ("conclusion", "presentedForm", "conclusionCode")
+        if modalities and any(resource.get(k) for k in readable):
+            return Hit(resource, frozenset(f"imaging-{m}" for m in modalities))
+    return None
+
+
 def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
     issues: list[str] = []
     out: dict[str, list[Hit]] = {"Condition": [], "Observation": [], "Procedure": [], "DiagnosticReport": []}
+    text_conditions: list[Hit] = []
     for rtype, wanted in KINDS.items():
         candidates: list[Hit] = []
         for resource in record.resources.get(rtype, ()):
@@ -250,11 +330,23 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
             code = _mislabelled_loinc(concept, valuesets)
             if code:
                 issues.append(f"{rtype}: code {code} is labelled LOINC but is a SNOMED CT code; not read")
+            elif rtype == "Observation" and is_text_staging_code(concept):
+                candidates.append(Hit(resource, _STAGING_TEXT_IDS))  # stage / grade written as text
+            elif rtype in ("Condition", "DiagnosticReport"):
+                hit = _text_only(resource, rtype, valuesets)
+                if hit is not None and is_valid(resource):
+                    (text_conditions if rtype == "Condition" else out[rtype]).append(hit)
         if rtype == "Observation":
             candidates = _recent_labs_only(candidates)
         for hit in candidates:
             if is_valid(hit.resource):
                 out[rtype].append(hit)
+            elif rtype == "Condition" and "stage" in hit.resource and is_valid(_without_stage(hit.resource)):
+                # a malformed stage must not cost the diagnosis: keep the Condition, drop its stage
+                out[rtype].append(Hit(_without_stage(hit.resource), hit.ids))
+                issues.append(
+                    f"{rtype} ({', '.join(sorted(hit.ids))}): stage unreadable (invalid FHIR); not used"
+                )
             else:
                 issues.append(
                     f"{rtype} ({', '.join(sorted(hit.ids))}) could not be read (invalid FHIR); skipped"
@@ -263,20 +355,32 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
     by_ref = {
         f"Medication/{m.get('id')}": m
         for m in record.resources.get("Medication", ())
-        if isinstance(m, Mapping)
+        if isinstance(m, Mapping) and m.get("id")
     }
     meds: list[Hit] = []
+    unresolved_refs = 0
     for rtype in MEDICATION_TYPES:
         for resource in record.resources.get(rtype, ()):
             if not isinstance(resource, Mapping):
                 continue
-            ingredients = valuesets.ingredients_for(_medication_concept(resource, by_ref))
+            concepts, unresolved = _medication_concepts_of(resource, by_ref)
+            if unresolved:
+                # a withdrawn record about an unknown drug is no loss; any other one is
+                unresolved_refs += resource.get("status") not in _NOT_GIVEN
+                continue
+            ingredients = tuple(dict.fromkeys(i for c in concepts for i in valuesets.ingredients_for(c)))
             if not ingredients:
                 continue
             if is_valid(resource):
                 meds.append(Hit(resource, frozenset(ingredients)))
             else:
                 issues.append(f"{rtype} ({', '.join(ingredients)}) could not be read (invalid FHIR); skipped")
+    if unresolved_refs:
+        # The drug behind such a record is unknown: say so rather than silently read nothing.
+        issues.append(
+            f"{unresolved_refs} medication record(s) name a Medication that was not sent or found; "
+            "not read"
+        )
     return Selection(
         conditions=tuple(out["Condition"]),
         observations=tuple(out["Observation"]),
@@ -284,6 +388,7 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
         procedures=tuple(out["Procedure"]),
         reports=tuple(out["DiagnosticReport"]),
         issues=tuple(issues),
+        text_conditions=tuple(text_conditions),
     )
 
 

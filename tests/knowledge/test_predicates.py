@@ -7,7 +7,8 @@ import pytest
 from cds_service.knowledge import predicates
 from cds_service.knowledge.predicates import Context, check, describe, evaluate
 from cds_service.knowledge.risk import assess_risk
-from tests.engine.builders import facts, lab, med, prior, proc, psa
+from cds_service.model import Evidence, MedicationFact
+from tests.engine.builders import days_ago, facts, lab, med, prior, proc, psa
 
 
 def test_every_declared_predicate_has_an_evaluator():
@@ -70,6 +71,38 @@ def test_current_medications_exclude_stopped_and_old_completed_requests():
     assert evaluate({"med_class": "adt"}, recent).ok
 
 
+def test_treated_with_counts_stopped_and_old_therapy_but_not_withdrawn_records():
+    stopped_long_ago = facts(medications=(med("leuprolide", "adt", status="stopped", started=900),))
+    m = evaluate({"treated_with_med_class": ["adt", "arpi"]}, stopped_long_ago)
+    assert m.ok and m.evidence == (f"leuprolide (adt, stopped) since {days_ago(900).isoformat()}",)
+    # the same fact is not *current* therapy
+    assert not evaluate({"any_med_class": ["adt"]}, stopped_long_ago).ok
+    assert evaluate({"treated_with_med_class": ["adt"]},
+                    facts(medications=(med("leuprolide", "adt", status="completed", started=2000),))).ok
+    # a withdrawn record never counts, even if one reached the facts
+    for status in ("entered-in-error", "not-taken", "cancelled", "draft", "not-done", "intended"):
+        f = facts(medications=(med("leuprolide", "adt", status=status, started=30),))
+        assert not evaluate({"treated_with_med_class": ["adt"]}, f).ok, status
+        assert not evaluate({"any_med_class": ["adt"]}, f).ok, status
+    assert not evaluate({"treated_with_med_class": ["chemotherapy"]}, stopped_long_ago).ok
+
+
+def test_orchiectomy_is_current_adt_for_good_with_its_own_evidence_line():
+    castration = MedicationFact("surgical-castration", frozenset({"adt"}), days_ago(3000), "completed",
+                                "Procedure/o1", permanent=True, label="bilateral orchiectomy")
+    f = facts(medications=(castration,))
+    expected = (f"bilateral orchiectomy on {days_ago(3000).isoformat()} (surgical castration)",)
+    for pred in ({"any_med_class": ["adt"]}, {"med_class": "adt"}, {"treated_with_med_class": ["adt"]}):
+        m = evaluate(pred, f)
+        assert m.ok and m.evidence == expected, pred
+    assert not evaluate({"any_med_class": ["arpi"]}, f).ok
+
+
+def test_an_infusion_in_progress_is_current_therapy():
+    f = facts(medications=(med("paclitaxel", "chemotherapy", status="in-progress", started=400),))
+    assert evaluate({"any_med_class": ["chemotherapy"]}, f).ok
+
+
 def test_med_started_within_days_reports_how_long_ago():
     f = facts(medications=(med("enzalutamide", "arpi", started=30),))
     m = evaluate({"med_started_within_days": {"classes": ["arpi"], "days": 90}}, f)
@@ -97,6 +130,27 @@ def test_procedure_and_stage_predicates():
     assert evaluate({"procedure": "radical-prostatectomy"}, f).ok
     assert evaluate({"stage_in": ["I", "IIA"]}, f).ok and evaluate({"stage_known": True}, f).ok
     assert not evaluate({"stage_known": True}, facts()).ok
+
+
+def test_staging_read_from_text_is_quoted_in_the_evidence():
+    written = Evidence('Stage IIA, read from the text "stage 2A"', None, "Observation/s", from_text=True)
+    f = facts(stage_group="IIA", staging_evidence={"stage_group": written})
+    assert evaluate({"stage_in": ["IIA"]}, f).evidence == (
+        'stage group IIA; Stage IIA, read from the text "stage 2A"',
+    )
+    coded = Evidence("Stage IIA", None, "Observation/s")
+    assert evaluate(
+        {"stage_in": ["IIA"]}, facts(stage_group="IIA", staging_evidence={"stage_group": coded})
+    ).evidence == ("stage group IIA",)
+    grade = Evidence(
+        'Gleason grade group 1, read from the text "GG 1, cT1c"', None, "Observation/g", from_text=True
+    )
+    t = Evidence('TNM T1c, read from the text "GG 1, cT1c"', None, "Observation/g", from_text=True)
+    low = facts(
+        grade_group=1, tnm={"T": "T1c"}, psa=psa(5.2), staging_evidence={"grade_group": grade, "T": t}
+    )
+    (line,) = evaluate({"risk_group_in": ["low"]}, low).evidence
+    assert line.endswith('; Gleason grade group 1 and TNM T1c, read from the text "GG 1, cT1c"')
 
 
 def test_describe_renders_words():
@@ -129,3 +183,20 @@ def test_risk_groups(t, gg, psa_value, group):
     assert risk.group == group
     if group is None:
         assert len(risk.missing) == 1 and risk.missing[0].startswith("T ")
+
+
+def test_repeat_doses_of_an_ongoing_therapy_are_not_a_new_start():
+    """Depot ADT charted as one administration per injection: the latest dose is not a therapy
+    change (no flare window), unless the series was interrupted for longer than the current window."""
+    doses = tuple(
+        med("leuprolide", "adt", started=ago, status="completed")
+        for ago in (600, 516, 432, 348, 264, 180, 96, 12)
+    )
+    pred = {"med_started_within_days": {"classes": ["adt"], "days": 90}}
+    assert not evaluate(pred, facts(medications=doses)).ok
+    restarted = (
+        med("leuprolide", "adt", started=700, status="completed"),
+        med("leuprolide", "adt", started=30),
+    )
+    m = evaluate(pred, facts(medications=restarted))
+    assert m.ok and "started 30 days ago" in m.evidence[0]

@@ -31,6 +31,7 @@ with every hook call of an ordering session.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -42,6 +43,8 @@ from typing import Any
 
 from cds_service.knowledge.text_targets import TextTarget, TextTargets, load_text_targets
 from cds_service.model import Evidence
+
+log = logging.getLogger(__name__)
 
 SNIPPET_CHARS = 160
 MAX_TEXT_CHARS = 20_000  # a long report is read up to here (cost is linear in the text)
@@ -233,7 +236,14 @@ def mentions(text: str, targets: TextTargets | None = None) -> tuple[Mention, ..
         if key in _results:
             _results.move_to_end(key)
             return _results[key]
-    found = _pipeline(targets).read(text)
+    try:
+        found = _pipeline(targets).read(text)
+    except ImportError:
+        raise  # medspaCy missing is an installation error: fail loudly (at start, via warm_up)
+    except Exception as exc:  # odd text must never turn a hook call into a 500
+        # the type only: the text is patient data and is never logged
+        log.warning("text: could not read a text of %d characters (%s)", len(text), type(exc).__name__)
+        return ()
     with _results_lock:
         _results[key] = found
         if len(_results) > CACHE_SIZE:

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import threading
+import types
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -83,9 +85,23 @@ class Mention:
 # --- the pipeline -----------------------------------------------------------------------------
 
 
+def _skip_quickumls() -> None:
+    """medspaCy 1.3 imports its QuickUMLS component unconditionally (medspacy/util.py), and that
+    imports NLTK: ~20 MB per worker and half a second at start for a component this service never
+    enables (it needs UMLS licence data). Registering an empty module under that name first keeps it
+    out; the pipeline below never asks for "medspacy_quickumls". Left alone if already imported."""
+    if "quickumls" in sys.modules:
+        return
+    stub = types.ModuleType("quickumls")
+    stub.spacy_component = types.ModuleType("quickumls.spacy_component")  # type: ignore[attr-defined]
+    sys.modules["quickumls"] = stub
+    sys.modules["quickumls.spacy_component"] = stub.spacy_component  # type: ignore[attr-defined]
+
+
 class _Pipeline:
     def __init__(self, targets: TextTargets) -> None:
         _quiet_loggers()
+        _skip_quickumls()
         import medspacy
         from medspacy.context import ConTextRule
         from medspacy.section_detection import SectionRule

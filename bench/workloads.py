@@ -420,45 +420,25 @@ def _reports(n: int, rng: random.Random) -> list[Resource]:
     return out
 
 
-# --- text-only variant: reports and indication as many EHRs send them ------------------------
-
-# The clinical reports of the chart with their findings in text only (no conclusionCode), the way
-# most radiology feeds send them; a spine MRI takes the place of the first chest radiograph, so the
-# chart keeps its size. Issue 8's budget case: 3 text reports and a text indication.
-TEXT_REPORTS: dict[str, tuple[tuple[str, str], int, str]] = {
-    "dr-0": (_BONE_SCAN, 400, "Multiple osseous metastases in the spine and pelvis."),
-    "dr-1": (
-        _CT_CAP,
-        120,
-        "No visceral metastases. Sclerotic bone lesions are stable. No new lesions.",
-    ),
-    "dr-2": (
-        ("24590-2", "MR Spine Thoracic and Lumbar WO and W contrast IV"),
-        60,
-        "Stable osseous metastases in T10 and L2. No epidural extension or cord compression.",
-    ),
-}
-TEXT_INDICATION = "Bone pain, rising PSA on enzalutamide; restaging"
-
-
-def _text_only(report: Resource, text: str) -> Resource:
-    out = {k: v for k, v in report.items() if k != "conclusionCode"}
-    out["conclusion"] = text
-    out["presentedForm"] = [
-        {"contentType": "text/plain", "data": base64.b64encode(f"IMPRESSION: {text}".encode()).decode()}
-    ]
-    return out
-
-
-def with_text_reports(chart: Chart) -> Chart:
-    """The chart with its three clinical imaging reports as text only (same facts, no codes)."""
-    reports = {r["id"]: r for r in chart.of_type("DiagnosticReport")}
-    for rid, (loinc, days_ago, text) in TEXT_REPORTS.items():
-        base = reports.get(rid) or _report(rid, loinc, days_ago, text)
-        reports[rid] = _text_only(base, text)
-    resources = dict(chart.resources)
-    resources["DiagnosticReport"] = list(reports.values())
-    return Chart(patient=chart.patient, resources=resources)
+def text_only_reports(chart: Chart, count: int = 3) -> Chart:
+    """The same chart with its first `count` reports as radiology text only (no conclusionCode),
+    as reports usually arrive: the service reads them with its clinical text reader (issue 8). The
+    first also carries its text as a base64 presentedForm, the other shape feeds send."""
+    texts = (
+        "Stable osseous metastases in the spine and pelvis, no new lesions.",
+        "No visceral metastases. Sclerotic bone lesions stable. New lytic lesion in T10, suspicious for "
+        "metastasis.",
+        "No acute cardiopulmonary process.",
+    )
+    resources = {k: [dict(r) for r in v] for k, v in chart.resources.items()}
+    reports = resources.get("DiagnosticReport", [])[:count]
+    for n, (report, text) in enumerate(zip(reports, texts, strict=False)):
+        report.pop("conclusionCode", None)
+        report["conclusion"] = text
+        if n == 0:
+            data = base64.b64encode(f"IMPRESSION: {text}".encode()).decode()
+            report["presentedForm"] = [{"contentType": "text/plain", "data": data}]
+    return Chart(chart.patient, resources)
 
 
 def first_seen(chart: Chart, k: int) -> Chart:
@@ -476,13 +456,16 @@ def first_seen(chart: Chart, k: int) -> Chart:
     return out
 
 
+TEXT_REASON = "New back pain, rule out progression of bone metastases"
+
+
 # --- the draft order and the hook request ---------------------------------------------------
 
 
-def draft_bone_scan(reason_text: str | None = None) -> Resource:
-    """An order-select draft: whole-body bone scan (CPT 78306), reason C61 with bone metastases, or
-    a text-only reason (`reason_text`) as a clinician types it."""
-    order: Resource = {
+def draft_bone_scan(text_reason: bool = False) -> Resource:
+    """An order-select draft: whole-body bone scan (CPT 78306), reason C61 with bone metastases
+    (or, with `text_reason`, a reason given as text only, read by the text reader)."""
+    order = {
         "resourceType": "ServiceRequest",
         "id": "bench-order-1",
         "status": "draft",
@@ -495,8 +478,8 @@ def draft_bone_scan(reason_text: str | None = None) -> Resource:
         "requester": {"reference": USER_ID},
         "reasonCode": [_cc((ICD10, "C61", "Malignant neoplasm of prostate"))],
     }
-    if reason_text:
-        order["reasonCode"] = [{"text": reason_text}]
+    if text_reason:
+        order["reasonCode"] = [{"text": TEXT_REASON}]
     return order
 
 
@@ -606,8 +589,8 @@ def prefetch_for(service: Mapping[str, Any], chart: Chart, context: Mapping[str,
     return out
 
 
-def hook_context(service: Mapping[str, Any], reason_text: str | None = None) -> dict[str, Any]:
-    order = draft_bone_scan(reason_text)
+def hook_context(service: Mapping[str, Any], text_reason: bool = False) -> dict[str, Any]:
+    order = draft_bone_scan(text_reason)
     context: dict[str, Any] = {
         "userId": USER_ID,
         "patientId": PATIENT_ID,
@@ -626,14 +609,13 @@ def build_request(
     prefetch: bool = True,
     fhir_server: str | None = None,
     hook_instance: str = "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
-    reason_text: str | None = None,
+    text_reason: bool = False,
 ) -> dict[str, Any]:
     """A CDS Hooks 2.0 call for `service` (a discovery entry) about the generated chart.
 
-    With `prefetch=False` no prefetch is sent and the service must query `fhir_server`; with
-    `reason_text` the draft order's indication is that text alone.
+    With `prefetch=False` no prefetch is sent and the service must query `fhir_server`.
     """
-    context = hook_context(service, reason_text)
+    context = hook_context(service, text_reason)
     body: dict[str, Any] = {
         "hookInstance": hook_instance,
         "hook": service.get("hook", "order-select"),

@@ -59,6 +59,11 @@ def extract_facts(record: PatientRecord, valuesets: ValueSets) -> Facts:
     patient = record.patient or {}
     if patient.get("deceasedBoolean") is True or patient.get("deceasedDateTime"):
         issues.append("Patient is recorded as deceased")
+    if record.not_this_patient:
+        issues.append(
+            f"{record.not_this_patient} record(s) sent with this call belong to another patient or "
+            "name no patient; left out, so the chart may be incomplete"
+        )
     if record.incomplete:
         issues.append("data incomplete: could not fetch " + ", ".join(record.incomplete))
     return Facts(

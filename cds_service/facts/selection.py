@@ -22,6 +22,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from cds_service.facts._util import codings, id_hash
+from cds_service.identity import PatientIdentity, belongs, usable
 from cds_service.knowledge.valuesets import LOINC, SNOMED, ValueSets, canonical_system
 from cds_service.model import PatientRecord, Resource
 
@@ -234,8 +235,30 @@ def _recent_labs_only(hits: list[Hit]) -> list[Hit]:
     return [hit for n, hit in enumerate(hits) if n in keep]
 
 
+def record_identity(record: PatientRecord) -> PatientIdentity | None:
+    """Who the record is about: the protocol layer's identity, else the Patient's id; None when
+    the record names no patient (hand-built records in tests and tools)."""
+    if record.identity is not None:
+        return record.identity
+    patient = record.patient
+    pid = patient.get("id") if isinstance(patient, Mapping) else None
+    return PatientIdentity.of(pid, patient) if isinstance(pid, str) and pid else None
+
+
 def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
     issues: list[str] = []
+    identity = record_identity(record)
+    foreign = 0
+
+    def own(resource: Resource) -> bool:
+        # Defence in depth: the protocol layer already dropped other patients' resources; a record
+        # built elsewhere (a tool, a future code path) must not slip one past the rules either.
+        nonlocal foreign
+        if identity is None or usable(belongs(resource, identity)):
+            return True
+        foreign += 1
+        return False
+
     out: dict[str, list[Hit]] = {"Condition": [], "Observation": [], "Procedure": [], "DiagnosticReport": []}
     for rtype, wanted in KINDS.items():
         candidates: list[Hit] = []
@@ -245,7 +268,8 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
             concept = resource.get("code")
             ids = frozenset(i for i in valuesets.ids_for_concept(concept) if valuesets.kind_of(i) in wanted)
             if ids:
-                candidates.append(Hit(resource, ids))
+                if own(resource):
+                    candidates.append(Hit(resource, ids))
                 continue
             code = _mislabelled_loinc(concept, valuesets)
             if code:
@@ -271,12 +295,15 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
             if not isinstance(resource, Mapping):
                 continue
             ingredients = valuesets.ingredients_for(_medication_concept(resource, by_ref))
-            if not ingredients:
+            if not ingredients or not own(resource):
                 continue
             if is_valid(resource):
                 meds.append(Hit(resource, frozenset(ingredients)))
             else:
                 issues.append(f"{rtype} ({', '.join(ingredients)}) could not be read (invalid FHIR); skipped")
+    if foreign:
+        log.warning("facts: left out %d selected resources not attributable to the patient", foreign)
+        issues.append(f"{foreign} record(s) not attributable to this patient were left out")
     return Selection(
         conditions=tuple(out["Condition"]),
         observations=tuple(out["Observation"]),

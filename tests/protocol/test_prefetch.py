@@ -108,7 +108,8 @@ def test_operation_outcome_without_a_server_degrades(client, captured):
                               "issue": [{"severity": "error", "code": "x"}]}
     prefetch["observations"] = {
         "resourceType": "Bundle", "type": "searchset",
-        "entry": [{"resource": {"resourceType": "Observation", "id": "o1"}},
+        "entry": [{"resource": {"resourceType": "Observation", "id": "o1",
+                                "subject": {"reference": f"Patient/{PATIENT_ID}"}}},
                   {"resource": {"resourceType": "OperationOutcome", "issue": [{"severity": "error"}]},
                    "search": {"mode": "outcome"}}],
     }

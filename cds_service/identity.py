@@ -132,7 +132,7 @@ def resolve_reference(ref: Any, identity: PatientIdentity) -> str:
 
 
 def _is_patient_type_url(rtype: Any) -> bool:
-    # `type` is a URI; the base-spec form is "Patient", the canonical form ends in StructureDefinition/Patient.
+    # `type` is a URI: "Patient" (base-spec form) or the Patient StructureDefinition's canonical URL.
     return isinstance(rtype, str) and rtype == "http://hl7.org/fhir/StructureDefinition/Patient"
 
 
@@ -194,6 +194,7 @@ def patient_full_urls(bundle: Mapping[str, Any], identity: PatientIdentity) -> f
         if not isinstance(entry, Mapping):
             continue
         resource, url = entry.get("resource"), entry.get("fullUrl")
-        if isinstance(url, str) and url and isinstance(resource, Mapping) and is_the_patient(resource, identity):
+        ours = isinstance(resource, Mapping) and is_the_patient(resource, identity)
+        if ours and isinstance(url, str) and url:
             urls.add(url)
     return frozenset(urls)

@@ -145,7 +145,8 @@ class FhirClient:
         entries = bundle.get("entry")
         for entry in entries if isinstance(entries, list) else ():
             resource = entry.get("resource") if isinstance(entry, dict) else None
-            if isinstance(resource, dict) and resource.get("resourceType") == "Patient" and entry.get("fullUrl"):
+            is_patient = isinstance(resource, dict) and resource.get("resourceType") == "Patient"
+            if is_patient and entry.get("fullUrl"):
                 self.patient_entries.append(entry)  # list.append is atomic: queries run in threads
 
     def _get(self, url: str) -> dict[str, Any]:

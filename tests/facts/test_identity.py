@@ -77,9 +77,11 @@ def test_resources_kept_and_dropped():
     assert belongs(_cond(subject={"reference": "Patient/p2"}), ME) == OTHER
     assert belongs(_cond(), ME) == NO_SUBJECT
     assert belongs({"resourceType": "Observation", "id": "o"}, ME) == NO_SUBJECT
-    assert belongs({"resourceType": "AllergyIntolerance", "patient": {"reference": "Patient/p2"}}, ME) == OTHER
+    allergy = {"resourceType": "AllergyIntolerance", "patient": {"reference": "Patient/p2"}}
+    assert belongs(allergy, ME) == OTHER
     # `patient` and `subject` both present: both must name the patient
-    both = {"resourceType": "Basic", "subject": {"reference": "Patient/p1"}, "patient": {"reference": "Patient/p9"}}
+    both = {"resourceType": "Basic", "subject": {"reference": "Patient/p1"},
+            "patient": {"reference": "Patient/p9"}}
     assert belongs(both, ME) == OTHER
     # a Medication (or Practitioner) names no patient: nothing to check, usable
     assert belongs({"resourceType": "Medication", "id": "m"}, ME) == NOT_SCOPED

@@ -1,7 +1,8 @@
 """FHIR resources -> Facts: a pipeline of small pure sub-stages.
 
-select (by code on raw JSON, validate only what matched) -> patient, conditions, labs (PSA and
-labs), receptors, staging, medications, procedures, imaging -> consistency checks -> Facts.
+select (by code on raw JSON, validate only what matched) -> patient, conditions, symptom
+observations, labs (PSA and labs), receptors, staging, medications, procedures, imaging ->
+consistency checks -> Facts.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from cds_service.facts.procedures import extract_procedures
 from cds_service.facts.receptors import extract_receptors
 from cds_service.facts.selection import select, warm_up
 from cds_service.facts.staging import extract_staging
+from cds_service.facts.symptoms import extract_symptom_observations
 from cds_service.knowledge.valuesets import ValueSets
 from cds_service.model import Evidence, Facts, PatientRecord
 
@@ -43,6 +45,7 @@ def extract_facts(record: PatientRecord, valuesets: ValueSets) -> Facts:
     imaging = extract_imaging(chosen.reports, chosen.procedures, valuesets)
     parts = (
         extract_conditions(chosen.conditions, valuesets),
+        extract_symptom_observations(chosen.symptoms, valuesets),
         labs,
         receptors,
         staging,

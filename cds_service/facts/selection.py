@@ -32,6 +32,13 @@ log = logging.getLogger(__name__)
 ROUTINE_LABS = frozenset({"alp", "ast", "alt", "bilirubin", "egfr", "creatinine", "testosterone"})
 LAB_SERIES_LIMIT = 3
 MEDICATION_TYPES = ("MedicationRequest", "MedicationAdministration", "MedicationStatement")
+# Condition-kind value sets that are symptoms or exam findings: EHRs also record these as an
+# Observation (the symptom as Observation.code, or as the coded value of a generic finding such as
+# a neuro exam). cards/prefetch.yaml asks for their codes (tests/protocol/test_discovery.py).
+SYMPTOM_SETS = frozenset({
+    "back-pain", "bone-pain", "cord-compression", "focal-neuro-deficit", "headache", "pulmonary-symptoms",
+    "seizure", "sphincter-dysfunction", "weakness", "weight-loss",
+})
 # which value-set kinds each resource type is probed against
 KINDS: Mapping[str, frozenset[str]] = {
     "Condition": frozenset({"condition"}),
@@ -54,6 +61,7 @@ class Selection:
     medications: tuple[Hit, ...] = ()
     procedures: tuple[Hit, ...] = ()
     reports: tuple[Hit, ...] = ()
+    symptoms: tuple[Hit, ...] = ()  # Observations whose code or coded value is a symptom (SYMPTOM_SETS)
     issues: tuple[str, ...] = ()
 
 
@@ -96,6 +104,7 @@ READ_ELEMENTS: Mapping[str, frozenset[str]] = {
             "valueString",
             "valueInteger",
             "valueBoolean",
+            "interpretation",
             "referenceRange",
         }
     ),
@@ -210,6 +219,15 @@ def _medication_concept(resource: Resource, by_ref: Mapping[str, Resource]) -> A
     return target.get("code") if target else None
 
 
+def _symptom_ids(obs: Resource, valuesets: ValueSets) -> frozenset[str]:
+    """Symptom value sets the Observation's code, else its coded value, is in."""
+    for element in ("code", "valueCodeableConcept"):
+        ids = frozenset(valuesets.ids_for_concept(obs.get(element))) & SYMPTOM_SETS
+        if ids:
+            return ids
+    return frozenset()
+
+
 def _recent_labs_only(hits: list[Hit]) -> list[Hit]:
     """Drop all but the LAB_SERIES_LIMIT most recent results of each routine lab, before validation.
 
@@ -249,6 +267,7 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
     issues: list[str] = []
     identity = record_identity(record)
     foreign = 0
+    symptoms: list[Hit] = []
 
     def own(resource: Resource) -> bool:
         # Defence in depth: the protocol layer already dropped other patients' resources; a record
@@ -259,7 +278,9 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
         foreign += 1
         return False
 
-    out: dict[str, list[Hit]] = {"Condition": [], "Observation": [], "Procedure": [], "DiagnosticReport": []}
+    out: dict[str, list[Hit]] = {
+        "Condition": [], "Observation": [], "Procedure": [], "DiagnosticReport": [], "Symptom": []
+    }
     for rtype, wanted in KINDS.items():
         candidates: list[Hit] = []
         for resource in record.resources.get(rtype, ()):
@@ -271,18 +292,25 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
                 if own(resource):
                     candidates.append(Hit(resource, ids))
                 continue
+            if rtype == "Observation":
+                found = _symptom_ids(resource, valuesets)
+                if found and own(resource):
+                    symptoms.append(Hit(resource, found))
+                    continue
             code = _mislabelled_loinc(concept, valuesets)
             if code:
                 issues.append(f"{rtype}: code {code} is labelled LOINC but is a SNOMED CT code; not read")
+        batches = [(rtype, candidates)]
         if rtype == "Observation":
-            candidates = _recent_labs_only(candidates)
-        for hit in candidates:
-            if is_valid(hit.resource):
-                out[rtype].append(hit)
-            else:
-                issues.append(
-                    f"{rtype} ({', '.join(sorted(hit.ids))}) could not be read (invalid FHIR); skipped"
-                )
+            batches = [(rtype, _recent_labs_only(candidates)), ("Symptom", symptoms)]
+        for bucket, hits in batches:
+            for hit in hits:
+                if is_valid(hit.resource):
+                    out[bucket].append(hit)
+                else:
+                    issues.append(
+                        f"{rtype} ({', '.join(sorted(hit.ids))}) could not be read (invalid FHIR); skipped"
+                    )
 
     by_ref = {
         f"Medication/{m.get('id')}": m
@@ -310,6 +338,7 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
         medications=tuple(meds),
         procedures=tuple(out["Procedure"]),
         reports=tuple(out["DiagnosticReport"]),
+        symptoms=tuple(out["Symptom"]),
         issues=tuple(issues),
     )
 

@@ -102,6 +102,8 @@ def full_prefetch(pid: str = PATIENT_ID) -> dict[str, Any]:
         "conditions": bundle(condition("c1", pid)),
         "observations": bundle(),
         "staging-observations": bundle(),
+        "symptom-observations": bundle(),
+        "symptom-findings": bundle(),
         "medications": bundle(),
         "procedures": bundle(),
         "diagnostic-reports": bundle(),

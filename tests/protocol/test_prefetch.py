@@ -7,6 +7,7 @@ import requests
 import responses
 
 from cds_service.model import EngineResult
+from cds_service.protocol.discovery import load_prefetch_templates
 
 from .conftest import (
     FHIR,
@@ -19,6 +20,7 @@ from .conftest import (
 )
 
 SELECT = "/cds-services/imaging-appropriateness"
+TEMPLATES = load_prefetch_templates()  # one query per template when nothing is prefetched
 SEARCH_TYPES = ("Condition", "Observation", "MedicationRequest", "Procedure", "DiagnosticReport")
 
 
@@ -133,15 +135,14 @@ def test_informational_outcome_in_a_bundle_is_not_an_error(client, captured):
 def test_missing_keys_without_server_degrade_to_incomplete(client, captured):
     response = client.post(SELECT, json=hook_request(prefetch={"patient": patient()}))
     assert response.status_code == 200
-    assert set(captured["record"].incomplete) == {"conditions", "observations", "staging-observations",
-                                                  "medications", "procedures", "diagnostic-reports"}
+    assert set(captured["record"].incomplete) == set(TEMPLATES) - {"patient"}
 
 
 def test_no_prefetch_at_all_is_fetched_concurrently(client, captured, fhir):
     serve_all(fhir, conditions=[condition("c1")])
     response = client.post(SELECT, json=with_server(hook_request()))
     assert response.status_code == 200
-    assert len(fhir.calls) == 7
+    assert len(fhir.calls) == len(TEMPLATES)
     assert captured["record"].patient["id"] == PATIENT_ID
     assert captured["record"].incomplete == ()
 
@@ -260,7 +261,7 @@ def test_timeouts_are_passed_to_every_call(make_app, captured, fhir, monkeypatch
     monkeypatch.setattr(SESSION, "get", spy)
     make_app(fhir_connect_timeout=0.7, fhir_read_timeout=1.2).test_client().post(
         SELECT, json=with_server(hook_request()))
-    assert len(seen) == 7
+    assert len(seen) == len(TEMPLATES)
     assert all(t is not None and t[0] <= 0.7 and t[1] <= 1.2 for t in seen)
 
 
@@ -290,7 +291,7 @@ def test_http_localhost_allowed_in_development(client, captured, fhir):
     serve_all(fhir, base="http://localhost:9999/fhir")
     body = with_server(hook_request(), server="http://localhost:9999/fhir", token=None)
     assert client.post(SELECT, json=body).status_code == 200
-    assert len(fhir.calls) == 7
+    assert len(fhir.calls) == len(TEMPLATES)
     assert "Authorization" not in fhir.calls[0].request.headers
 
 

@@ -157,8 +157,8 @@ def _symptoms_as_observations(bundle: dict[str, Any], shape: str) -> dict[str, A
         if shape == "code":
             obs.update(code=symptom, valueBoolean=True)
         else:  # a neuro exam / finding question whose answer is the symptom
-            obs.update(code={"coding": [{"system": SCT, "code": "102957003"}], "text": "Neurological finding"},
-                       valueCodeableConcept=symptom)
+            question = {"coding": [{"system": SCT, "code": "102957003"}], "text": "Neurological finding"}
+            obs.update(code=question, valueCodeableConcept=symptom)
         entry["resource"] = obs
     return out
 

@@ -33,7 +33,7 @@ def _run(bundle: dict[str, Any], order: str,
     """order-sign through the in-process app; `tamper` edits the filled prefetch before sending
     (what an EHR that sends other patients' data would do)."""
     case = replay.Replay(bundle, [_order(order)], hook="order-sign")
-    transport = replay.InProcess(case.as_of, quiet=True)
+    transport = replay.InProcess(case.as_of)
     request = replay.build_request(case)
     templates = replay.discovery_templates(transport, replay.SERVICE_IDS["order-sign"])
     replay.fill_prefetch(request, templates, replay.BundleStore(bundle))

@@ -5,7 +5,7 @@ patient (FHIR R4 "Resource References", section 2.3.0):
 
   `Patient/{id}` (optionally `/_history/{v}`)            relative literal reference
   `https://any.base/Patient/{id}`                          absolute literal reference
-  `urn:uuid:...` / `urn:oid:...` = the Patient's `fullUrl` in a Bundle we received
+  `urn:uuid:...` / `urn:oid:...` = the Patient's `fullUrl` in a Bundle we received, or `urn:uuid:{id}`
   `{"type": "Patient", "reference": "{id}"}`               bare id with an explicit type (sandbox shape)
   `{"identifier": {system, value}}`                        logical reference matching Patient.identifier
 
@@ -68,6 +68,10 @@ class PatientIdentity:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "relative", f"{PATIENT}/{self.id}")
+        # Synthea-style bundles name each entry `urn:uuid:<its id>`: a reference of that form names
+        # this Patient's entry even when the Bundle itself did not come along (it claims no more
+        # than `Patient/<id>` does).
+        object.__setattr__(self, "full_urls", self.full_urls | {f"urn:uuid:{self.id}"})
 
     @classmethod
     def of(cls, patient_id: str, patient: Mapping[str, Any] | None = None,

@@ -37,6 +37,7 @@ ME = PatientIdentity.of("p1", PATIENT, full_urls=["urn:uuid:7f3c2a1e-0000-4000-8
         ({"reference": "https://ehr.example.org/fhir/r4/Patient/p1"}, OWN),
         ({"reference": "http://other-base.example/Patient/p1/_history/1"}, OWN),
         ({"reference": "urn:uuid:7f3c2a1e-0000-4000-8000-000000000001"}, OWN),
+        ({"reference": "urn:uuid:p1"}, OWN),  # Synthea names each entry urn:uuid:<its id>
         ({"reference": "p1", "type": "Patient"}, OWN),
         ({"reference": "Patient/p1", "type": "Patient"}, OWN),
         ({"identifier": {"system": MRN, "value": "12345"}}, OWN),

@@ -7,7 +7,7 @@ import pytest
 from cds_service.knowledge import predicates
 from cds_service.knowledge.predicates import Context, check, describe, evaluate
 from cds_service.knowledge.risk import assess_risk
-from cds_service.model import MedicationFact
+from cds_service.model import Evidence, MedicationFact
 from tests.engine.builders import days_ago, facts, lab, med, prior, proc, psa
 
 
@@ -132,6 +132,27 @@ def test_procedure_and_stage_predicates():
     assert not evaluate({"stage_known": True}, facts()).ok
 
 
+def test_staging_read_from_text_is_quoted_in_the_evidence():
+    written = Evidence('Stage IIA, read from the text "stage 2A"', None, "Observation/s", from_text=True)
+    f = facts(stage_group="IIA", staging_evidence={"stage_group": written})
+    assert evaluate({"stage_in": ["IIA"]}, f).evidence == (
+        'stage group IIA; Stage IIA, read from the text "stage 2A"',
+    )
+    coded = Evidence("Stage IIA", None, "Observation/s")
+    assert evaluate(
+        {"stage_in": ["IIA"]}, facts(stage_group="IIA", staging_evidence={"stage_group": coded})
+    ).evidence == ("stage group IIA",)
+    grade = Evidence(
+        'Gleason grade group 1, read from the text "GG 1, cT1c"', None, "Observation/g", from_text=True
+    )
+    t = Evidence('TNM T1c, read from the text "GG 1, cT1c"', None, "Observation/g", from_text=True)
+    low = facts(
+        grade_group=1, tnm={"T": "T1c"}, psa=psa(5.2), staging_evidence={"grade_group": grade, "T": t}
+    )
+    (line,) = evaluate({"risk_group_in": ["low"]}, low).evidence
+    assert line.endswith('; Gleason grade group 1 and TNM T1c, read from the text "GG 1, cT1c"')
+
+
 def test_describe_renders_words():
     assert (
         describe({"all": [{"concept": "a"}, {"not": {"psa_rising": True}}]})
@@ -162,3 +183,20 @@ def test_risk_groups(t, gg, psa_value, group):
     assert risk.group == group
     if group is None:
         assert len(risk.missing) == 1 and risk.missing[0].startswith("T ")
+
+
+def test_repeat_doses_of_an_ongoing_therapy_are_not_a_new_start():
+    """Depot ADT charted as one administration per injection: the latest dose is not a therapy
+    change (no flare window), unless the series was interrupted for longer than the current window."""
+    doses = tuple(
+        med("leuprolide", "adt", started=ago, status="completed")
+        for ago in (600, 516, 432, 348, 264, 180, 96, 12)
+    )
+    pred = {"med_started_within_days": {"classes": ["adt"], "days": 90}}
+    assert not evaluate(pred, facts(medications=doses)).ok
+    restarted = (
+        med("leuprolide", "adt", started=700, status="completed"),
+        med("leuprolide", "adt", started=30),
+    )
+    m = evaluate(pred, facts(medications=restarted))
+    assert m.ok and "started 30 days ago" in m.evidence[0]

@@ -10,7 +10,7 @@ from .conftest import LNC, SCT, cc, condition, observation, record
 
 INTERP = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 NEURO_FINDING = (SCT, "102957003")  # a generic "neurological finding" question code: not itself a symptom
-WEAKNESS = (SCT, "26544005")  # Muscle weakness (finding): focal-neuro-deficit
+WEAKNESS = (SCT, "102568007")  # Paresis of lower extremity (finding): focal-neuro-deficit
 
 
 def facts_of(valuesets, *resources):

@@ -2,7 +2,8 @@
 
 select (by code on raw JSON, validate only what matched) -> patient, conditions, labs (PSA and
 labs), receptors, staging, medications, procedures, imaging, the draft orders' indications ->
-consistency checks -> Facts. Indication facts merge into `concepts` like chart facts (dated today,
+consistency checks -> Facts -> derived facts (a history of cancer with evidence of active disease
+counts as active cancer). Indication facts merge into `concepts` like chart facts (dated today,
 `Evidence.from_order`), so a red flag stated only in the order still raises its card.
 """
 
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from cds_service.facts import selection, text
 from cds_service.facts._util import Partial
-from cds_service.facts.conditions import extract_conditions
+from cds_service.facts.conditions import extract_conditions, extract_text_conditions
 from cds_service.facts.consistency import contradictions
+from cds_service.facts.derived import derive_active_cancer
 from cds_service.facts.imaging import extract_imaging
 from cds_service.facts.indication import extract_indication
 from cds_service.facts.labs import extract_labs
@@ -20,7 +23,7 @@ from cds_service.facts.medications import extract_medications
 from cds_service.facts.patient import demographics
 from cds_service.facts.procedures import extract_procedures
 from cds_service.facts.receptors import extract_receptors
-from cds_service.facts.selection import select, warm_up
+from cds_service.facts.selection import select
 from cds_service.facts.staging import extract_staging
 from cds_service.knowledge.valuesets import ValueSets
 from cds_service.model import Evidence, Facts, PatientRecord, Resource
@@ -43,12 +46,15 @@ def extract_facts(
     age, sex = demographics(record.patient, record.as_of)
     labs = extract_labs(chosen.observations, valuesets)
     receptors = extract_receptors(chosen.observations, chosen.conditions, valuesets)
-    staging = extract_staging(chosen.observations, valuesets)
+    staging = extract_staging(
+        chosen.observations, chosen.conditions, valuesets, record.resources.get("Observation", ())
+    )
     medications = extract_medications(chosen.medications, valuesets, chosen.procedures)
     procedures = extract_procedures(chosen.procedures)
     imaging = extract_imaging(chosen.reports, chosen.procedures, valuesets)
     parts = (
         extract_conditions(chosen.conditions, valuesets),
+        extract_text_conditions(chosen.text_conditions, valuesets),
         labs,
         receptors,
         staging,
@@ -68,7 +74,7 @@ def extract_facts(
         issues.append("Patient is recorded as deceased")
     if record.incomplete:
         issues.append("data incomplete: could not fetch " + ", ".join(record.incomplete))
-    return Facts(
+    facts = Facts(
         as_of=record.as_of,
         age=age,
         sex=sex,
@@ -79,11 +85,20 @@ def extract_facts(
         stage_group=staging.stage_group,
         tnm=staging.tnm,
         grade_group=staging.grade_group,
+        staging_evidence=staging.staging_evidence,
         medications=medications.medications,
         procedures=procedures.procedures,
         imaging=imaging.imaging,
         data_issues=tuple(dict.fromkeys(issues)),
     )
+    return derive_active_cancer(facts)
+
+
+def warm_up(valuesets: ValueSets | None = None) -> None:
+    """Build the R4B validators and the text pipeline once, at application start, so the first
+    hook call pays for neither."""
+    selection.warm_up()
+    text.warm_up(valuesets.text_targets if valuesets is not None else None)
 
 
 __all__ = ["extract_facts", "warm_up"]

@@ -22,6 +22,7 @@ import jsonschema
 import yaml
 
 from cds_service.knowledge import KnowledgeError
+from cds_service.knowledge.text_targets import load_text_targets
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SNOMED = "http://snomed.info/sct"
@@ -85,6 +86,7 @@ class CodeEntry:
     value: str | float | None  # answer meaning ("positive", "IIB", 4, "mass", ...)
     verified: bool
     exclude: bool  # an ICD-10-CM prefix carved out of a wider prefix of the same value set
+    source: str = ""  # key into ValueSet.sources (for docs/knowledge.md)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class ValueSet:
     unit: str | None = None  # canonical unit (labs, PSA)
     default_ref_high: float | None = None
     source_file: str = ""
+    sources: Mapping[str, str] = field(default_factory=dict)  # source id -> citation with its version
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ class ValueSets:
     values: Mapping[tuple[str, str, str], str | float] = field(default_factory=dict)  # (set, sys, code)
     ingredients: Mapping[str, Ingredient] = field(default_factory=dict)
     drug_index: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)  # -> ingredient ids
+    # target phrases for reading report / problem text (cards/text/targets.yaml); None: the built-in
+    text_targets: Any = None  # cds_service.knowledge.text_targets.TextTargets
 
     def kind_of(self, set_id: str) -> str | None:
         vs = self.sets.get(set_id)
@@ -229,6 +234,7 @@ def _entry(raw: Mapping[str, Any], path: Path, index: int) -> CodeEntry:
         value=raw.get("value"),
         verified=raw.get("verified", True),
         exclude=raw.get("exclude", False),
+        source=raw["source"],
     )
 
 
@@ -255,6 +261,7 @@ def _load_valueset_file(path: Path, validator: jsonschema.protocols.Validator) -
         unit=data.get("unit"),
         default_ref_high=defaults.get("high"),
         source_file=path.name,
+        sources={str(k): str(v) for k, v in data["sources"].items()},
     )
 
 
@@ -336,4 +343,5 @@ def load_valuesets(cards_dir: Path) -> ValueSets:
         values=values,
         ingredients=ingredients,
         drug_index=drug_index,
+        text_targets=load_text_targets(cards_dir),
     )

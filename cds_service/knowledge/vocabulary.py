@@ -11,6 +11,11 @@ CONCEPTS = frozenset(
         "prostate-cancer",
         "breast-cancer",
         "other-cancer",
+        # A cancer recorded as history (ICD-10-CM Z85.x): a known cancer for the red flags only, and
+        # active cancer only with evidence of active disease (cds_service/facts/derived.py).
+        "history-of-prostate-cancer",
+        "history-of-breast-cancer",
+        "history-of-cancer",
         "metastatic-disease",
         "metastasis-bone",
         "metastasis-liver",
@@ -23,6 +28,8 @@ CONCEPTS = frozenset(
         "headache",
         "seizure",
         "focal-neuro-deficit",
+        "weakness",  # generalised / not localised: cord rule yes, brain rule no
+        "sphincter-dysfunction",
         "cord-compression",
         "pulmonary-symptoms",
         "triple-negative",
@@ -76,20 +83,29 @@ FINDINGS = frozenset(
 RISK_GROUPS = ("low", "favorable-intermediate", "unfavorable-intermediate", "high", "very-high")
 RECEPTORS = frozenset({"er", "pr", "her2"})
 RECEPTOR_VALUES = frozenset({"positive", "negative"})
+# AJCC 8th edition anatomic / prognostic stage groups of the cancers the rules cover and their
+# neighbours (prostate has IIC, IVA and IVB). Sub-groups with a trailing digit (IA1, IIIC2) and
+# 0is / 0a fold into these when the facts stage reads them (cds_service/facts/stage_notation.py).
 STAGE_GROUPS = frozenset(
     {
         "0",
         "I",
         "IA",
         "IB",
+        "IC",
         "II",
         "IIA",
         "IIB",
+        "IIC",
         "III",
         "IIIA",
         "IIIB",
         "IIIC",
+        "IIID",
         "IV",
+        "IVA",
+        "IVB",
+        "IVC",
     }
 )
 CATEGORIES = ("usually-appropriate", "may-be-appropriate", "usually-not-appropriate")

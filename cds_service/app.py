@@ -6,9 +6,10 @@ import logging
 
 from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from cds_service import facts, rule_pages
-from cds_service.config import Settings
+from cds_service.config import ConfigError, Settings
 from cds_service.engine import EngineOptions
 from cds_service.knowledge import DEFAULT_CARDS_DIR, load_knowledge
 from cds_service.protocol import access_log, cors
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     facts.warm_up(knowledge.valuesets)
     authenticator = None
     if settings.trusted_clients is not None:
+        _require_public_url(settings)
         authenticator = Authenticator.create(
             load_trusted_clients(settings.trusted_clients), settings.jwt_algorithms, settings.jwt_leeway,
             settings.jwt_max_lifetime, settings.jwks_cache_seconds,
@@ -45,6 +47,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         log.warning("CDS_FHIR_ALLOWED_HOSTS not set: no FHIR server will be queried (prefetch only)")
 
     app = Flask(__name__)
+    if settings.trust_proxy_headers:
+        # Only the last N hops' X-Forwarded-* are believed: the proxies the operator named.
+        n = settings.trust_proxy_headers
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["cds"] = ServiceState(
@@ -63,6 +69,21 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(rule_pages.blueprint)
     _error_handlers(app)
     return app
+
+
+def _require_public_url(settings: Settings) -> None:
+    """The JWT `aud` must be checked against a URL the caller cannot choose (issue 10, point 5).
+
+    Without CDS_PUBLIC_BASE_URL the expected audience would come from the request's Host header,
+    so a token minted for any host would be accepted when sent with that Host.
+    """
+    if settings.public_base_url is None and not settings.trust_proxy_headers:
+        raise ConfigError(
+            "CDS_TRUSTED_CLIENTS is set but CDS_PUBLIC_BASE_URL is not: set CDS_PUBLIC_BASE_URL to the "
+            "service's public root (e.g. https://cds.example.org), the URL CDS Clients put in the JWT "
+            "`aud`, or set CDS_TRUST_PROXY_HEADERS to the number of reverse proxies in front of the "
+            "service whose X-Forwarded-* headers may be trusted"
+        )
 
 
 def _error_handlers(app: Flask) -> None:

@@ -25,6 +25,9 @@ class Settings:
     cards_dir: Path | None = None  # None: the knowledge base shipped in the repo
     today: date | None = None  # fixes "today" for the rules (tests, replay); None: the UTC date
     public_base_url: str | None = None  # e.g. "https://cds.example.org"; None: the request's root URL
+    # Reverse proxies in front of the service whose X-Forwarded-* headers are believed (ProxyFix).
+    # 0: none. With trusted clients, either this or public_base_url is required (JWT `aud`).
+    trust_proxy_headers: int = 0
     # FHIR servers the service may call: "host[:port]" (https only) or "http://host[:port]"
     # (http allowed, for development). No port means any port on that host.
     fhir_allowed_hosts: tuple[str, ...] = ()
@@ -56,6 +59,7 @@ class Settings:
             cards_dir=_path(env, "CDS_CARDS_DIR", d.cards_dir),
             today=_date(env, "CDS_TODAY"),
             public_base_url=(env.get("CDS_PUBLIC_BASE_URL") or "").rstrip("/") or None,
+            trust_proxy_headers=_int(env, "CDS_TRUST_PROXY_HEADERS", d.trust_proxy_headers),
             fhir_allowed_hosts=_list(env, "CDS_FHIR_ALLOWED_HOSTS", d.fhir_allowed_hosts),
             fhir_connect_timeout=_float(env, "CDS_FHIR_CONNECT_TIMEOUT", d.fhir_connect_timeout),
             fhir_read_timeout=_float(env, "CDS_FHIR_READ_TIMEOUT", d.fhir_read_timeout),

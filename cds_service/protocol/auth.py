@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 _ASYMMETRIC = {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
 _MIN_REFRESH_SECONDS = 10.0  # an unknown kid refetches a JWKS at most this often
 _JWKS_TIMEOUT = (2.0, 3.0)
+_NUMERIC_DATES = ("exp", "iat", "nbf")  # RFC 7519 NumericDate: a JSON number, never a string
 
 
 class AuthError(Exception):
@@ -89,6 +91,16 @@ def load_trusted_clients(path: Path) -> dict[str, TrustedClient]:
 
 def _str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _check_numeric_dates(claims: Mapping[str, Any]) -> None:
+    # PyJWT converts with int(), so "exp": "9999999999" would pass: RFC 7519 requires a number.
+    for name in _NUMERIC_DATES:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise AuthError(f"{name} is not a JSON number")
 
 
 class JwksCache:
@@ -221,6 +233,8 @@ class Authenticator:
         except jwt.PyJWTError as exc:
             raise AuthError(f"malformed JWT ({type(exc).__name__})") from exc
         alg, kid, jku = header.get("alg"), header.get("kid"), header.get("jku")
+        if isinstance(unverified, dict):
+            _check_numeric_dates(unverified)
         if alg not in self.algorithms:
             raise AuthError(f"algorithm {alg!r} not allowed")
         if not isinstance(kid, str) or not kid:
@@ -235,7 +249,7 @@ class Authenticator:
                 token, key=key.key, algorithms=[alg], audience=list(audiences), issuer=client.iss,
                 leeway=self.leeway, options={"require": ["iss", "aud", "exp", "iat", "jti"]},
             )
-        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as exc:
             raise AuthError(f"JWT rejected ({type(exc).__name__})") from exc
         exp = float(claims["exp"])
         if exp - time.time() > self.max_lifetime + self.leeway:

@@ -34,6 +34,8 @@ def example(name: str) -> dict[str, Any]:
 def settings(tmp_path: Path) -> Settings:
     return Settings(
         today=date(2026, 11, 22),
+        # the Flask test client's root; trusted-clients mode refuses to start without a public URL
+        public_base_url=BASE,
         feedback_db=tmp_path / "feedback.sqlite3",
         fhir_allowed_hosts=("fhir.example.org", "http://localhost:9999"),
         fhir_deadline=3.0,

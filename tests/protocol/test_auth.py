@@ -260,3 +260,76 @@ def test_open_mode_warns_at_start(make_app, caplog):
     with caplog.at_level("WARNING"):
         make_app()
     assert "OPEN" in caplog.text
+
+
+# --- issue 10, point 5: the expected `aud` never comes from the request --------------------------
+
+EVIL = "http://evil.example/cds-services/imaging-appropriateness"
+
+
+def test_token_for_another_host_sent_with_that_host_is_401(secured, signer):
+    """The attack: mint for http://evil.example and send `Host: evil.example`."""
+    assert_bare_401(call(secured, {**signer.auth(EVIL), "Host": "evil.example"}))
+    assert call(secured, signer.auth(SELECT)).status_code == 200  # the configured URL still works
+
+
+def test_forwarded_headers_are_ignored_without_trusted_proxies(secured, signer):
+    spoofed = "https://localhost/cds-services/imaging-appropriateness"
+    headers = {**signer.auth(spoofed), "X-Forwarded-Proto": "https", "X-Forwarded-Host": "localhost"}
+    assert_bare_401(call(secured, headers))
+    headers = {**signer.auth(EVIL), "X-Forwarded-Host": "evil.example"}
+    assert_bare_401(call(secured, headers))
+
+
+def test_trusted_clients_without_public_url_refuse_to_start(make_app, trusted_file):
+    from cds_service.config import ConfigError
+
+    with pytest.raises(ConfigError, match="CDS_PUBLIC_BASE_URL") as info:
+        make_app(trusted_clients=trusted_file, public_base_url=None)
+    assert "CDS_TRUST_PROXY_HEADERS" in str(info.value)
+    make_app(public_base_url=None)  # open (development) mode needs no public URL
+
+
+def test_refusal_reaches_the_cli(monkeypatch, tmp_path, trusted_file, capsys):
+    from cds_service import cli
+
+    monkeypatch.setenv("CDS_FEEDBACK_DB", str(tmp_path / "fb.sqlite3"))
+    monkeypatch.setenv("CDS_TRUSTED_CLIENTS", str(trusted_file))
+    monkeypatch.delenv("CDS_PUBLIC_BASE_URL", raising=False)
+    monkeypatch.delenv("CDS_TRUST_PROXY_HEADERS", raising=False)
+    assert cli.main(["check"]) == 2
+    assert "CDS_PUBLIC_BASE_URL" in capsys.readouterr().err
+
+
+def test_explicit_trusted_proxy_count_derives_aud_from_the_proxy_headers(make_app, trusted_file, signer):
+    """Behind one proxy that sets X-Forwarded-*: the public URL is what the proxy says."""
+    client = make_app(trusted_clients=trusted_file, public_base_url=None, trust_proxy_headers=1).test_client()
+    public = "https://cds.example.org/cds-services/imaging-appropriateness"
+    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "cds.example.org", "X-Forwarded-For": "10.0.0.9"}
+    assert call(client, {**signer.auth(public), **proxied}).status_code == 200
+    # a client-supplied header before the proxy's own is not believed (only the last hop is trusted)
+    spoofing = {**proxied, "X-Forwarded-Host": "evil.example, cds.example.org"}
+    assert_bare_401(call(client, {**signer.auth(EVIL.replace("http:", "https:")), **spoofing}))
+
+
+def test_public_base_url_wins_over_proxy_headers(make_app, trusted_file, signer):
+    client = make_app(trusted_clients=trusted_file, public_base_url="https://cds.example.org",
+                      trust_proxy_headers=1).test_client()
+    evil = {"X-Forwarded-Proto": "http", "X-Forwarded-Host": "evil.example"}
+    assert_bare_401(call(client, {**signer.auth(EVIL), **evil}))
+    public = "https://cds.example.org/cds-services/imaging-appropriateness"
+    assert call(client, {**signer.auth(public), **evil}).status_code == 200
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+@pytest.mark.parametrize("kind", ["numeric string", "bool", "null-like object"])
+def test_numeric_date_claims_must_be_json_numbers(secured, signer, claim, kind):
+    now = int(time.time())
+    good = {"exp": now + 300, "iat": now, "nbf": now - 5}[claim]
+    value = {"numeric string": str(good), "bool": True, "null-like object": {"v": good}}[kind]
+    assert_bare_401(call(secured, signer.auth(SELECT, **{claim: value})))
+
+
+def test_exp_as_string_is_401_even_when_far_in_the_future(secured, signer):
+    assert_bare_401(call(secured, signer.auth(SELECT, exp=str(int(time.time()) + 300))))
+    assert call(secured, signer.auth(SELECT, exp=time.time() + 300.5)).status_code == 200  # floats are numbers

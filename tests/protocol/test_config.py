@@ -26,6 +26,7 @@ def test_values_are_read_from_cds_variables():
         "CDS_CORS_ORIGINS": "https://sandbox.cds-hooks.org",
         "CDS_JWT_ALGORITHMS": "ES384,RS384,ES256",
         "CDS_STRICT_RESPONSES": "true",
+        "CDS_TRUST_PROXY_HEADERS": "1",
     })
     assert settings.today == date(2026, 11, 22)
     assert settings.cards_dir == Path("/srv/cards")
@@ -37,6 +38,7 @@ def test_values_are_read_from_cds_variables():
     assert settings.cors_origins == ("https://sandbox.cds-hooks.org",)
     assert settings.jwt_algorithms == ("ES384", "RS384", "ES256")
     assert settings.strict_responses is True
+    assert settings.trust_proxy_headers == 1
 
 
 @pytest.mark.parametrize(

@@ -305,7 +305,8 @@ def test_explicit_trusted_proxy_count_derives_aud_from_the_proxy_headers(make_ap
     """Behind one proxy that sets X-Forwarded-*: the public URL is what the proxy says."""
     client = make_app(trusted_clients=trusted_file, public_base_url=None, trust_proxy_headers=1).test_client()
     public = "https://cds.example.org/cds-services/imaging-appropriateness"
-    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "cds.example.org", "X-Forwarded-For": "10.0.0.9"}
+    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "cds.example.org",
+               "X-Forwarded-For": "10.0.0.9"}
     assert call(client, {**signer.auth(public), **proxied}).status_code == 200
     # a client-supplied header before the proxy's own is not believed (only the last hop is trusted)
     spoofing = {**proxied, "X-Forwarded-Host": "evil.example, cds.example.org"}
@@ -332,4 +333,5 @@ def test_numeric_date_claims_must_be_json_numbers(secured, signer, claim, kind):
 
 def test_exp_as_string_is_401_even_when_far_in_the_future(secured, signer):
     assert_bare_401(call(secured, signer.auth(SELECT, exp=str(int(time.time()) + 300))))
-    assert call(secured, signer.auth(SELECT, exp=time.time() + 300.5)).status_code == 200  # floats are numbers
+    # a float is a JSON number
+    assert call(secured, signer.auth(SELECT, exp=time.time() + 300.5)).status_code == 200

@@ -22,6 +22,8 @@ RUN pip install . \
 
 # The knowledge base is data, read at start (CDS_CARDS_DIR).
 COPY cards ./cards
+# Served at GET /openapi.json (found relative to the working directory).
+COPY docs/openapi.yaml ./docs/openapi.yaml
 
 USER cds
 VOLUME ["/data"]

@@ -1,0 +1,151 @@
+"""Every (chart, transformation) pair that is meaningful, with what its outcome must be.
+
+Three kinds of expectation:
+  SAME          the variant re-encodes facts the chart holds: the outcome equals the canonical one;
+  AS_IF_ABSENT  the variant marks facts refuted / entered in error / resolved: the outcome equals
+                that of the same chart without those resources (computed, not guessed);
+  Justified     a named difference with its reason (see JUSTIFIED below; keep these few).
+Variants the service cannot get right yet are listed in XFAIL with exactly what is missing; they
+run as strict xfails, so one that starts passing fails the suite until the entry is removed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+
+from tests.variance import transforms as T
+from tests.variance.harness import Chart, Harness, Outcome, Run, charts
+
+SAME = "same"
+AS_IF_ABSENT = "as-if-absent"
+
+
+@dataclass(frozen=True)
+class Justified:
+    """A named, justified difference from the canonical outcome."""
+
+    name: str
+    reason: str
+    expected: Callable[[Outcome], Outcome]
+
+
+@dataclass(frozen=True)
+class Variant:
+    family: str
+    name: str
+    chart: Chart
+    inputs: T.Inputs
+    expect: str | Justified = SAME
+    reference: T.Inputs | None = None  # AS_IF_ABSENT: the chart without the marked resources
+    forbidden: frozenset[str] = field(default_factory=frozenset)  # "Type/id" that must not reach the rules
+
+    @property
+    def id(self) -> str:
+        return f"{self.family}:{self.name}:{self.chart.patient}"
+
+
+def canonical_inputs(chart: Chart) -> T.Inputs:
+    return T.Inputs(copy.deepcopy(chart.bundle), [copy.deepcopy(dict(o)) for o in chart.orders])
+
+
+def _apply(transform: T.Transform, chart: Chart) -> T.Inputs | None:
+    before = canonical_inputs(chart)
+    frozen = json.dumps([before.bundle, before.orders], sort_keys=True)
+    after = transform(before)
+    if after is None:
+        return None
+    if json.dumps([after.bundle, after.orders], sort_keys=True) == frozen:
+        return None  # nothing was re-encoded: not a variant
+    return after
+
+
+# Named, justified differences: (family, name, patient or "*") -> Justified. Keep these few.
+JUSTIFIED: Mapping[tuple[str, str, str], Justified] = {}
+
+
+def _justified(family: str, name: str, patient: str) -> Justified | None:
+    return JUSTIFIED.get((family, name, patient)) or JUSTIFIED.get((family, name, "*"))
+
+
+@cache
+def all_variants() -> tuple[Variant, ...]:
+    out: list[Variant] = []
+    for chart in charts().values():
+        for family, transforms in T.FAMILIES.items():
+            for name, transform in transforms.items():
+                inputs = _apply(transform, chart)
+                if inputs is None:
+                    continue
+                forbidden: frozenset[str] = frozenset()
+                if family == "other-patient":
+                    forbidden = frozenset(f"{r['resourceType']}/{r['id']}" for r in T.foreign_resources())
+                out.append(
+                    Variant(
+                        family,
+                        name,
+                        chart,
+                        inputs,
+                        _justified(family, name, chart.patient) or SAME,
+                        forbidden=forbidden,
+                    )
+                )
+        for target, states in T.STATES.items():
+            for state in states:
+                inputs = _apply(T.marked(target, state), chart)
+                if inputs is None:
+                    continue
+                reference = T.removed(target)(canonical_inputs(chart))
+                out.append(
+                    Variant(
+                        "status",
+                        f"{target}-{state}",
+                        chart,
+                        inputs,
+                        AS_IF_ABSENT,
+                        reference,
+                        frozenset(T.target_refs(target, chart.bundle)),
+                    )
+                )
+    return tuple(out)
+
+
+# Variants that fail because something is not built yet: (test kind, family, name, patient or "*")
+# -> what is missing. Test kinds: "outcome", "red-flag", "facts". Strict: a listed variant that
+# passes fails the suite, so the list cannot go stale.
+XFAIL: Mapping[tuple[str, str, str, str], str] = {}
+
+
+def xfail_reason(variant: Variant, kind: str = "outcome") -> str | None:
+    return XFAIL.get((kind, variant.family, variant.name, variant.chart.patient)) or XFAIL.get(
+        (kind, variant.family, variant.name, "*")
+    )
+
+
+class Runs:
+    """Runs each chart input once per session (several tests look at the same variant)."""
+
+    def __init__(self, harness: Harness):
+        self.harness = harness
+        self._canonical: dict[str, Run] = {}
+        self._variant: dict[str, Run] = {}
+        self._reference: dict[str, Run] = {}
+
+    def canonical(self, chart: Chart) -> Run:
+        if chart.patient not in self._canonical:
+            self._canonical[chart.patient] = self.harness.run(chart)
+        return self._canonical[chart.patient]
+
+    def variant(self, v: Variant) -> Run:
+        if v.id not in self._variant:
+            self._variant[v.id] = self.harness.run(v.chart, v.inputs.bundle, tuple(v.inputs.orders))
+        return self._variant[v.id]
+
+    def reference(self, v: Variant) -> Run:
+        assert v.reference is not None
+        if v.id not in self._reference:
+            self._reference[v.id] = self.harness.run(v.chart, v.reference.bundle, tuple(v.reference.orders))
+        return self._reference[v.id]

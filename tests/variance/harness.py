@@ -60,6 +60,11 @@ PROBE_CASE: Mapping[str, str] = {
     "prostate-mets-therapy-changed-6-weeks-flare": "prostate-mets-flare-bone-scan",
 }
 
+# A second probe where the order itself matters: the issue's example of a lumbar-spine MRI ordered
+# for back pain and leg paresis (its red-flag suggestion must not duplicate the order).
+SECOND_PROBES: Mapping[str, frozenset[str]] = {
+    "prostate-mets-cord-compression-mri-lumbar": frozenset({"symptoms", "indication", "status"}),
+}
 
 # --- charts -------------------------------------------------------------------------------------
 
@@ -73,6 +78,8 @@ class Chart:
     order_names: tuple[str, ...]
     hook: str = "order-sign"
     red_flags: tuple[str, ...] = ()  # the case's expected red flags
+    key: str = ""  # unique name: the patient id, or patient@case for a second probe
+    families: frozenset[str] | None = None  # transformation families run on it (None: all)
 
     @property
     def patient_resource(self) -> Mapping[str, Any]:
@@ -83,34 +90,45 @@ def _load_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _chart(case: Mapping[str, Any], key: str, families: frozenset[str] | None = None) -> Chart:
+    orders = tuple(
+        replay.order_from_arg(str(REPO / "fixtures" / "orders" / f"{name}.json")) for name in case["orders"]
+    )
+    return Chart(
+        case["patient"],
+        case["name"],
+        _load_json(PATIENTS / f"{case['patient']}.json"),
+        orders,
+        tuple(case["orders"]),
+        "order-sign" if "order-sign" in case["hooks"] else case["hooks"][0],
+        tuple(case["expected"].get("red_flags") or ()),
+        key,
+        families,
+    )
+
+
 @cache
 def charts() -> dict[str, Chart]:
-    """Every fixture patient that a case probes, by patient id."""
+    """Every fixture patient that a case probes, by key (the patient id; patient@case for a second probe)."""
     cases: dict[str, list[dict[str, Any]]] = {}
+    by_name: dict[str, dict[str, Any]] = {}
     for path in sorted(CASES.glob("*.json")):
         case = _load_json(path)
         cases.setdefault(case["patient"], []).append(case)
+        by_name[case["name"]] = case
     out = {}
     for path in sorted(PATIENTS.glob("*.json")):
         patient = path.stem
         if patient not in cases:
             continue
         wanted = PROBE_CASE.get(patient)
-        case = next((c for c in cases[patient] if c["name"] == wanted), cases[patient][0])
-        orders = tuple(
-            replay.order_from_arg(str(REPO / "fixtures" / "orders" / f"{name}.json"))
-            for name in case["orders"]
+        out[patient] = _chart(
+            next((c for c in cases[patient] if c["name"] == wanted), cases[patient][0]), patient
         )
-        hook = "order-sign" if "order-sign" in case["hooks"] else case["hooks"][0]
-        out[patient] = Chart(
-            patient,
-            case["name"],
-            _load_json(path),
-            orders,
-            tuple(case["orders"]),
-            hook,
-            tuple(case["expected"].get("red_flags") or ()),
-        )
+    for name, families in SECOND_PROBES.items():
+        case = by_name[name]
+        key = f"{case['patient']}@{case['orders'][0]}"
+        out[key] = _chart(case, key, families)
     return out
 
 

@@ -12,7 +12,17 @@ import pytest
 
 from tests.variance import transforms as T
 from tests.variance.harness import charts, fact_sources, facts_signature
-from tests.variance.variants import AS_IF_ABSENT, SAME, Justified, Runs, Variant, all_variants, xfail_reason
+from tests.variance.variants import (
+    AS_IF_ABSENT,
+    SAME,
+    XFAIL_HISTORY_ALONE,
+    Justified,
+    Runs,
+    Variant,
+    all_variants,
+    canonical_inputs,
+    xfail_reason,
+)
 
 VARIANTS = all_variants()
 MIN_PATIENTS = 15
@@ -93,25 +103,38 @@ RED_FLAG_CHARTS = [c for c in charts().values() if c.red_flags]
 
 
 @pytest.mark.parametrize("state", ["refuted", "entered-in-error", "resolved"])
-@pytest.mark.parametrize("chart", RED_FLAG_CHARTS, ids=lambda c: c.patient)
+@pytest.mark.parametrize("chart", RED_FLAG_CHARTS, ids=lambda c: c.key)
 def test_refuting_every_red_flag_symptom_clears_the_red_flag(chart, state: str, runs: Runs) -> None:
     """The specific outcome: with all red-flag symptoms refuted / in error / resolved, no red flag."""
     v = next(
-        x
-        for x in VARIANTS
-        if x.chart is chart and x.id == f"status:red-flag-symptoms-{state}:{chart.patient}"
+        x for x in VARIANTS if x.chart is chart and x.id == f"status:red-flag-symptoms-{state}:{chart.key}"
     )
     run = runs.variant(v)
     assert run.outcome.red_flags == (), f"{v.id}: {run.outcome.describe()}"
 
 
+@pytest.mark.parametrize(
+    "chart",
+    [
+        pytest.param(c, id=c.key, marks=[pytest.mark.xfail(strict=True, reason=XFAIL_HISTORY_ALONE[c.key])])
+        if c.key in XFAIL_HISTORY_ALONE
+        else pytest.param(c, id=c.key)
+        for c in RED_FLAG_CHARTS
+    ],
+)
+def test_history_of_cancer_alone_is_a_known_cancer_for_red_flags(chart, runs: Runs) -> None:
+    """Z85.46 / Z85.3 with the metastases, therapy and reports taken away: the red flag stays."""
+    inputs = T.cancer_history_alone(canonical_inputs(chart))
+    assert inputs is not None
+    run = runs.harness.run(chart, inputs.bundle, tuple(inputs.orders))
+    assert set(run.outcome.red_flags) == set(chart.red_flags), f"{chart.key}: {run.outcome.describe()}"
+
+
 def test_canonical_runs_match_their_cases(runs: Runs) -> None:
     for chart in charts().values():
         run = runs.canonical(chart)
-        assert run.status == 200, chart.patient
-        assert set(run.outcome.red_flags) == set(chart.red_flags), (
-            f"{chart.patient}: {run.outcome.describe()}"
-        )
+        assert run.status == 200, chart.key
+        assert set(run.outcome.red_flags) == set(chart.red_flags), f"{chart.key}: {run.outcome.describe()}"
 
 
 def test_scale_of_the_suite() -> None:

@@ -1090,7 +1090,8 @@ def _indication(form: str) -> Transform:
         elif form == "text-only-reason":
             order["reasonCode"] = reasons + [{"text": " and ".join(INDICATION_TEXT[n] for n in names)}]
         elif form == "sandbox-single-object-reason":
-            codings = [cd for c in conds for cd in codings_of(c["code"])]
+            # the sandbox's shape: one CodeableConcept, not a list, with an empty coding in it
+            codings = [cd for c in [*reasons, *(c["code"] for c in conds)] for cd in codings_of(c)]
             order["reasonCode"] = {"coding": [*codings, {}]}
         elif form == "reference-to-contained-condition":
             order["contained"] = []
@@ -1133,3 +1134,25 @@ _NON_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 def slug(text: str) -> str:
     return _NON_ID.sub("-", text).strip("-")
+
+
+def cancer_history_alone(inp: Inputs) -> Inputs | None:
+    """Only a history code (Z85.x) for the cancer, with no metastases, therapy or reports left: for the
+    red flags this is still a known cancer (issue 8: "a history code alone is history of cancer for
+    red flags")."""
+    if not primary_conditions(inp.bundle):
+        return None
+    cancer_history = _recode_primary(lambda cond, site: concept(C.SITES[site].history))
+    cancer_history(inp)
+    evidence = {
+        id(r)
+        for r in [
+            *bone_mets_conditions(inp.bundle),
+            *med_requests(inp.bundle),
+            *reports_with_findings(inp.bundle),
+        ]
+    }
+    evidence |= {id(r) for r in with_code(inp.bundle, "Condition", [(SCT, "314994000"), (ICD, "R97.21")])}
+    evidence |= {id(r) for r in staging_observations(inp.bundle, "399387003")}
+    inp.bundle["entry"] = [e for e in inp.bundle["entry"] if id(e.get("resource")) not in evidence]
+    return inp

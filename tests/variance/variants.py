@@ -45,7 +45,7 @@ class Variant:
 
     @property
     def id(self) -> str:
-        return f"{self.family}:{self.name}:{self.chart.patient}"
+        return f"{self.family}:{self.name}:{self.chart.key}"
 
 
 def canonical_inputs(chart: Chart) -> T.Inputs:
@@ -76,6 +76,8 @@ def all_variants() -> tuple[Variant, ...]:
     out: list[Variant] = []
     for chart in charts().values():
         for family, transforms in T.FAMILIES.items():
+            if chart.families is not None and family not in chart.families:
+                continue
             for name, transform in transforms.items():
                 inputs = _apply(transform, chart)
                 if inputs is None:
@@ -89,11 +91,13 @@ def all_variants() -> tuple[Variant, ...]:
                         name,
                         chart,
                         inputs,
-                        _justified(family, name, chart.patient) or SAME,
+                        _justified(family, name, chart.key) or SAME,
                         forbidden=forbidden,
                     )
                 )
         for target, states in T.STATES.items():
+            if chart.families is not None and "status" not in chart.families:
+                continue
             for state in states:
                 inputs = _apply(T.marked(target, state), chart)
                 if inputs is None:
@@ -119,8 +123,12 @@ def all_variants() -> tuple[Variant, ...]:
 XFAIL: Mapping[tuple[str, str, str, str], str] = {}
 
 
+# Charts for which the history-of-cancer red-flag check cannot pass yet: chart key -> what is missing.
+XFAIL_HISTORY_ALONE: Mapping[str, str] = {}
+
+
 def xfail_reason(variant: Variant, kind: str = "outcome") -> str | None:
-    return XFAIL.get((kind, variant.family, variant.name, variant.chart.patient)) or XFAIL.get(
+    return XFAIL.get((kind, variant.family, variant.name, variant.chart.key)) or XFAIL.get(
         (kind, variant.family, variant.name, "*")
     )
 
@@ -135,9 +143,9 @@ class Runs:
         self._reference: dict[str, Run] = {}
 
     def canonical(self, chart: Chart) -> Run:
-        if chart.patient not in self._canonical:
-            self._canonical[chart.patient] = self.harness.run(chart)
-        return self._canonical[chart.patient]
+        if chart.key not in self._canonical:
+            self._canonical[chart.key] = self.harness.run(chart)
+        return self._canonical[chart.key]
 
     def variant(self, v: Variant) -> Run:
         if v.id not in self._variant:

@@ -20,6 +20,7 @@ variants: a prefetch can carry a resource whose subject is another patient in a 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -160,7 +161,7 @@ def remove_resource(bundle: Bundle, resource: Mapping[str, Any]) -> None:
 
 def _normalised(bundle: Mapping[str, Any], patient_id: str) -> tuple[Bundle, dict[tuple[str, str], Any]]:
     """A copy whose every subject is `Patient/<id>` (for the template's other filters), and the
-    original resources by (type, id), which are what is actually sent."""
+    original entries by (type, id), which are what is actually sent."""
     copy_ = {k: v for k, v in bundle.items() if k != "entry"}
     entries = []
     originals: dict[tuple[str, str], Any] = {}
@@ -169,28 +170,25 @@ def _normalised(bundle: Mapping[str, Any], patient_id: str) -> tuple[Bundle, dic
         if not isinstance(res, dict):
             continue
         rid = res.get("id") or f"_anon-{n}"
-        originals[(res["resourceType"], rid)] = res
+        full_url = entry.get("fullUrl") or f"https://ehr.example.org/fhir/{res['resourceType']}/{rid}"
+        originals[(res["resourceType"], rid)] = {"fullUrl": full_url, "resource": res}
         shadow = dict(res, id=rid)
         for name in SUBJECT_FIELDS:
             if name in shadow and res["resourceType"] != "Patient":
                 shadow[name] = {"reference": f"Patient/{patient_id}"}
-        # The copy drops fullUrls: a urn:uuid subject must not be resolved by the stand-in.
-        entries.append(
-            {"fullUrl": f"https://ehr.example.org/fhir/{res['resourceType']}/{rid}", "resource": shadow}
-        )
+        entries.append({"fullUrl": full_url, "resource": shadow})
     copy_["entry"] = entries
     return copy_, originals
 
 
 def ehr_prefetch(bundle: Mapping[str, Any], request: Mapping[str, Any], templates: Mapping[str, str]) -> dict:
     """What an EHR sends for each discovery template: the template's search answered from the bundle
-    (codes, status, dates, paging) with the original resources, whatever their subject says."""
+    (codes, status, dates, _include, paging) with the original entries, whatever their subject says."""
     patient = replay.patient_of(bundle)
-    pid = str(patient["id"])
-    shadow, originals = _normalised(bundle, pid)
+    shadow, originals = _normalised(bundle, str(patient["id"]))
     store = BundleStore(shadow)
-    patient_urls = [
-        e["fullUrl"]
+    patient_entries = [
+        e
         for e in bundle.get("entry") or []
         if e.get("resource") is patient and str(e.get("fullUrl", "")).startswith("urn:")
     ]
@@ -205,22 +203,20 @@ def ehr_prefetch(bundle: Mapping[str, Any], request: Mapping[str, Any], template
             continue
         body = result.body
         if body.get("resourceType") != "Bundle":
-            prefetch[key] = originals.get((body["resourceType"], body.get("id")), body)
+            prefetch[key] = originals.get((body["resourceType"], body.get("id")), {"resource": body})[
+                "resource"
+            ]
             continue
         out = {k: v for k, v in body.items() if k != "entry"}
         out["entry"] = []
         for entry in body.get("entry") or []:
             res = entry["resource"]
-            original = originals.get((res["resourceType"], res["id"]), res)
-            sent = dict(entry, resource=original)
-            if original.get("id") is None:
-                sent["resource"] = original
-            out["entry"].append(sent)
-        if patient_urls and out["entry"]:
+            original = originals.get((res["resourceType"], res.get("id")), {"resource": res})
+            out["entry"].append({**entry, **original})
+        if patient_entries and out["entry"]:
             # The chart names its patient by a Bundle-local urn:uuid: send the Patient along
             # (`_include`), as a server answering `?patient=...&_include=...:patient` does.
-            for full_url in patient_urls:
-                out["entry"].append({"fullUrl": full_url, "resource": patient, "search": {"mode": "include"}})
+            out["entry"] += [{**e, "search": {"mode": "include"}} for e in patient_entries]
         prefetch[key] = out
     return prefetch
 
@@ -292,6 +288,11 @@ class _Spy:
             engine.evaluate_facts = self._real  # type: ignore[assignment]
 
 
+class _NoFeedback:
+    def index_cards(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
 class Harness:
     """One in-process service (knowledge loaded once) and its discovery templates."""
 
@@ -301,7 +302,11 @@ class Harness:
             hook: dict(replay.discovery_templates(self.app, service))
             for hook, service in replay.SERVICE_IDS.items()
         }
-        knowledge = self.app.client.application.extensions["cds"].knowledge
+        extensions = self.app.client.application.extensions
+        # Card feedback links are not what this suite checks; skipping the per-call SQLite write
+        # halves the run time. Everything else is the service's own request path.
+        extensions["cds"] = dataclasses.replace(extensions["cds"], feedback=_NoFeedback())
+        knowledge = extensions["cds"].knowledge
         self.red_flag_ids = frozenset(s.id for s in knowledge.scenarios if s.kind == "red-flag")
         self.scenario_ids = frozenset(s.id for s in knowledge.scenarios) | {
             o for o in knowledge.texts.outcomes

@@ -176,12 +176,20 @@ def load(path: Path) -> Replay:
 
 # --- building the request -------------------------------------------------------------------------
 
+# The subject fixture orders carry ("Patient/PATIENT"): replaced by the replayed patient.
+ORDER_PATIENT_PLACEHOLDER = "Patient/PATIENT"
+
+
 def prepare_orders(orders: Sequence[Mapping[str, Any]], patient_id: str) -> list[dict[str, Any]]:
     """Copies of the orders with this patient as subject and unique ids, as the EHR would send them."""
     out, seen = [], set()
     for i, order in enumerate(orders, start=1):
         sr = copy.deepcopy(dict(order))
         sr["subject"] = {"reference": f"Patient/{patient_id}"}
+        for res in sr.get("contained") or ():  # e.g. a contained reason Condition of a fixture order
+            subject = res.get("subject") if isinstance(res, dict) else None
+            if isinstance(subject, dict) and subject.get("reference") == ORDER_PATIENT_PLACEHOLDER:
+                res["subject"] = {"reference": f"Patient/{patient_id}"}
         oid = sr.get("id") or f"replay-order-{i}"
         while oid in seen:
             oid = f"{oid}-{i}"

@@ -36,7 +36,7 @@ def evaluate(
     studies = studies_to_rate(request.hook, request.draft_orders, request.selections, knowledge.catalog)
     if not studies:
         return EngineResult()
-    facts = extract_facts(record, knowledge.valuesets)
+    facts = extract_facts(record, knowledge.valuesets, orders=request.draft_orders)
     return evaluate_facts(request, record, facts, knowledge, options)
 
 

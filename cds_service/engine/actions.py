@@ -133,13 +133,15 @@ def new_orders(
     *,
     urgent: bool = False,
     rating: RatingInfo | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> list[dict]:
     """ServiceRequests for `procedure`: one per component of a combined study; PET with its tracer code.
 
     With `rating`, each proposed order already carries its rating extensions, so an accepted
-    suggestion arrives in the EHR rated (as the Argonaut PAMA demo does).
+    suggestion arrives in the EHR rated (as the Argonaut PAMA demo does). `skip`: component ids
+    already on the draft (MRI lumbar drafted -> complete the whole spine with cervical + thoracic).
     """
-    orders = _unrated_orders(procedure, template, knowledge, options, urgent)
+    orders = _unrated_orders(procedure, template, knowledge, options, urgent, skip)
     if rating:
         for order in orders:
             order["extension"] = rating_extensions(rating, knowledge, options)
@@ -147,7 +149,12 @@ def new_orders(
 
 
 def _unrated_orders(
-    procedure: Procedure, template: Resource, knowledge: Knowledge, options: EngineOptions, urgent: bool
+    procedure: Procedure,
+    template: Resource,
+    knowledge: Knowledge,
+    options: EngineOptions,
+    urgent: bool,
+    skip: frozenset[str] = frozenset(),
 ) -> list[dict]:
     catalog = knowledge.catalog
     if procedure.pet_tracer:
@@ -159,7 +166,10 @@ def _unrated_orders(
             "text": f"{procedure.display} ({tracer.agent})",
         }
         return [_order_template(template, code, options.new_uuid(), urgent=urgent)]
-    parts = [catalog.procedures[c] for c in procedure.components] or [procedure]
+    if procedure.components:
+        parts = [catalog.procedures[c] for c in procedure.components if c not in skip]
+    else:
+        parts = [procedure]
     return [
         _order_template(
             template,

@@ -307,16 +307,45 @@ def _tracer_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
     out.rule_ids.append(outcome.id)
 
 
+def _drafted_parts(ctx: RenderContext) -> frozenset[str]:
+    """Procedure ids on the draft, the components of drafted combined studies included."""
+    procs = ctx.knowledge.catalog.procedures
+    parts = set(ctx.drafted)
+    for pid in ctx.drafted:
+        proc = procs.get(pid)
+        parts.update(proc.components if proc else ())
+    return frozenset(parts)
+
+
 def _red_flag_card(
     ctx: RenderContext, out: Rendered, flag: ScenarioMatch, ratings: list[StudyRating]
 ) -> None:
     scenario = flag.scenario
-    urgent: Procedure = ctx.knowledge.catalog.procedures[scenario.urgent_procedure]
-    ordered = [r for r in ratings if r.procedure is None or r.procedure.id != urgent.id]
-    already = len(ordered) < len(ratings)
+    procs = ctx.knowledge.catalog.procedures
+    urgent: Procedure = procs[scenario.urgent_procedure]
+    parts = [procs[c] for c in urgent.components] or [urgent]
+    part_ids = {p.id for p in parts}
+    # Never suggest what is already on the draft (every draft order, not only the rated ones):
+    # MRI brain drafted -> no second MRI brain; MRI lumbar drafted -> complete the whole spine.
+    drafted = _drafted_parts(ctx)
+    missing = [p for p in parts if p.id not in drafted]
+    already = urgent.id in drafted or not missing
+    partial = not already and len(missing) < len(parts)
+    ordered = [r for r in ratings if r.procedure is None or r.procedure.id not in part_ids | {urgent.id}]
     to_replace = tuple(o for r in ordered for o in r.study.to_rate)
+    template = next((o.resource for r in ratings for o in r.study.to_rate), None)
     suggestions = []
-    if not already and to_replace:
+    if partial and template is not None:
+        names = " and ".join(p.display for p in missing)
+        suggestions = [
+            _suggestion(
+                ctx,
+                f"Complete the {urgent.display}: add urgent {names}",
+                _add_only(ctx, urgent, template, _urgent_rating(flag), skip=frozenset(drafted)),
+                True,
+            )
+        ]
+    elif not already and to_replace:
         suggestions = [
             _suggestion(
                 ctx,
@@ -333,17 +362,29 @@ def _red_flag_card(
                 False,
             ),
         ]
-    action = f"perform the ordered {urgent.display} urgently" if already else f"order urgent {urgent.display}"
+    if already:
+        action = f"perform the ordered {urgent.display} urgently"
+    elif partial:
+        action = f"complete the {urgent.display} urgently"
+    else:
+        action = f"order urgent {urgent.display}"
     summary = f"URGENT: {scenario.label}: {action}"
     rated_lines = [
         f"{r.procedure.display if r.procedure else 'Unrecognised study'}: "
         f"{_category_label(ctx, r.category).lower() if r.category else 'no criteria apply'}"
         for r in ratings
     ]
+    on_draft = [p.display for p in parts if p.id in drafted]
+    recommended = f"**Recommended**: {_md(urgent.display)} ({urgent.rrl_text}), urgently."
+    if partial:
+        recommended += (
+            f" Already on the draft: {_md(', '.join(on_draft))}; "
+            f"add {_md(' and '.join(p.display for p in missing))}."
+        )
     detail = _join(
         f"**Red flag: {_md(scenario.title)}.** {_md(scenario.description)}",
         "**Facts**\n\n" + _bullets(flag.evidence),
-        f"**Recommended**: {_md(urgent.display)} ({urgent.rrl_text}), urgently.",
+        recommended,
         "**Orders under this red flag**\n\n" + _bullets(rated_lines) if rated_lines else "",
         f"**Evidence**: {_md(scenario.evidence)}" if scenario.evidence else "",
         _confidence(ctx),
@@ -379,11 +420,17 @@ def _urgent_rating(flag: ScenarioMatch) -> RatingInfo:
 
 
 def _add_only(
-    ctx: RenderContext, procedure: Procedure, template: Mapping[str, Any], rating: RatingInfo
+    ctx: RenderContext,
+    procedure: Procedure,
+    template: Mapping[str, Any],
+    rating: RatingInfo,
+    skip: frozenset[str] = frozenset(),
 ) -> list[dict]:
+    orders = new_orders(
+        procedure, template, ctx.knowledge, ctx.options, urgent=True, rating=rating, skip=skip
+    )
     return [
-        {"type": "create", "description": f"Order urgent {o['code']['text']}", "resource": o}
-        for o in new_orders(procedure, template, ctx.knowledge, ctx.options, urgent=True, rating=rating)
+        {"type": "create", "description": f"Order urgent {o['code']['text']}", "resource": o} for o in orders
     ]
 
 

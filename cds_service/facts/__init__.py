@@ -1,7 +1,9 @@
 """FHIR resources -> Facts: a pipeline of small pure sub-stages.
 
 select (by code on raw JSON, validate only what matched) -> patient, conditions, labs (PSA and
-labs), receptors, staging, medications, procedures, imaging -> consistency checks -> Facts.
+labs), receptors, staging, medications, procedures, imaging, the draft orders' indications ->
+consistency checks -> Facts. Indication facts merge into `concepts` like chart facts (dated today,
+`Evidence.from_order`), so a red flag stated only in the order still raises its card.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from cds_service.facts._util import Partial
 from cds_service.facts.conditions import extract_conditions
 from cds_service.facts.consistency import contradictions
 from cds_service.facts.imaging import extract_imaging
+from cds_service.facts.indication import extract_indication
 from cds_service.facts.labs import extract_labs
 from cds_service.facts.medications import extract_medications
 from cds_service.facts.patient import demographics
@@ -20,7 +23,7 @@ from cds_service.facts.receptors import extract_receptors
 from cds_service.facts.selection import select, warm_up
 from cds_service.facts.staging import extract_staging
 from cds_service.knowledge.valuesets import ValueSets
-from cds_service.model import Evidence, Facts, PatientRecord
+from cds_service.model import Evidence, Facts, PatientRecord, Resource
 
 
 def _merge_concepts(parts: Iterable[Partial], attr: str) -> dict[str, tuple[Evidence, ...]]:
@@ -32,7 +35,10 @@ def _merge_concepts(parts: Iterable[Partial], attr: str) -> dict[str, tuple[Evid
     return {k: tuple(v) for k, v in sorted(merged.items())}
 
 
-def extract_facts(record: PatientRecord, valuesets: ValueSets) -> Facts:
+def extract_facts(
+    record: PatientRecord, valuesets: ValueSets, orders: Iterable[Resource] = ()
+) -> Facts:
+    """`orders`: the draft orders of the hook call, whose reasonCode / reasonReference are read."""
     chosen = select(record, valuesets)
     age, sex = demographics(record.patient, record.as_of)
     labs = extract_labs(chosen.observations, valuesets)
@@ -49,6 +55,7 @@ def extract_facts(record: PatientRecord, valuesets: ValueSets) -> Facts:
         medications,
         procedures,
         imaging,
+        extract_indication(orders, record, valuesets),
     )
     concepts = _merge_concepts(parts, "concepts")
     negations = _merge_concepts(parts, "negations")

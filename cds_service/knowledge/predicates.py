@@ -16,7 +16,7 @@ from typing import Any
 
 from cds_service.knowledge import vocabulary as voc
 from cds_service.knowledge.risk import assess_risk
-from cds_service.model import Facts, Measurement, MedicationFact
+from cds_service.model import Evidence, Facts, Measurement, MedicationFact
 
 CURRENT_MED_WINDOW_DAYS = 180  # a completed/unknown-status request within this window still counts
 
@@ -175,9 +175,16 @@ def _d(value: date | None) -> str:
     return f" on {value.isoformat()}" if value else ""
 
 
+def evidence_line(ev: Evidence) -> str:
+    """One card line per piece of evidence, saying where a fact came from when it is not the chart."""
+    if ev.from_order:  # dated today by definition: the date adds nothing, the provenance does
+        return f"from the order's indication: {ev.text}"
+    return f"{ev.text}{_d(ev.date)}"
+
+
 def _concepts(ids: list[str], facts: Facts) -> Match:
     found = [c for c in ids if facts.has(c)]
-    lines = [f"{ev.text}{_d(ev.date)}" for c in found for ev in facts.concepts[c]] or found
+    lines = [evidence_line(ev) for c in found for ev in facts.concepts[c]] or found
     return Match(bool(found), _dedupe(lines))
 
 

@@ -33,6 +33,7 @@ from cds_service.protocol.fhir_client import (
     parse_allowed_hosts,
     split_bundle,
 )
+from cds_service.protocol.references import fetch_reason_targets
 from cds_service.protocol.request import FHIR_ID, ParsedCall
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 _TOKEN = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
 _SUBJECT_FIELDS = ("subject", "patient")
 _Absent = object()  # a prefetch key the client did not send
+REASON_TARGETS_KEY = "reason-references"  # not a template: the draft orders' reasonReference targets
 
 
 @dataclass
@@ -97,6 +99,13 @@ def gather_record(
             raise PreconditionFailed(
                 f"Required prefetch {key!r} ({template.resource_type}) could not be obtained: {reason}"
             )
+
+    if client is not None:
+        # The orders' reasonReference targets the prefetch did not bring: same client, same deadline.
+        have = {(r.get("resourceType"), r.get("id")) for res in results.values() for r in res.resources}
+        targets = fetch_reason_targets(client, request.draft_orders, have)
+        if targets:
+            results[REASON_TARGETS_KEY] = KeyResult(resources=targets, source="fhir")
 
     patient = next(
         (r for key, t in templates.items() if t.resource_type == "Patient" and t.is_read

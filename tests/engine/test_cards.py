@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 
-from cds_service.engine import EngineOptions
+from cds_service.engine import EngineOptions, evaluate
+from cds_service.model import Evidence, Facts, PatientRecord
 from tests.engine.builders import (
     HCPCS,
     KNOWLEDGE,
     SNOMED,
+    TODAY,
+    counter_uuid,
     cpt,
     facts,
     lab,
@@ -21,6 +25,7 @@ from tests.engine.builders import (
     proc,
     psa,
     record,
+    request,
     run,
     service_request,
 )
@@ -388,3 +393,121 @@ def test_proposed_pet_order_is_recognised_as_its_tracer_specific_study():
     assert [s.procedure_id for s in studies_to_rate("order-sign", created, (), KNOWLEDGE.catalog)] == [
         "psma-pet-ct"
     ]
+
+
+# --- order indications (issue 8) ------------------------------------------------------------------
+
+FROM_ORDER = {
+    "back-pain": Evidence("Low back pain (SNOMED 279039007)", TODAY, "ServiceRequest/l", from_order=True),
+    "focal-neuro-deficit": Evidence(
+        "Paresis of lower extremity (SNOMED 102568007)", TODAY, "ServiceRequest/l", from_order=True
+    ),
+}
+
+
+def cord_from_the_order() -> Facts:
+    chart = facts("prostate-cancer", "metastasis-bone", medications=(ADT_OLD,))
+    return dataclasses.replace(chart, concepts={**chart.concepts, **{k: (v,) for k, v in FROM_ORDER.items()}})
+
+
+def test_red_flag_card_says_which_facts_came_from_the_orders_indication():
+    [card] = run(cord_from_the_order(), cpt("l", "72158")).cards
+    assert card["indicator"] == "critical"
+    assert "- from the order's indication: Low back pain (SNOMED 279039007)" in card["detail"]
+    assert "- from the order's indication: Paresis of lower extremity (SNOMED 102568007)" in card["detail"]
+    assert "- metastasis-bone (coded) on" in card["detail"]  # chart facts keep their date, no provenance
+
+
+def test_scenario_card_says_which_facts_came_from_the_orders_indication():
+    pain = Evidence("Bone pain (SNOMED 12584003)", TODAY, "ServiceRequest/bs", from_order=True)
+    f = facts("breast-cancer", medications=(med("paclitaxel", "chemotherapy", started=200),))
+    f = dataclasses.replace(f, concepts={**f.concepts, "bone-pain": (pain,)})
+    [card] = run(
+        f, cpt("bs", "78306"), options=EngineOptions(quiet_appropriate=False, new_uuid=_uuid())
+    ).cards
+    assert "neoadjuvant" in card["detail"]
+    assert "- from the order's indication: Bone pain (SNOMED 12584003)" in card["detail"]
+
+
+def _uuid():
+    return counter_uuid().new_uuid
+
+
+def _created_codes(suggestion: dict) -> list[str]:
+    return [
+        a["resource"]["code"]["coding"][0]["code"] for a in suggestion["actions"] if a["type"] == "create"
+    ]
+
+
+def test_red_flag_with_lumbar_mri_drafted_completes_the_whole_spine_without_a_second_lumbar_mri():
+    result = run(cord_from_the_order(), cpt("l", "72158"))
+    [card] = result.cards
+    [complete] = card["suggestions"]
+    assert complete["isRecommended"]
+    assert _created_codes(complete) == ["72156", "72157"]  # cervical + thoracic, never 72158 again
+    assert [a["type"] for a in complete["actions"]] == ["create", "create"]  # the lumbar draft is kept
+    assert all(a["resource"]["priority"] == "urgent" for a in complete["actions"])
+    assert "complete" in card["summary"] and "MRI whole spine" in card["summary"]
+    assert "Already on the draft: MRI lumbar spine" in card["detail"]
+    # the proposed orders carry the whole-spine rating, so an accepted suggestion arrives rated
+    assert {ours({"resource": a["resource"]})["procedure"] for a in complete["actions"]} == {
+        "mri-spine-whole-wwo"
+    }
+
+
+def test_red_flag_with_lumbar_mri_and_another_study_drafted_still_never_duplicates_the_lumbar_mri():
+    result = run(cord_from_the_order(), cpt("bs", "78306"), cpt("l", "72158"))
+    [card] = result.cards
+    for suggestion in card["suggestions"]:
+        assert "72158" not in _created_codes(suggestion)
+
+
+def test_red_flag_with_the_urgent_study_drafted_but_not_selected_suggests_no_duplicate():
+    f = facts("breast-cancer", "headache", "seizure")
+    result = run(
+        f, cpt("ct", "70450"), cpt("mri", "70553"), hook="order-select", selections=("ServiceRequest/ct",)
+    )
+    [card] = result.cards
+    assert card["indicator"] == "critical"
+    assert "suggestions" not in card
+    assert "perform the ordered MRI brain" in card["summary"]
+
+
+def test_red_flag_with_mri_brain_drafted_shows_the_card_without_a_duplicate_brain_mri():
+    f = facts("breast-cancer", "headache", "seizure")
+    [card] = run(f, cpt("mri", "70553")).cards
+    assert card["indicator"] == "critical" and "suggestions" not in card
+
+
+def test_a_red_flag_stated_only_in_the_order_raises_the_critical_card_through_the_whole_pipeline():
+    chart = PatientRecord(
+        patient={"resourceType": "Patient", "id": "p1"},
+        resources={
+            "Condition": (
+                {
+                    "resourceType": "Condition",
+                    "id": "c1",
+                    "subject": {"reference": "Patient/p1"},
+                    "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C61"}]},
+                },
+                {
+                    "resourceType": "Condition",
+                    "id": "c2",
+                    "subject": {"reference": "Patient/p1"},
+                    "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C79.51"}]},
+                },
+            )
+        },
+        as_of=TODAY,
+    )
+    lumbar = cpt("l", "72158")
+    lumbar["reasonCode"] = [
+        {"coding": [{"system": SNOMED, "code": "279039007", "display": "Low back pain"}]},
+        {"coding": [{"system": SNOMED, "code": "102568007", "display": "Paresis of lower extremity"}]},
+    ]
+    result = evaluate(request(lumbar), chart, KNOWLEDGE, counter_uuid())
+    [card] = result.cards
+    assert card["indicator"] == "critical" and card["source"]["topic"]["code"] == "red-flag-cord-compression"
+    assert "from the order's indication: Low back pain (SNOMED 279039007)" in card["detail"]
+    quiet = dict(lumbar, reasonCode=[{"coding": [{"system": SNOMED, "code": "12584003"}]}])  # bone pain only
+    assert not any(c["indicator"] == "critical" for c in evaluate(request(quiet), chart, KNOWLEDGE).cards)

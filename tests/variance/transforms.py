@@ -1156,3 +1156,18 @@ def cancer_history_alone(inp: Inputs) -> Inputs | None:
     evidence |= {id(r) for r in staging_observations(inp.bundle, "399387003")}
     inp.bundle["entry"] = [e for e in inp.bundle["entry"] if id(e.get("resource")) not in evidence]
     return inp
+
+
+def strip_red_flag_reasons(inp: Inputs) -> Inputs:
+    """Drop the red-flag symptoms from the orders' reasonCode (the order's own indication counts as a
+    fact of today, so a chart-only check must take them out)."""
+    symptom_keys = {k for k, (name, alts) in C.SYMPTOMS.items() if name in RED_FLAG_SYMPTOMS}
+    symptom_keys |= {
+        (a[0], a[1]) for k, (name, alts) in C.SYMPTOMS.items() if name in RED_FLAG_SYMPTOMS for a in alts
+    }
+    for order in inp.orders:
+        reasons = order.get("reasonCode") or []
+        order["reasonCode"] = [r for r in reasons if not keys_of(r) & symptom_keys]
+        if not order["reasonCode"]:
+            del order["reasonCode"]
+    return inp

@@ -313,13 +313,28 @@ class Harness:
         }
         self.pitfall_ids = frozenset(knowledge.pitfalls)
 
-    def run(
+    def request(
         self, chart: Chart, bundle: Bundle | None = None, orders: tuple[Mapping[str, Any], ...] | None = None
-    ) -> Run:
+    ) -> dict[str, Any]:
+        """The hook call an EHR would send for `chart` (re-encoded as `bundle` / `orders`)."""
         bundle = chart.bundle if bundle is None else bundle
         rp = replay.Replay(bundle, [dict(o) for o in (orders or chart.orders)], chart.hook)
         request = replay.build_request(rp)
         request["prefetch"] = ehr_prefetch(bundle, request, self.templates[chart.hook])
+        return request
+
+    def run(
+        self,
+        chart: Chart,
+        bundle: Bundle | None = None,
+        orders: tuple[Mapping[str, Any], ...] | None = None,
+        withhold: frozenset[str] = frozenset(),
+    ) -> Run:
+        """One hook call; `withhold` names prefetch keys the EHR leaves out (no FHIR server either)."""
+        bundle = chart.bundle if bundle is None else bundle
+        request = self.request(chart, bundle, orders)
+        for key in withhold:
+            request["prefetch"].pop(key, None)
         spy = _Spy()
         with spy.installed():
             status, body = self.app.post(f"/cds-services/{replay.SERVICE_IDS[chart.hook]}", request)

@@ -49,7 +49,7 @@ def _expected(v: Variant, runs: Runs):
             v
         ).outcome, "a refuted / entered-in-error / resolved record must count as absent"
     assert isinstance(v.expect, Justified)
-    return v.expect.expected(canonical), f"justified difference {v.expect.name}: {v.expect.reason}"
+    return v.expect.expected(v, runs), f"justified difference {v.expect.name}: {v.expect.reason}"
 
 
 @pytest.mark.parametrize("variant", _params(VARIANTS))

@@ -525,13 +525,23 @@ def med_administrations(inp: Inputs) -> Inputs | None:
     return inp
 
 
+FLARE_WINDOW_DAYS = 90  # the flare pitfall's window (cards/pitfalls.yaml, med_started_within_days)
+
+
+def _started_within(mr: Res, days: int) -> bool:
+    authored = mr.get("authoredOn")
+    return bool(authored) and (TODAY - date.fromisoformat(str(authored)[:10])).days <= days
+
+
 def therapy_stopped(inp: Inputs) -> Inputs | None:
     """Metastatic prostate cancer: the rules say "currently undergoing or have been treated with"
     systemic therapy, so therapy that was stopped still counts."""
     if "prostate" not in sites(inp.bundle) or not active_disease_evidence(inp.bundle):
         return None
     mrs = [m for m in med_requests(inp.bundle) if m.get("status") == "active"]
-    if not mrs:
+    if not mrs or any(_started_within(m, FLARE_WINDOW_DAYS) for m in mrs):
+        # Stopping a therapy started within the flare window changes a fact the flare pitfall reads
+        # (current therapy started recently): not a re-encoding there.
         return None
     for mr in mrs:
         mr["status"] = "stopped"

@@ -25,11 +25,12 @@ AS_IF_ABSENT = "as-if-absent"
 
 @dataclass(frozen=True)
 class Justified:
-    """A named, justified difference from the canonical outcome."""
+    """A named, justified difference from the canonical outcome: `expected` computes the outcome the
+    variant must have (from the canonical chart, never from the variant's own run)."""
 
     name: str
     reason: str
-    expected: Callable[[Outcome], Outcome]
+    expected: Callable[[Variant, Runs], Outcome]
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,23 @@ def _apply(transform: T.Transform, chart: Chart) -> T.Inputs | None:
     if after.bundle == chart.bundle and after.orders == [dict(o) for o in chart.orders]:
         return None  # nothing was re-encoded: not a variant
     return after
+
+
+def foreign_only_keys(v: Variant, runs: Runs) -> frozenset[str]:
+    """Prefetch keys whose every matched entry in the variant is another patient's resource."""
+    request = runs.harness.request(v.chart, v.inputs.bundle, tuple(v.inputs.orders))
+    keys = set()
+    for key, value in request["prefetch"].items():
+        if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
+            continue
+        matched = [
+            e["resource"]
+            for e in value.get("entry") or []
+            if (e.get("search") or {}).get("mode") != "include"
+        ]
+        if matched and all(str(r.get("id", "")).startswith(T.FOREIGN_PREFIX) for r in matched):
+            keys.add(key)
+    return frozenset(keys)
 
 
 # Named, justified differences: (family, name, patient or "*") -> Justified. Keep these few.
@@ -138,6 +156,7 @@ class Runs:
         self._canonical: dict[str, Run] = {}
         self._variant: dict[str, Run] = {}
         self._reference: dict[str, Run] = {}
+        self._withheld: dict[str, Run] = {}
 
     def canonical(self, chart: Chart) -> Run:
         if chart.key not in self._canonical:
@@ -148,6 +167,15 @@ class Runs:
         if v.id not in self._variant:
             self._variant[v.id] = self.harness.run(v.chart, v.inputs.bundle, tuple(v.inputs.orders))
         return self._variant[v.id]
+
+    def withheld(self, chart: Chart, keys: frozenset[str]) -> Run:
+        """The canonical chart with these prefetch keys left out by the EHR."""
+        if not keys:
+            return self.canonical(chart)
+        cache_key = f"{chart.key}|{','.join(sorted(keys))}"
+        if cache_key not in self._withheld:
+            self._withheld[cache_key] = self.harness.run(chart, withhold=keys)
+        return self._withheld[cache_key]
 
     def reference(self, v: Variant) -> Run:
         assert v.reference is not None

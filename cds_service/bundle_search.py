@@ -3,7 +3,7 @@
 It answers the read and search URLs an EHR would answer for the patient in a fixture bundle:
 `Type/id`, and `Type?params` with the parameters CDS Hooks prefetch templates use (`patient`/
 `subject`, `code` as `system|code` lists, `status`, `clinical-status`, `category`, `intent`, a
-date filter, `_count`, `_sort`, `_id`) with `next` links for paging. Replay uses it to fill
+date filter, `_count`, `_sort`, `_id`, `_include`) with `next` links for paging. Replay uses it to fill
 prefetch the way an EHR would; tests and the benchmark use it to serve a FHIR server from the
 same bundle. Unknown parameters are ignored, as FHIR servers do in lenient mode (recorded in
 `SearchResult.ignored`), so a template never fails for a parameter we do not model.
@@ -40,6 +40,14 @@ _CODE_PATHS: dict[str, tuple[str, ...]] = {
     "MedicationStatement": ("medicationCodeableConcept",),
 }
 _SUBJECT_PATHS = ("subject", "patient")
+# `_include=Type:param`: the reference element each search parameter follows (FHIR R4 search
+# parameter definitions). Included resources come after the matches, with search.mode "include".
+_INCLUDE_PATHS: dict[str, tuple[str, ...]] = {
+    "medication": ("medicationReference",),
+    "patient": ("subject", "patient"),
+    "subject": ("subject",),
+    "encounter": ("encounter", "context"),
+}
 DEFAULT_PAGE = 50
 
 
@@ -171,6 +179,7 @@ class BundleStore:
         matches = [r for r in self.resources if r.get("resourceType") == resource_type]
         ignored: list[str] = []
         count, offset, sort = DEFAULT_PAGE, 0, None
+        includes: list[str] = []
         for raw_name, value in items:
             name, _, modifier = raw_name.partition(":")
             values = [v for v in value.split(",") if v]
@@ -196,6 +205,8 @@ class BundleStore:
                 offset = int(value) if value.isdigit() else 0
             elif name == "_sort":
                 sort = value
+            elif name == "_include" and (param := self._include_param(resource_type, value)):
+                includes.append(param)
             else:
                 ignored.append(raw_name)
         if sort:
@@ -211,12 +222,38 @@ class BundleStore:
         if offset + count < len(matches):
             links.append({"relation": "next",
                           "url": self._url(resource_type, keep + [("_offset", str(offset + count))])})
+        entries = [{"fullUrl": f"{self.base_url}/{r['resourceType']}/{r.get('id')}", "resource": r,
+                    "search": {"mode": "match"}} for r in page]
+        entries += [{"fullUrl": f"{self.base_url}/{r['resourceType']}/{r.get('id')}", "resource": r,
+                     "search": {"mode": "include"}} for r in self._included(page, includes)]
         body = {
             "resourceType": "Bundle", "type": "searchset", "total": len(matches), "link": links,
-            "entry": [{"fullUrl": f"{self.base_url}/{r['resourceType']}/{r.get('id')}", "resource": r,
-                       "search": {"mode": "match"}} for r in page],
+            "entry": entries,
         }
         return SearchResult(200, body, tuple(ignored))
+
+    @staticmethod
+    def _include_param(resource_type: str, value: str) -> str | None:
+        """The search parameter of `_include=Type:param` when we model it for this type."""
+        source, _, param = value.partition(":")
+        param = param.split(":", 1)[0]  # a target type suffix (Type:param:Target) narrows nothing here
+        return param if source == resource_type and param in _INCLUDE_PATHS else None
+
+    def _included(self, page: list[Resource], params: list[str]) -> list[Resource]:
+        out: list[Resource] = []
+        seen = {(r.get("resourceType"), r.get("id")) for r in page}
+        for param in params:
+            for resource in page:
+                for path in _INCLUDE_PATHS[param]:
+                    ref = _get(resource, path + ".reference")
+                    if not isinstance(ref, str) or ref.startswith("#"):
+                        continue
+                    rtype, _, rid = "/".join(ref.split("/")[-2:]).partition("/")
+                    target = self.read(rtype, rid) if rid else None
+                    if target is not None and (rtype, rid) not in seen:
+                        seen.add((rtype, rid))
+                        out.append(target)
+        return out
 
     def _url(self, resource_type: str, params: list[tuple[str, str]]) -> str:
         return f"{self.base_url}/{resource_type}?{urlencode(params, safe='|,:')}"

@@ -76,8 +76,12 @@ class MedicationFact:
     ingredient: str  # knowledge-base ingredient id, e.g. "leuprolide"
     classes: frozenset[str]  # "adt", "arpi", "chemotherapy", "her2-targeted", ...
     start: date | None
-    status: str  # FHIR MedicationRequest/Administration status
+    status: str  # FHIR MedicationRequest/Administration/Statement status
     source: str | None = None
+    # Surgical castration (bilateral orchiectomy) is androgen deprivation for good: it never ages
+    # out of the "current therapy" window. `label` names what the record said, for the card.
+    permanent: bool = False
+    label: str | None = None
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def extract_facts(
     labs = extract_labs(chosen.observations, valuesets)
     receptors = extract_receptors(chosen.observations, chosen.conditions, valuesets)
     staging = extract_staging(chosen.observations, valuesets)
-    medications = extract_medications(chosen.medications, valuesets)
+    medications = extract_medications(chosen.medications, valuesets, chosen.procedures)
     procedures = extract_procedures(chosen.procedures)
     imaging = extract_imaging(chosen.reports, chosen.procedures, valuesets)
     parts = (

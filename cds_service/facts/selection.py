@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 ROUTINE_LABS = frozenset({"alp", "ast", "alt", "bilirubin", "egfr", "creatinine", "testosterone"})
 LAB_SERIES_LIMIT = 3
 MEDICATION_TYPES = ("MedicationRequest", "MedicationAdministration", "MedicationStatement")
+_NOT_GIVEN = frozenset({"entered-in-error", "cancelled", "draft", "not-taken", "not-done"})
 # which value-set kinds each resource type is probed against
 KINDS: Mapping[str, frozenset[str]] = {
     "Condition": frozenset({"condition"}),
@@ -64,6 +65,7 @@ def _model(resource_type: str) -> Any:
 # subject: no sub-stage reads it, but R4B requires it on Condition and Procedure
 _COMMON = ("resourceType", "id", "status", "code", "subject")
 _MEDICATION = (*_COMMON, "medicationCodeableConcept", "medicationReference", "contained")
+# MedicationRequest.doNotPerform: an order NOT to give the drug must be read to be refused
 # The elements the sub-stages read, per resource type. Only these are validated: what the rules
 # never read cannot mislead them, and validating half the elements halves the cost.
 READ_ELEMENTS: Mapping[str, frozenset[str]] = {
@@ -109,7 +111,9 @@ READ_ELEMENTS: Mapping[str, frozenset[str]] = {
             "conclusionCode",
         }
     ),
-    "MedicationRequest": frozenset({*_MEDICATION, "intent", "authoredOn", "dosageInstruction"}),
+    "MedicationRequest": frozenset(
+        {*_MEDICATION, "intent", "authoredOn", "dosageInstruction", "doNotPerform"}
+    ),
     "MedicationAdministration": frozenset({*_MEDICATION, "effectiveDateTime", "effectivePeriod"}),
     "MedicationStatement": frozenset({*_MEDICATION, "effectiveDateTime", "effectivePeriod", "dosage"}),
 }
@@ -193,20 +197,46 @@ def _mislabelled_loinc(concept: Any, valuesets: ValueSets) -> str | None:
     return None
 
 
-def _medication_concept(resource: Resource, by_ref: Mapping[str, Resource]) -> Any:
+def _medication_concepts(medication: Any) -> list[Any]:
+    """The codes of a Medication: its `code`, else (a compounded or kit product coded only by
+    its parts) each `ingredient[].itemCodeableConcept`."""
+    if not isinstance(medication, Mapping):
+        return []
+    if isinstance(medication.get("code"), Mapping) and medication["code"].get("coding"):
+        return [medication["code"]]
+    parts = medication.get("ingredient")
+    return [p.get("itemCodeableConcept") for p in parts if isinstance(p, Mapping)] if isinstance(
+        parts, list
+    ) else []
+
+
+def medication_key(reference: str) -> str:
+    """ "Medication/x" of a relative or absolute reference (a version suffix dropped)."""
+    parts = [p for p in reference.split("/") if p]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts[-2:])
+
+
+def _medication_concepts_of(
+    resource: Resource, by_ref: Mapping[str, Resource]
+) -> tuple[list[Any], str | None]:
+    """(codes of what was given, the reference that could not be resolved)."""
     if isinstance(resource.get("medicationCodeableConcept"), Mapping):
-        return resource["medicationCodeableConcept"]
+        return [resource["medicationCodeableConcept"]], None
     reference = (resource.get("medicationReference") or {}).get("reference")
-    if not isinstance(reference, str):
-        return None
+    if not isinstance(reference, str) or not reference.strip():
+        return [], None
+    reference = reference.strip()
     if reference.startswith("#"):
         for contained in resource.get("contained") or ():
             if isinstance(contained, Mapping) and contained.get("id") == reference[1:]:
-                return contained.get("code")
-        return None
-    # "Medication/x" or an absolute URL ending in Medication/x
-    target = by_ref.get("/".join(reference.rstrip("/").split("/")[-2:]))
-    return target.get("code") if target else None
+                return _medication_concepts(contained), None
+        return [], reference
+    # "Medication/x", an absolute URL ending in Medication/x, or a Bundle-local urn:uuid that the
+    # protocol layer rewrote to Medication/x (fhir_client.split_bundle)
+    target = by_ref.get(medication_key(reference))
+    return (_medication_concepts(target), None) if target else ([], reference)
 
 
 def _recent_labs_only(hits: list[Hit]) -> list[Hit]:
@@ -263,20 +293,32 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
     by_ref = {
         f"Medication/{m.get('id')}": m
         for m in record.resources.get("Medication", ())
-        if isinstance(m, Mapping)
+        if isinstance(m, Mapping) and m.get("id")
     }
     meds: list[Hit] = []
+    unresolved_refs = 0
     for rtype in MEDICATION_TYPES:
         for resource in record.resources.get(rtype, ()):
             if not isinstance(resource, Mapping):
                 continue
-            ingredients = valuesets.ingredients_for(_medication_concept(resource, by_ref))
+            concepts, unresolved = _medication_concepts_of(resource, by_ref)
+            if unresolved:
+                # a withdrawn record about an unknown drug is no loss; any other one is
+                unresolved_refs += resource.get("status") not in _NOT_GIVEN
+                continue
+            ingredients = tuple(dict.fromkeys(i for c in concepts for i in valuesets.ingredients_for(c)))
             if not ingredients:
                 continue
             if is_valid(resource):
                 meds.append(Hit(resource, frozenset(ingredients)))
             else:
                 issues.append(f"{rtype} ({', '.join(ingredients)}) could not be read (invalid FHIR); skipped")
+    if unresolved_refs:
+        # The drug behind such a record is unknown: say so rather than silently read nothing.
+        issues.append(
+            f"{unresolved_refs} medication record(s) name a Medication that was not sent or found; "
+            "not read"
+        )
     return Selection(
         conditions=tuple(out["Condition"]),
         observations=tuple(out["Observation"]),

@@ -106,6 +106,7 @@ _LEAVES: dict[str, Callable[[Any], str | None]] = {
     "any_concept": _list_of(voc.CONCEPTS, "concept"),
     "med_class": _one_of(voc.MED_CLASSES, "medication class"),
     "any_med_class": _list_of(voc.MED_CLASSES, "medication class"),
+    "treated_with_med_class": _list_of(voc.MED_CLASSES, "medication class"),
     "med_started_within_days": _med_window,
     "procedure": _one_of(voc.PROCEDURE_CONCEPTS, "procedure concept"),
     "any_procedure": _list_of(voc.PROCEDURE_CONCEPTS, "procedure concept"),
@@ -190,7 +191,7 @@ def _concepts(ids: list[str], facts: Facts) -> Match:
 
 def current_medications(facts: Facts) -> list[MedicationFact]:
     def current(m: MedicationFact) -> bool:
-        if m.status in voc.ONGOING_MED_STATUSES:
+        if m.permanent or m.status in voc.ONGOING_MED_STATUSES:
             return True
         recent = m.start is not None and (facts.as_of - m.start).days <= CURRENT_MED_WINDOW_DAYS
         return m.status in voc.RECENT_MED_STATUSES and recent
@@ -198,7 +199,14 @@ def current_medications(facts: Facts) -> list[MedicationFact]:
     return [m for m in facts.medications if current(m)]
 
 
+def treated_medications(facts: Facts) -> list[MedicationFact]:
+    """Current or past therapy: every record that says the drug was given, stopped included."""
+    return [m for m in facts.medications if m.permanent or m.status in voc.TREATED_MED_STATUSES]
+
+
 def _med_line(m: MedicationFact) -> str:
+    if m.label:  # e.g. "bilateral orchiectomy on 2024-03-01 (surgical castration)"
+        return f"{m.label}{_d(m.start)} ({m.ingredient.replace('-', ' ')})"
     since = f" since {m.start.isoformat()}" if m.start else ""
     return f"{m.ingredient} ({', '.join(sorted(m.classes))}, {m.status}){since}"
 
@@ -206,6 +214,11 @@ def _med_line(m: MedicationFact) -> str:
 def _meds(classes: list[str], facts: Facts) -> Match:
     meds = [m for m in current_medications(facts) if m.classes & set(classes)]
     return Match(bool(meds), tuple(_med_line(m) for m in meds))
+
+
+def _treated_with(classes: list[str], facts: Facts, _ctx: Context) -> Match:
+    meds = [m for m in treated_medications(facts) if m.classes & set(classes)]
+    return Match(bool(meds), _dedupe([_med_line(m) for m in meds]))
 
 
 def _med_started(arg: Mapping[str, Any], facts: Facts, _ctx: Context) -> Match:
@@ -321,6 +334,7 @@ _EVALUATORS: dict[str, Callable[[Any, Facts, Context], Match]] = {
     "any_concept": lambda a, f, _c: _concepts(a, f),
     "med_class": lambda a, f, _c: _meds([a], f),
     "any_med_class": lambda a, f, _c: _meds(a, f),
+    "treated_with_med_class": _treated_with,
     "med_started_within_days": _med_started,
     "procedure": lambda a, f, _c: _procedures([a], f),
     "any_procedure": lambda a, f, _c: _procedures(a, f),

@@ -109,5 +109,10 @@ PITFALL_IDS = frozenset(
 # MedicationRequest statuses that mean "the patient is on it now". A completed or unknown request
 # counts only if it started recently (see predicates.CURRENT_MED_WINDOW_DAYS): depot ADT and chemo
 # cycles are often recorded as completed requests while treatment continues.
-ONGOING_MED_STATUSES = frozenset({"active", "on-hold"})
+# `in-progress` is a MedicationAdministration being given now (an infusion).
+ONGOING_MED_STATUSES = frozenset({"active", "on-hold", "in-progress"})
 RECENT_MED_STATUSES = frozenset({"completed", "unknown"})
+# "Currently undergoing or have been treated with": any record that says the drug was given,
+# stopped included. The facts stage never lets entered-in-error, cancelled, draft, not-taken or
+# not-done records through; this set is checked again here so a rule never depends on that alone.
+TREATED_MED_STATUSES = ONGOING_MED_STATUSES | RECENT_MED_STATUSES | {"stopped"}

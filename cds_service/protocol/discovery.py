@@ -66,7 +66,8 @@ class ServiceDefinition:
 _USAGE = (
     "Send draft imaging orders as R4 ServiceRequests coded with CPT, LOINC or SNOMED CT, and grant "
     "read access (prefetch or fhirServer with patient/*.read) to the patient's Patient, Condition, "
-    "Observation, MedicationRequest, Procedure and DiagnosticReport resources. The Patient is "
+    "Observation, MedicationRequest, MedicationAdministration, MedicationStatement, Medication, "
+    "Procedure and DiagnosticReport resources. The Patient is "
     "required; other missing data lowers the confidence of the guidance."
 )
 

@@ -7,7 +7,7 @@ made before any connection, and again for every `next` link (a server cannot sen
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
@@ -174,6 +174,7 @@ def split_bundle(bundle: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
     """(data resources, whether an error OperationOutcome came along) in one pass over the entries."""
     out = []
     has_error = False
+    local_medications: dict[str, str] = {}  # Bundle-local fullUrl (urn:uuid:...) -> Medication/id
     entries = bundle.get("entry")
     for entry in entries if isinstance(entries, list) else ():
         resource = entry.get("resource") if isinstance(entry, dict) else None
@@ -184,7 +185,24 @@ def split_bundle(bundle: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
             has_error = has_error or is_error_outcome(resource)
         elif isinstance(rtype, str):
             out.append(resource)
+            full_url = entry.get("fullUrl")
+            if rtype == "Medication" and isinstance(full_url, str) and full_url.startswith("urn:") \
+                    and isinstance(resource.get("id"), str):
+                local_medications[full_url] = f"Medication/{resource['id']}"
+    if local_medications:
+        out = [_with_local_medication(r, local_medications) for r in out]
     return out, has_error
+
+
+def _with_local_medication(resource: dict[str, Any], local: Mapping[str, str]) -> dict[str, Any]:
+    """`medicationReference` to another entry's `urn:uuid:` fullUrl, as `Medication/id` (what a
+    FHIR server does on a transaction): the facts stage then finds the Medication by type and id.
+    Only this one element is rewritten, on a copy; everything else is left as sent."""
+    ref = resource.get("medicationReference")
+    target = local.get(ref.get("reference")) if isinstance(ref, dict) else None
+    if target is None:
+        return resource
+    return {**resource, "medicationReference": {**ref, "reference": target}}
 
 
 def bundle_resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from datetime import date
 from typing import Any
 
 from cds_service.config import Settings
+from cds_service.fhir_refs import parse_reference
 from cds_service.model import HookRequest, PatientRecord, Resource
 from cds_service.protocol.discovery import PrefetchTemplate
 from cds_service.protocol.errors import PreconditionFailed
@@ -41,7 +42,10 @@ log = logging.getLogger(__name__)
 _TOKEN = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
 _SUBJECT_FIELDS = ("subject", "patient")
 _Absent = object()  # a prefetch key the client did not send
+MEDICATION_RECORD_TYPES = frozenset({"MedicationRequest", "MedicationAdministration", "MedicationStatement"})
+MAX_MEDICATION_READS = 20  # a chart references few distinct Medications; bound the reads anyway
 REASON_TARGETS_KEY = "reason-references"  # not a template: the draft orders' reasonReference targets
+MEDICATION_TARGETS_KEY = "medication-references"  # not a template: Medications the records reference
 
 
 @dataclass
@@ -106,6 +110,10 @@ def gather_record(
         targets = fetch_reason_targets(client, request.draft_orders, have)
         if targets:
             results[REASON_TARGETS_KEY] = KeyResult(resources=targets, source="fhir")
+        # The Medications that medication records reference but nobody sent (no `_include`).
+        medications = _read_missing_medications(client, results)
+        if medications:
+            results[MEDICATION_TARGETS_KEY] = KeyResult(resources=medications, source="fhir")
 
     patient = next(
         (r for key, t in templates.items() if t.resource_type == "Patient" and t.is_read
@@ -289,6 +297,41 @@ def _group(results: Mapping[str, KeyResult], patient_id: str) -> dict[str, tuple
         # Safety: data about someone else must never reach the rules.
         log.warning("dropped %d resources that reference a different patient", other_patient)
     return {rtype: tuple(bucket.values()) for rtype, bucket in grouped.items()}
+
+
+def _read_missing_medications(client: FhirClient, results: Mapping[str, KeyResult]) -> list[dict[str, Any]]:
+    """Read the Medications that medication records reference but nobody sent.
+
+    Many EHRs ignore `_include` in prefetch; without the Medication such a record names no drug.
+    Only references on the same fhirServer (relative, or absolute under its base) are followed,
+    at most MAX_MEDICATION_READS, within the same overall deadline. A failed read is left out: the
+    facts stage then reports the record as unreadable.
+    """
+    sent = (r for res in results.values() for r in res.resources)
+    have = {r.get("id") for r in sent if r.get("resourceType") == "Medication"}
+    base = client.base_url.rstrip("/")
+    wanted: list[str] = []
+    for result in results.values():
+        for resource in result.resources:
+            if resource.get("resourceType") not in MEDICATION_RECORD_TYPES:
+                continue
+            ref = parse_reference(resource.get("medicationReference"))
+            if ref is None or ref.type != "Medication" or ref.kind not in ("relative", "absolute"):
+                continue
+            if ref.kind == "absolute" and (ref.base or "").rstrip("/") != base:
+                continue  # another server: never followed
+            if ref.id not in have and ref.id not in wanted:
+                wanted.append(ref.id)
+    out = []
+    for rid in wanted[:MAX_MEDICATION_READS]:
+        try:
+            medication = client.read(f"Medication/{rid}")
+        except FhirAccessError as exc:  # FhirNotFound included
+            log.info("referenced Medication could not be read: %s", exc)
+            continue
+        if medication.get("resourceType") == "Medication":
+            out.append(medication)
+    return out
 
 
 def _about_other_patient(resource: Mapping[str, Any], patient_id: str) -> bool:

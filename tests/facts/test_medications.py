@@ -1,6 +1,9 @@
 from datetime import date
 
+import pytest
+
 from cds_service.facts import extract_facts
+from cds_service.protocol.fhir_client import split_bundle
 from tests.facts.conftest import RXN, SCT, cc, record
 
 
@@ -114,3 +117,147 @@ def test_administration_and_statement(valuesets):
 
 def test_unrelated_drug_is_ignored(valuesets):
     assert extract_facts(record(med_request((RXN, "313782"))), valuesets).medications == ()
+
+
+# --- every encoding of the same therapy gives the same fact -----------------------------------
+
+LEUPROLIDE_ENCODINGS = {
+    "ingredient": (RXN, "42375"),
+    "VSAC ADT clinical drug": (RXN, "1946519"),  # 3-Month 1.5 ML leuprolide acetate 20 MG/ML
+    "SNOMED substance leuprorelin": (SCT, "397198002"),
+}
+
+
+def _as(rtype: str, concept_or_ref: dict, **extra) -> dict:
+    res = {"resourceType": rtype, "id": f"{rtype}-1", "subject": {"reference": "Patient/p1"},
+           **concept_or_ref}
+    if rtype == "MedicationRequest":
+        res.update(status="active", intent="order", authoredOn="2026-09-01")
+    elif rtype == "MedicationAdministration":
+        res.update(status="completed", effectiveDateTime="2026-09-01T10:00:00Z")
+    else:
+        res.update(status="active", effectivePeriod={"start": "2026-09-01"})
+    res.update(extra)
+    return res
+
+
+def _variants(coding: tuple[str, str]) -> dict[str, tuple[dict, ...]]:
+    concept = cc(coding)
+    medication = {"resourceType": "Medication", "id": "drug-1", "code": concept}
+    out: dict[str, tuple[dict, ...]] = {}
+    for rtype in ("MedicationRequest", "MedicationAdministration", "MedicationStatement"):
+        out[f"{rtype} inline"] = (_as(rtype, {"medicationCodeableConcept": concept}),)
+        out[f"{rtype} contained"] = (
+            _as(rtype, {"medicationReference": {"reference": "#m"},
+                        "contained": [{"resourceType": "Medication", "id": "m", "code": concept}]}),
+        )
+        out[f"{rtype} Medication/id"] = (
+            _as(rtype, {"medicationReference": {"reference": "Medication/drug-1"}}), medication)
+        out[f"{rtype} absolute URL"] = (
+            _as(rtype, {"medicationReference": {"reference": "https://ehr.example/fhir/Medication/drug-1"}}),
+            medication,
+        )
+        out[f"{rtype} versioned reference"] = (
+            _as(rtype, {"medicationReference": {"reference": "Medication/drug-1/_history/3"}}), medication)
+        out[f"{rtype} Medication coded by its ingredient only"] = (
+            _as(rtype, {"medicationReference": {"reference": "Medication/drug-2"}}),
+            {"resourceType": "Medication", "id": "drug-2", "ingredient": [{"itemCodeableConcept": concept}]},
+        )
+    return out
+
+
+@pytest.mark.parametrize("encoding", sorted(LEUPROLIDE_ENCODINGS))
+def test_every_record_type_and_reference_form_gives_the_same_fact(valuesets, encoding):
+    for name, resources in _variants(LEUPROLIDE_ENCODINGS[encoding]).items():
+        facts = extract_facts(record(*resources), valuesets)
+        assert [(m.ingredient, m.classes, m.start) for m in facts.medications] == [
+            ("leuprolide", frozenset({"adt"}), date(2026, 9, 1))
+        ], f"{encoding} / {name}"
+        assert not facts.data_issues, name
+
+
+def test_urn_uuid_medication_in_the_same_bundle_is_resolved(valuesets):
+    # The protocol layer splits a prefetch Bundle; a reference to another entry's urn:uuid fullUrl
+    # must still find the Medication (transaction-style exports, Synthea).
+    bundle = {"resourceType": "Bundle", "type": "searchset", "entry": [
+        {"fullUrl": "urn:uuid:0c3f-med", "resource": {"resourceType": "Medication", "id": "0c3f-med",
+                                                      "code": cc((RXN, "1307298"))}},
+        {"fullUrl": "urn:uuid:9a1b-mr", "resource": _as(
+            "MedicationRequest", {"medicationReference": {"reference": "urn:uuid:0c3f-med"}})},
+    ]}
+    resources, _ = split_bundle(bundle)
+    (fact,) = extract_facts(record(*resources), valuesets).medications
+    assert fact.ingredient == "enzalutamide" and fact.classes == frozenset({"arpi"})
+    # the sender's own resource is left untouched
+    assert bundle["entry"][1]["resource"]["medicationReference"]["reference"] == "urn:uuid:0c3f-med"
+
+
+def test_a_medication_reference_that_cannot_be_resolved_is_reported(valuesets):
+    unresolved = _as("MedicationRequest", {"medicationReference": {"reference": "Medication/x"}})
+    facts = extract_facts(record(unresolved), valuesets)
+    assert facts.medications == ()
+    assert any("Medication that was not sent" in issue for issue in facts.data_issues)
+    withdrawn = _as("MedicationRequest", {"medicationReference": {"reference": "Medication/x"}},
+                    status="entered-in-error")
+    assert not extract_facts(record(withdrawn), valuesets).data_issues
+
+
+@pytest.mark.parametrize("rtype, status, kept", [
+    ("MedicationRequest", "stopped", True),
+    ("MedicationRequest", "unknown", True),
+    ("MedicationRequest", "draft", False),
+    ("MedicationRequest", "cancelled", False),
+    ("MedicationRequest", "entered-in-error", False),
+    ("MedicationAdministration", "in-progress", True),
+    ("MedicationAdministration", "stopped", True),
+    ("MedicationAdministration", "not-done", False),
+    ("MedicationAdministration", "entered-in-error", False),
+    ("MedicationStatement", "stopped", True),
+    ("MedicationStatement", "completed", True),
+    ("MedicationStatement", "not-taken", False),
+    ("MedicationStatement", "intended", False),
+    ("MedicationStatement", "entered-in-error", False),
+])
+def test_statuses_that_count(valuesets, rtype, status, kept):
+    res = _as(rtype, {"medicationCodeableConcept": cc((RXN, "42375"))}, status=status)
+    meds = extract_facts(record(res), valuesets).medications
+    assert [m.status for m in meds] == ([status] if kept else [])
+
+
+def test_orders_not_to_give_or_only_proposed_never_count(valuesets):
+    concept = {"medicationCodeableConcept": cc((RXN, "42375"))}
+    for extra in ({"doNotPerform": True}, {"intent": "proposal"}, {"intent": "plan"}):
+        assert extract_facts(record(_as("MedicationRequest", concept, **extra)), valuesets).medications == ()
+    assert extract_facts(record(_as("MedicationRequest", concept, intent="original-order")),
+                         valuesets).medications
+
+
+def test_vsac_chemotherapy_clinical_drugs_map_to_their_ingredient(valuesets):
+    for scd, ingredient in {"1001433": "cabazitaxel", "1861411": "docetaxel", "1790095": "doxorubicin",
+                            "312199": "paclitaxel", "1734917": "cyclophosphamide"}.items():
+        (fact,) = extract_facts(record(med_request((RXN, scd))), valuesets).medications
+        assert (fact.ingredient, fact.classes) == (ingredient, frozenset({"chemotherapy"})), scd
+
+
+def test_methotrexate_is_not_chemotherapy_for_these_rules(valuesets):
+    # in the VSAC chemotherapy value set, but also a rheumatology drug: left out on purpose
+    assert extract_facts(record(med_request((RXN, "105585"))), valuesets).medications == ()
+
+
+# --- surgical castration ------------------------------------------------------------------------
+
+def orchiectomy(status="completed", when="2019-05-02", code="14043008"):
+    return {"resourceType": "Procedure", "id": f"orch-{status}", "status": status,
+            "code": cc((SCT, code)), "subject": {"reference": "Patient/p1"}, "performedDateTime": when}
+
+
+def test_bilateral_orchiectomy_is_permanent_adt(valuesets):
+    (fact,) = extract_facts(record(orchiectomy()), valuesets).medications
+    assert fact.classes == frozenset({"adt"}) and fact.permanent
+    assert fact.start == date(2019, 5, 2) and fact.label == "bilateral orchiectomy"
+    assert fact.source == "Procedure/orch-completed"
+
+
+@pytest.mark.parametrize("status", ["preparation", "in-progress", "not-done", "entered-in-error", "stopped"])
+def test_an_orchiectomy_not_completed_is_not_castration(valuesets, status):
+    assert extract_facts(record(orchiectomy(status=status)), valuesets).medications == ()

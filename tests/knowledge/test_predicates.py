@@ -7,7 +7,8 @@ import pytest
 from cds_service.knowledge import predicates
 from cds_service.knowledge.predicates import Context, check, describe, evaluate
 from cds_service.knowledge.risk import assess_risk
-from tests.engine.builders import facts, lab, med, prior, proc, psa
+from cds_service.model import MedicationFact
+from tests.engine.builders import days_ago, facts, lab, med, prior, proc, psa
 
 
 def test_every_declared_predicate_has_an_evaluator():
@@ -68,6 +69,38 @@ def test_current_medications_exclude_stopped_and_old_completed_requests():
     assert not evaluate({"any_med_class": ["adt", "chemotherapy"]}, f).ok
     recent = facts(medications=(med("leuprolide", "adt", status="completed", started=60),))
     assert evaluate({"med_class": "adt"}, recent).ok
+
+
+def test_treated_with_counts_stopped_and_old_therapy_but_not_withdrawn_records():
+    stopped_long_ago = facts(medications=(med("leuprolide", "adt", status="stopped", started=900),))
+    m = evaluate({"treated_with_med_class": ["adt", "arpi"]}, stopped_long_ago)
+    assert m.ok and m.evidence == (f"leuprolide (adt, stopped) since {days_ago(900).isoformat()}",)
+    # the same fact is not *current* therapy
+    assert not evaluate({"any_med_class": ["adt"]}, stopped_long_ago).ok
+    assert evaluate({"treated_with_med_class": ["adt"]},
+                    facts(medications=(med("leuprolide", "adt", status="completed", started=2000),))).ok
+    # a withdrawn record never counts, even if one reached the facts
+    for status in ("entered-in-error", "not-taken", "cancelled", "draft", "not-done", "intended"):
+        f = facts(medications=(med("leuprolide", "adt", status=status, started=30),))
+        assert not evaluate({"treated_with_med_class": ["adt"]}, f).ok, status
+        assert not evaluate({"any_med_class": ["adt"]}, f).ok, status
+    assert not evaluate({"treated_with_med_class": ["chemotherapy"]}, stopped_long_ago).ok
+
+
+def test_orchiectomy_is_current_adt_for_good_with_its_own_evidence_line():
+    castration = MedicationFact("surgical-castration", frozenset({"adt"}), days_ago(3000), "completed",
+                                "Procedure/o1", permanent=True, label="bilateral orchiectomy")
+    f = facts(medications=(castration,))
+    expected = (f"bilateral orchiectomy on {days_ago(3000).isoformat()} (surgical castration)",)
+    for pred in ({"any_med_class": ["adt"]}, {"med_class": "adt"}, {"treated_with_med_class": ["adt"]}):
+        m = evaluate(pred, f)
+        assert m.ok and m.evidence == expected, pred
+    assert not evaluate({"any_med_class": ["arpi"]}, f).ok
+
+
+def test_an_infusion_in_progress_is_current_therapy():
+    f = facts(medications=(med("paclitaxel", "chemotherapy", status="in-progress", started=400),))
+    assert evaluate({"any_med_class": ["chemotherapy"]}, f).ok
 
 
 def test_med_started_within_days_reports_how_long_ago():

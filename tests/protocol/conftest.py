@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cds_service.app import create_app
 from cds_service.config import Settings
+from cds_service.protocol.discovery import load_prefetch_templates
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 FHIR = "https://fhir.example.org/r4"
@@ -97,15 +98,10 @@ def service_request(rid: str = "sr-1", pid: str = PATIENT_ID) -> dict[str, Any]:
 
 def full_prefetch(pid: str = PATIENT_ID) -> dict[str, Any]:
     """Every template key satisfied (no FHIR query needed)."""
-    return {
-        "patient": patient(pid),
-        "conditions": bundle(condition("c1", pid)),
-        "observations": bundle(),
-        "staging-observations": bundle(),
-        "medications": bundle(),
-        "procedures": bundle(),
-        "diagnostic-reports": bundle(),
-    }
+    # every key of cards/prefetch.yaml, so a template added there needs no edit here
+    out: dict[str, Any] = {key: bundle() for key in load_prefetch_templates()}
+    out.update({"patient": patient(pid), "conditions": bundle(condition("c1", pid))})
+    return out
 
 
 def hook_request(

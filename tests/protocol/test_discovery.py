@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from cds_service.facts.selection import KINDS
+from cds_service.facts.selection import KINDS, MEDICATION_TYPES
 from cds_service.knowledge import DEFAULT_CARDS_DIR
 from cds_service.knowledge.valuesets import LOINC, SNOMED, load_valuesets
 from cds_service.protocol.discovery import (
@@ -30,9 +30,18 @@ def test_discovery_lists_both_services(client):
 def test_prefetch_templates_cover_what_the_logic_reads(client):
     prefetch = client.get("/cds-services").get_json()["services"][0]["prefetch"]
     types = {query.split("?")[0].split("/")[0] for query in prefetch.values()}
-    assert types == {"Patient", "Condition", "Observation", "MedicationRequest", "Procedure",
-                     "DiagnosticReport"}
+    assert types == {"Patient", "Condition", "Observation", "MedicationRequest",
+                     "MedicationAdministration", "MedicationStatement", "Procedure", "DiagnosticReport"}
     assert prefetch["patient"] == "Patient/{{context.patientId}}"
+
+
+def test_every_medication_record_type_is_asked_for_with_its_medication():
+    # A drug coded only on a referenced Medication is invisible unless the Medication comes along.
+    templates = load_prefetch_templates()
+    by_type = {t.resource_type: t.query for t in templates.values()}
+    for rtype in MEDICATION_TYPES:
+        assert f"_include={rtype}:medication" in by_type[rtype], rtype
+        assert "code=" not in by_type[rtype]  # stopped and Medication-coded records are needed too
 
 
 def test_prefetch_tokens_are_2_0_form_only(client):

@@ -7,6 +7,7 @@ import requests
 import responses
 
 from cds_service.model import EngineResult
+from cds_service.protocol.discovery import load_prefetch_templates
 
 from .conftest import (
     FHIR,
@@ -19,7 +20,8 @@ from .conftest import (
 )
 
 SELECT = "/cds-services/imaging-appropriateness"
-SEARCH_TYPES = ("Condition", "Observation", "MedicationRequest", "Procedure", "DiagnosticReport")
+SEARCH_TYPES = ("Condition", "Observation", "MedicationRequest", "MedicationAdministration",
+                "MedicationStatement", "Procedure", "DiagnosticReport")
 
 
 @pytest.fixture
@@ -132,15 +134,16 @@ def test_informational_outcome_in_a_bundle_is_not_an_error(client, captured):
 def test_missing_keys_without_server_degrade_to_incomplete(client, captured):
     response = client.post(SELECT, json=hook_request(prefetch={"patient": patient()}))
     assert response.status_code == 200
-    assert set(captured["record"].incomplete) == {"conditions", "observations", "staging-observations",
-                                                  "medications", "procedures", "diagnostic-reports"}
+    assert set(captured["record"].incomplete) == set(load_prefetch_templates()) - {"patient"}
+    assert {"conditions", "medications", "medication-administrations", "medication-statements",
+            "procedures", "diagnostic-reports"} <= set(captured["record"].incomplete)
 
 
 def test_no_prefetch_at_all_is_fetched_concurrently(client, captured, fhir):
     serve_all(fhir, conditions=[condition("c1")])
     response = client.post(SELECT, json=with_server(hook_request()))
     assert response.status_code == 200
-    assert len(fhir.calls) == 7
+    assert len(fhir.calls) == len(load_prefetch_templates())  # one query per template
     assert captured["record"].patient["id"] == PATIENT_ID
     assert captured["record"].incomplete == ()
 
@@ -259,7 +262,7 @@ def test_timeouts_are_passed_to_every_call(make_app, captured, fhir, monkeypatch
     monkeypatch.setattr(SESSION, "get", spy)
     make_app(fhir_connect_timeout=0.7, fhir_read_timeout=1.2).test_client().post(
         SELECT, json=with_server(hook_request()))
-    assert len(seen) == 7
+    assert len(seen) == len(load_prefetch_templates())
     assert all(t is not None and t[0] <= 0.7 and t[1] <= 1.2 for t in seen)
 
 
@@ -289,7 +292,7 @@ def test_http_localhost_allowed_in_development(client, captured, fhir):
     serve_all(fhir, base="http://localhost:9999/fhir")
     body = with_server(hook_request(), server="http://localhost:9999/fhir", token=None)
     assert client.post(SELECT, json=body).status_code == 200
-    assert len(fhir.calls) == 7
+    assert len(fhir.calls) == len(load_prefetch_templates())  # one query per template
     assert "Authorization" not in fhir.calls[0].request.headers
 
 
@@ -357,3 +360,40 @@ def test_tokens_resolve_from_context_and_user():
     assert resolve_tokens("Encounter/{{context.encounterId}}", request) == "Encounter/e2"
     assert resolve_tokens("PractitionerRole/{{userPractitionerRoleId}}", request) == "PractitionerRole/r9"
     assert resolve_tokens("Practitioner/{{userPractitionerId}}", request) is None  # not a Practitioner
+
+
+def _med_request(mid: str, reference: str) -> dict:
+    return {"resourceType": "MedicationRequest", "id": mid, "status": "active", "intent": "order",
+            "subject": {"reference": f"Patient/{PATIENT_ID}"},
+            "medicationReference": {"reference": reference}}
+
+
+def test_a_referenced_medication_nobody_sent_is_read_from_the_server(client, captured, fhir):
+    # The EHR ignored _include: the order names Medication/enza, which is not in prefetch.
+    prefetch = full_prefetch()
+    prefetch["medications"] = bundle(
+        _med_request("m1", "Medication/enza"),
+        _med_request("m2", f"{FHIR}/Medication/enza"),  # the same one, absolute: read once
+        _med_request("m3", "https://elsewhere.example/fhir/Medication/x"),  # another server: never
+    )
+    fhir.get(f"{FHIR}/Medication/enza", json={"resourceType": "Medication", "id": "enza", "code": {
+        "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1307298"}]}})
+    assert client.post(SELECT, json=with_server(hook_request(prefetch=prefetch))).status_code == 200
+    assert [m["id"] for m in captured["record"].resources["Medication"]] == ["enza"]
+    assert [c.request.url for c in fhir.calls] == [f"{FHIR}/Medication/enza"]
+
+
+def test_a_medication_already_sent_is_not_read_again(client, captured, fhir):
+    prefetch = full_prefetch()
+    prefetch["medications"] = bundle(_med_request("m1", "Medication/enza"),
+                                     {"resourceType": "Medication", "id": "enza"})
+    assert client.post(SELECT, json=with_server(hook_request(prefetch=prefetch))).status_code == 200
+    assert len(fhir.calls) == 0
+
+
+def test_an_unreadable_referenced_medication_degrades_quietly(client, captured, fhir):
+    prefetch = full_prefetch()
+    prefetch["medications"] = bundle(_med_request("m1", "Medication/gone"))
+    fhir.get(f"{FHIR}/Medication/gone", status=404, json={"resourceType": "OperationOutcome", "issue": []})
+    assert client.post(SELECT, json=with_server(hook_request(prefetch=prefetch))).status_code == 200
+    assert "Medication" not in captured["record"].resources

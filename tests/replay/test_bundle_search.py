@@ -13,6 +13,7 @@ from cds_service.bundle_search import BundleStore, SearchError
 
 PATIENTS = Path(__file__).resolve().parents[2] / "fixtures" / "patients"
 PID = "prostate-mets-adt-rising-psa"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 
 @pytest.fixture
@@ -87,9 +88,48 @@ def test_count_and_next_links_page_through_everything(store):
 
 
 def test_unknown_parameters_are_ignored_and_reported(store):
-    result = store.get("Observation?patient=x&_include=Observation:subject&code:in=http://vs")
+    result = store.get("Observation?patient=x&_include=Observation:performer&code:in=http://vs")
     assert result.status == 200
     assert set(result.ignored) == {"_include", "code:in"}
+
+
+def medication_bundle() -> dict:
+    """A transaction-style Bundle: the order names its Medication by the entry's urn:uuid."""
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient", "id": "p"}},
+        {"fullUrl": "urn:uuid:med-1", "resource": {
+            "resourceType": "Medication", "id": "med-1",
+            "code": {"coding": [{"system": RXNORM, "code": "1307298"}]}}},
+        {"fullUrl": "urn:uuid:mr-1", "resource": {
+            "resourceType": "MedicationRequest", "id": "mr-1", "status": "active", "intent": "order",
+            "subject": {"reference": "urn:uuid:p"}, "medicationReference": {"reference": "urn:uuid:med-1"}}},
+        {"fullUrl": "urn:uuid:ma-1", "resource": {
+            "resourceType": "MedicationAdministration", "id": "ma-1", "status": "completed",
+            "subject": {"reference": "urn:uuid:p"},
+            "medicationReference": {"reference": "Medication/med-1"}}},
+    ]}
+
+
+@pytest.mark.parametrize("rtype", ["MedicationRequest", "MedicationAdministration"])
+def test_include_brings_the_referenced_medication_once(rtype):
+    store = BundleStore(medication_bundle())
+    result = store.get(f"{rtype}?patient=p&_include={rtype}:medication")
+    assert result.status == 200 and result.ignored == ()
+    modes = [(e["resource"]["resourceType"], e["search"]["mode"]) for e in result.body["entry"]]
+    assert modes == [(rtype, "match"), ("Medication", "include")]
+    assert result.body["total"] == 1  # included resources are not matches
+
+
+def test_without_include_no_medication_comes_along():
+    result = BundleStore(medication_bundle()).get("MedicationRequest?patient=p")
+    assert [e["resource"]["resourceType"] for e in result.body["entry"]] == ["MedicationRequest"]
+
+
+def test_include_for_another_resource_type_is_ignored():
+    result = BundleStore(medication_bundle()).get(
+        "MedicationRequest?patient=p&_include=MedicationStatement:medication")
+    assert result.ignored == ("_include",)
+    assert [e["resource"]["resourceType"] for e in result.body["entry"]] == ["MedicationRequest"]
 
 
 def test_bad_path(store):

@@ -10,7 +10,7 @@ data may only use what this module declares.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -221,16 +221,34 @@ def _treated_with(classes: list[str], facts: Facts, _ctx: Context) -> Match:
     return Match(bool(meds), _dedupe([_med_line(m) for m in meds]))
 
 
+def course_start(med: MedicationFact, facts: Facts) -> date | None:
+    """First dose of the uninterrupted course `med` belongs to. Each dose, cycle or refill of a
+    therapy is its own record (administrations, per-cycle orders): an earlier record of the same
+    ingredient less than CURRENT_MED_WINDOW_DAYS before is the same therapy, not a new start."""
+    if med.start is None:
+        return None
+    earlier = sorted(
+        {m.start for m in treated_medications(facts) if m.ingredient == med.ingredient and m.start},
+        reverse=True,
+    )
+    start = med.start
+    for when in earlier:
+        if when < start and (start - when).days > CURRENT_MED_WINDOW_DAYS:
+            break
+        start = min(start, when)
+    return start
+
+
 def _med_started(arg: Mapping[str, Any], facts: Facts, _ctx: Context) -> Match:
-    meds = [
-        m
-        for m in current_medications(facts)
-        if m.classes & set(arg["classes"])
-        and m.start is not None
-        and 0 <= (facts.as_of - m.start).days <= arg["days"]
-    ]
-    lines = tuple(f"{_med_line(m)}: started {(facts.as_of - m.start).days} days ago" for m in meds)
-    return Match(bool(meds), lines)
+    lines = []
+    for m in current_medications(facts):
+        start = course_start(m, facts)
+        if not m.classes & set(arg["classes"]) or start is None:
+            continue
+        days = (facts.as_of - start).days
+        if 0 <= days <= arg["days"]:
+            lines.append(f"{_med_line(replace(m, start=start))}: started {days} days ago")
+    return Match(bool(lines), _dedupe(lines))
 
 
 def _procedures(ids: list[str], facts: Facts) -> Match:

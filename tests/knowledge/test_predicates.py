@@ -162,3 +162,20 @@ def test_risk_groups(t, gg, psa_value, group):
     assert risk.group == group
     if group is None:
         assert len(risk.missing) == 1 and risk.missing[0].startswith("T ")
+
+
+def test_repeat_doses_of_an_ongoing_therapy_are_not_a_new_start():
+    """Depot ADT charted as one administration per injection: the latest dose is not a therapy
+    change (no flare window), unless the series was interrupted for longer than the current window."""
+    doses = tuple(
+        med("leuprolide", "adt", started=ago, status="completed")
+        for ago in (600, 516, 432, 348, 264, 180, 96, 12)
+    )
+    pred = {"med_started_within_days": {"classes": ["adt"], "days": 90}}
+    assert not evaluate(pred, facts(medications=doses)).ok
+    restarted = (
+        med("leuprolide", "adt", started=700, status="completed"),
+        med("leuprolide", "adt", started=30),
+    )
+    m = evaluate(pred, facts(medications=restarted))
+    assert m.ok and "started 30 days ago" in m.evidence[0]

@@ -224,12 +224,14 @@ def _medication_concepts_of(
     """(codes of what was given, the reference that could not be resolved)."""
     if isinstance(resource.get("medicationCodeableConcept"), Mapping):
         return [resource["medicationCodeableConcept"]], None
-    reference = (resource.get("medicationReference") or {}).get("reference")
+    ref = resource.get("medicationReference")
+    reference = ref.get("reference") if isinstance(ref, Mapping) else None
     if not isinstance(reference, str) or not reference.strip():
         return [], None
     reference = reference.strip()
     if reference.startswith("#"):
-        for contained in resource.get("contained") or ():
+        contained_list = resource.get("contained")
+        for contained in contained_list if isinstance(contained_list, list) else ():
             if isinstance(contained, Mapping) and contained.get("id") == reference[1:]:
                 return _medication_concepts(contained), None
         return [], reference

@@ -100,3 +100,32 @@ def test_only_the_first_reference_range_bounds_are_validated(valuesets):
     )
     facts = extract_facts(record(obs), valuesets)
     assert [m.value for m in facts.psa] == [2.5] and facts.psa[0].ref_high == 4.0
+
+
+def _order(**medication):
+    return {"resourceType": "MedicationRequest", "id": "mr-1", "status": "active", "intent": "order",
+            "subject": {"reference": "Patient/p1"}, "authoredOn": "2026-09-01", **medication}
+
+
+RXN = "http://www.nlm.nih.gov/research/umls/rxnorm"
+LEUPROLIDE = {"coding": [{"system": RXN, "code": "42375"}]}
+
+
+def test_medication_records_are_selected_by_the_drug_behind_their_reference(valuesets):
+    chosen = select(record(
+        _order(medicationReference={"reference": "Medication/d1"}),
+        {"resourceType": "Medication", "id": "d1", "code": LEUPROLIDE},
+    ), valuesets)
+    assert [(h.resource["id"], h.ids) for h in chosen.medications] == [("mr-1", frozenset({"leuprolide"}))]
+
+
+def test_odd_medication_shapes_are_not_read_and_do_not_crash(valuesets):
+    # non-R4 shapes seen in sandboxes: a bare string reference, contained as an object, no reference
+    odd = [
+        _order(medicationReference="Medication/d1"),
+        _order(medicationReference={"reference": "#m"}, contained={"resourceType": "Medication", "id": "m"}),
+        _order(medicationReference={"display": "leuprolide"}),  # display is never matched
+        _order(medicationCodeableConcept={"coding": {"system": RXN, "code": "42375"}}),
+    ]
+    for resource in odd:
+        assert extract_facts(record(resource), valuesets).medications == ()

@@ -30,8 +30,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     if cards_dir is None or not (cards_dir / "prefetch.yaml").is_file():
         cards_dir = DEFAULT_CARDS_DIR
     templates = load_prefetch_templates(cards_dir)
-    # Build the R4B validators now, so the first hook call does not pay for them.
-    facts.warm_up()
+    # Build the R4B validators and the text pipeline now, so the first hook call does not pay.
+    facts.warm_up(knowledge.valuesets)
     authenticator = None
     if settings.trusted_clients is not None:
         authenticator = Authenticator.create(

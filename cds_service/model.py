@@ -8,7 +8,7 @@ function over these frozen values, so each can be tested without Flask or a netw
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -123,6 +123,27 @@ class Facts:
 
     def has(self, concept: str) -> bool:
         return concept in self.concepts
+
+    @property
+    def has_text(self) -> bool:
+        """Whether any fact was read from free text (report, problem or order-reason text)."""
+        return any(s.from_text for s in self.imaging) or any(
+            e.from_text for evidence in self.concepts.values() for e in evidence
+        )
+
+    def without_text(self) -> Facts:
+        """The facts with everything read from free text removed: a concept stays only with coded
+        evidence, an imaging result only if its findings were coded. The engine rates with these
+        when text alone would make an order "usually not appropriate"."""
+        if not self.has_text:
+            return self
+        concepts = {
+            concept: kept
+            for concept, evidence in self.concepts.items()
+            if (kept := tuple(e for e in evidence if not e.from_text))
+        }
+        imaging = tuple(s for s in self.imaging if not s.from_text)
+        return replace(self, concepts=concepts, imaging=imaging)
 
 
 # --- Orders and results ---------------------------------------------------------------------

@@ -12,6 +12,7 @@ from cds_service.engine.options import EngineOptions
 from cds_service.engine.orders import studies_to_rate
 from cds_service.engine.rating import rate_study
 from cds_service.engine.scenario import select_scenario
+from cds_service.engine.text_guard import guard_text_downgrades
 from cds_service.facts import extract_facts
 from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.model import EngineResult, Facts, HookRequest, PatientRecord
@@ -54,6 +55,7 @@ def evaluate_facts(
         return EngineResult()
     selection = select_scenario(facts, knowledge, tuple(record.incomplete))
     ratings = [rate_study(study, selection, facts, knowledge) for study in studies]
+    ratings = guard_text_downgrades(ratings, facts, knowledge, tuple(record.incomplete))
     drafted = frozenset(
         s.procedure_id for s in studies_to_rate("order-sign", request.draft_orders, (), knowledge.catalog)
     )

@@ -194,9 +194,10 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
     if match is None or proc is None:
         return
     category = rated.category
-    if category == "usually-appropriate" and not rated.pitfalls and ctx.options.quiet_appropriate:
+    quiet = not rated.pitfalls and not rated.text_note  # a text-held-back rating is always shown
+    if category == "usually-appropriate" and quiet and ctx.options.quiet_appropriate:
         return
-    if category is None and not rated.pitfalls:
+    if category is None and quiet:
         return
     scenario = match.scenario
     if category == "usually-not-appropriate":
@@ -209,8 +210,10 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         summary = f"{proc.display} {verb}{joiner} {rated.pitfalls[0].pitfall.short}"
     elif category:
         summary = f"{proc.display}: {_category_label(ctx, category).lower()} for {scenario.label}"
-    else:
+    elif rated.pitfalls:
         summary = f"{proc.display}: {rated.pitfalls[0].pitfall.short}"
+    else:
+        summary = f"{proc.display}: not rated; report or problem text suggests {scenario.label}"
     warn = category == "usually-not-appropriate" or any(
         p.pitfall.indicator == "warning" for p in rated.pitfalls
     )
@@ -218,6 +221,8 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         f"**{_category_label(ctx, category)}** for *{_md(scenario.title)}* "
         f"({_md(match.variant.title)}): {_md(rated.rating.rationale)}"
         if rated.rating
+        else "**Not rated**: on the coded record alone no scenario rates this study."
+        if rated.text_note
         else f"Not rated for *{_md(scenario.title)}*: no criteria apply to this study."
     )
     pitfalls = "\n".join(
@@ -227,6 +232,7 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
     )
     detail = _join(
         verdict,
+        f"**Read from text**: {_md(rated.text_note)}" if rated.text_note else "",
         _ordered_line(rated),
         "**Facts that placed the patient in this scenario**\n\n" + _bullets(match.evidence)
         if match.evidence

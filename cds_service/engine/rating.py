@@ -53,6 +53,9 @@ class StudyRating:
     replacements: tuple[Alternative, ...] = ()  # what to offer instead of this order, preferred first
     tracer_options: tuple[Alternative, ...] = ()  # for a PET/CT without a coded tracer
     match: ScenarioMatch | None = None
+    # set when facts read from text alone would have made this "usually not appropriate" and the
+    # rating above is the coded-only one (engine/text_guard.py): what the card tells the clinician
+    text_note: str | None = None
 
     @property
     def category(self) -> str | None:

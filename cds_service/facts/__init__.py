@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from cds_service.facts import selection, text
 from cds_service.facts._util import Partial
-from cds_service.facts.conditions import extract_conditions
+from cds_service.facts.conditions import extract_conditions, extract_text_conditions
 from cds_service.facts.consistency import contradictions
 from cds_service.facts.imaging import extract_imaging
 from cds_service.facts.indication import extract_indication
@@ -20,7 +21,7 @@ from cds_service.facts.medications import extract_medications
 from cds_service.facts.patient import demographics
 from cds_service.facts.procedures import extract_procedures
 from cds_service.facts.receptors import extract_receptors
-from cds_service.facts.selection import select, warm_up
+from cds_service.facts.selection import select
 from cds_service.facts.staging import extract_staging
 from cds_service.knowledge.valuesets import ValueSets
 from cds_service.model import Evidence, Facts, PatientRecord, Resource
@@ -49,6 +50,7 @@ def extract_facts(
     imaging = extract_imaging(chosen.reports, chosen.procedures, valuesets)
     parts = (
         extract_conditions(chosen.conditions, valuesets),
+        extract_text_conditions(chosen.text_conditions, valuesets),
         labs,
         receptors,
         staging,
@@ -84,6 +86,13 @@ def extract_facts(
         imaging=imaging.imaging,
         data_issues=tuple(dict.fromkeys(issues)),
     )
+
+
+def warm_up(valuesets: ValueSets | None = None) -> None:
+    """Build the R4B validators and the text pipeline once, at application start, so the first
+    hook call pays for neither."""
+    selection.warm_up()
+    text.warm_up(valuesets.text_targets if valuesets is not None else None)
 
 
 __all__ = ["extract_facts", "warm_up"]

@@ -7,10 +7,11 @@ receptors stage.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from cds_service.facts._util import Partial, add_evidence, concept_label, first_date, freeze, ref, status_code
 from cds_service.facts.selection import Hit
+from cds_service.facts.text import affirmed_concepts
 from cds_service.knowledge.valuesets import ValueSets
 from cds_service.model import Evidence, Resource
 
@@ -41,6 +42,31 @@ def metastasis_sites(condition: Resource, valuesets: ValueSets) -> list[tuple[st
         for concept in valuesets.value_in("metastasis-body-sites", site):
             out.append((str(concept), concept_label(site)))
     return out
+
+
+def condition_texts(condition: Resource) -> list[str]:
+    """code.text, then each note text: what a Condition without a usable code says."""
+    concept = condition.get("code")
+    texts = [concept.get("text")] if isinstance(concept, Mapping) else []
+    texts += [n.get("text") for n in condition.get("note") or () if isinstance(n, Mapping)]
+    return [t for t in texts if isinstance(t, str) and t.strip()]
+
+
+def extract_text_conditions(hits: Iterable[Hit], valuesets: ValueSets) -> Partial:
+    """Conditions with no usable code: concepts read from their text, counted like coded ones
+    (clinicalStatus / verificationStatus), each marked from_text."""
+    concepts: dict[str, list[Evidence]] = {}
+    for hit in hits:
+        condition = hit.resource
+        if not counts(condition):
+            continue
+        when = condition_date(condition)
+        for text in condition_texts(condition):
+            found = affirmed_concepts(text, when, ref(condition), targets=valuesets.text_targets)
+            for concept, evidence in found.items():
+                for e in evidence:
+                    add_evidence(concepts, concept, e)
+    return Partial(concepts=freeze(concepts))
 
 
 def extract_conditions(hits: Iterable[Hit], valuesets: ValueSets) -> Partial:

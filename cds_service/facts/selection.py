@@ -21,6 +21,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from cds_service.facts import text
 from cds_service.facts._util import codings, id_hash
 from cds_service.knowledge.valuesets import LOINC, SNOMED, ValueSets, canonical_system
 from cds_service.model import PatientRecord, Resource
@@ -55,6 +56,8 @@ class Selection:
     procedures: tuple[Hit, ...] = ()
     reports: tuple[Hit, ...] = ()
     issues: tuple[str, ...] = ()
+    # Conditions with no usable coding (no coding with both system and code) but text to read
+    text_conditions: tuple[Hit, ...] = ()
 
 
 @cache
@@ -83,6 +86,7 @@ READ_ELEMENTS: Mapping[str, frozenset[str]] = {
             "abatementRange",
             "abatementString",
             "abatementBoolean",
+            "note",  # read only for a Condition without a usable code (text problems)
         }
     ),
     "Observation": frozenset(
@@ -109,6 +113,7 @@ READ_ELEMENTS: Mapping[str, frozenset[str]] = {
             "issued",
             "conclusion",
             "conclusionCode",
+            "presentedForm",  # read only when conclusionCode is absent (text reports)
         }
     ),
     "MedicationRequest": frozenset(
@@ -266,9 +271,43 @@ def _recent_labs_only(hits: list[Hit]) -> list[Hit]:
     return [hit for n, hit in enumerate(hits) if n in keep]
 
 
+def has_usable_coding(concept: Any) -> bool:
+    """A coding with both system and code: such a concept is read by code, never by its text."""
+    return any(
+        isinstance(c.get("system"), str)
+        and c.get("system")
+        and isinstance(c.get("code"), str)
+        and c.get("code")
+        for c in codings(concept)
+    )
+
+
+def _text_only(resource: Mapping[str, Any], rtype: str, valuesets: ValueSets) -> Hit | None:
+    """A Condition or DiagnosticReport whose code is text only, as a Hit to read by text.
+
+    Conditions: text in code.text or note. Reports: the modality named by code.text ("NM bone scan
+    whole body"), when the report has a conclusion to read.
+    """
+    concept = resource.get("code")
+    if has_usable_coding(concept):
+        return None
+    label = concept.get("text") if isinstance(concept, Mapping) else None
+    if rtype == "Condition":
+        notes = [n.get("text") for n in resource.get("note") or () if isinstance(n, Mapping)]
+        readable = any(isinstance(t, str) and t.strip() for t in [label, *notes])
+        return Hit(resource, frozenset()) if readable else None
+    if rtype == "DiagnosticReport" and isinstance(label, str) and label.strip():
+        modalities = text.modality_from_text(label, valuesets.text_targets)
+        readable = ("conclusion", "presentedForm", "conclusionCode")
+        if modalities and any(resource.get(k) for k in readable):
+            return Hit(resource, frozenset(f"imaging-{m}" for m in modalities))
+    return None
+
+
 def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
     issues: list[str] = []
     out: dict[str, list[Hit]] = {"Condition": [], "Observation": [], "Procedure": [], "DiagnosticReport": []}
+    text_conditions: list[Hit] = []
     for rtype, wanted in KINDS.items():
         candidates: list[Hit] = []
         for resource in record.resources.get(rtype, ()):
@@ -282,6 +321,10 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
             code = _mislabelled_loinc(concept, valuesets)
             if code:
                 issues.append(f"{rtype}: code {code} is labelled LOINC but is a SNOMED CT code; not read")
+            elif rtype in ("Condition", "DiagnosticReport"):
+                hit = _text_only(resource, rtype, valuesets)
+                if hit is not None and is_valid(resource):
+                    (text_conditions if rtype == "Condition" else out[rtype]).append(hit)
         if rtype == "Observation":
             candidates = _recent_labs_only(candidates)
         for hit in candidates:
@@ -328,6 +371,7 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
         procedures=tuple(out["Procedure"]),
         reports=tuple(out["DiagnosticReport"]),
         issues=tuple(issues),
+        text_conditions=tuple(text_conditions),
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from cds_service.knowledge import vocabulary as voc
 from cds_service.knowledge.risk import assess_risk
-from cds_service.model import Evidence, Facts, Measurement, MedicationFact
+from cds_service.model import Evidence, Facts, ImagingFact, Measurement, MedicationFact
 
 CURRENT_MED_WINDOW_DAYS = 180  # a completed/unknown-status request within this window still counts
 
@@ -176,10 +176,17 @@ def _d(value: date | None) -> str:
     return f" on {value.isoformat()}" if value else ""
 
 
+_TEXT_ORIGIN = {"Condition": "problem text", "DiagnosticReport": "report text"}
+
+
 def evidence_line(ev: Evidence) -> str:
-    """One card line per piece of evidence, saying where a fact came from when it is not the chart."""
+    """One card line per piece of evidence, saying where a fact came from when it is not the chart's
+    coded data: the order's indication, or free text read by NLP (problem or report text)."""
     if ev.from_order:  # dated today by definition: the date adds nothing, the provenance does
         return f"from the order's indication: {ev.text}"
+    if ev.from_text:
+        origin = _TEXT_ORIGIN.get((ev.source or "").split("/")[0], "free text")
+        return f"from {origin}{_d(ev.date)}: {ev.text}"
     return f"{ev.text}{_d(ev.date)}"
 
 
@@ -338,12 +345,28 @@ def _imaging_hit(arg: Mapping[str, Any], facts: Facts, ctx: Context) -> Match:
         dated = [s for s in studies if s.date]
         studies = [max(dated, key=lambda s: s.date)] if dated else studies[-1:]
     hits = [s for s in studies if s.findings & set(arg["findings_any"])]
-    lines = tuple(
-        f"{s.procedure}{_d(s.date)}: {', '.join(sorted(s.findings))}"
-        + (f" ({s.conclusion})" if s.conclusion else "")
-        for s in hits
-    )
-    return Match(bool(hits), lines)
+    return Match(bool(hits), tuple(_imaging_line(s) for s in hits))
+
+
+_MODALITY_LABEL = {
+    "bone-scan": "bone scan",
+    "ct": "CT",
+    "mri": "MRI",
+    "psma-pet": "PSMA PET",
+    "fdg-pet": "FDG PET",
+    "other-pet": "PET",
+    "spect": "SPECT",
+}
+
+
+def _imaging_line(s: ImagingFact) -> str:
+    findings = ", ".join(sorted(s.findings))
+    if s.from_text:
+        # "read from the CT report of 2026-11-09: 'New lytic lesions ...' (bone-metastases, new-lesions)"
+        when = f" of {s.date.isoformat()}" if s.date else ""
+        label = _MODALITY_LABEL.get(s.procedure, s.procedure)
+        return f"read from the {label} report{when}: {s.conclusion or ''} ({findings})"
+    return f"{s.procedure}{_d(s.date)}: {findings}" + (f" ({s.conclusion})" if s.conclusion else "")
 
 
 _EVALUATORS: dict[str, Callable[[Any, Facts, Context], Match]] = {

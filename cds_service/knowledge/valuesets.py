@@ -22,6 +22,7 @@ import jsonschema
 import yaml
 
 from cds_service.knowledge import KnowledgeError
+from cds_service.knowledge.text_targets import load_text_targets
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SNOMED = "http://snomed.info/sct"
@@ -117,6 +118,8 @@ class ValueSets:
     values: Mapping[tuple[str, str, str], str | float] = field(default_factory=dict)  # (set, sys, code)
     ingredients: Mapping[str, Ingredient] = field(default_factory=dict)
     drug_index: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)  # -> ingredient ids
+    # target phrases for reading report / problem text (cards/text/targets.yaml); None: the built-in
+    text_targets: Any = None  # cds_service.knowledge.text_targets.TextTargets
 
     def kind_of(self, set_id: str) -> str | None:
         vs = self.sets.get(set_id)
@@ -336,4 +339,5 @@ def load_valuesets(cards_dir: Path) -> ValueSets:
         values=values,
         ingredients=ingredients,
         drug_index=drug_index,
+        text_targets=load_text_targets(cards_dir),
     )

@@ -109,3 +109,47 @@ def test_secondary_cancer_body_site_gives_the_site_concept(valuesets):
 def test_primary_tumour_body_site_is_not_a_metastasis(valuesets):
     primary = condition((ICD, "C50.911"), bodySite=[cc((SCT, "10200004"))])
     assert "metastasis-liver" not in concepts(valuesets, primary)
+
+
+# --- problems recorded as text only (issue 8) ----------------------------------------------------
+
+
+def text_condition(label, **extra):
+    res = condition(**extra)
+    res["code"] = {"text": label} if label is not None else {}
+    return res
+
+
+def test_text_only_problem_is_read(valuesets):
+    found = concepts(valuesets, text_condition("Metastatic prostate adenocarcinoma"))
+    assert {"prostate-cancer", "metastatic-disease"} <= found.keys()
+    (ev,) = found["prostate-cancer"]
+    assert ev.from_text and ev.text == "'Metastatic prostate adenocarcinoma'"
+
+
+def test_text_problem_note_is_read(valuesets):
+    res = text_condition(None, note=[{"text": "Invasive ductal carcinoma of the breast, ER positive"}])
+    assert "breast-cancer" in concepts(valuesets, res)
+
+
+def test_text_problems_follow_the_status_rules_of_coded_ones(valuesets):
+    assert concepts(valuesets, text_condition("Breast cancer", clinical="resolved")) == {}
+    assert concepts(valuesets, text_condition("Breast cancer", verification="refuted")) == {}
+    assert concepts(valuesets, text_condition("Breast cancer", verification="entered-in-error")) == {}
+
+
+def test_negated_or_family_text_problems_are_not_concepts(valuesets):
+    assert concepts(valuesets, text_condition("No evidence of metastatic disease")) == {}
+    assert concepts(valuesets, text_condition("Family history of breast cancer")) == {}
+
+
+def test_a_coded_condition_is_never_read_by_its_text(valuesets):
+    res = condition((ICD, "C61"))
+    res["code"]["text"] = "Breast cancer"  # a wrong label: the code decides
+    assert set(concepts(valuesets, res)) == {"prostate-cancer"}
+
+
+def test_a_coding_without_system_or_code_is_not_usable(valuesets):
+    res = text_condition("Low back pain")
+    res["code"]["coding"] = [{"display": "Low back pain"}]
+    assert "back-pain" in concepts(valuesets, res)

@@ -78,6 +78,7 @@ def cards_copy(tmp_path: Path) -> Path:
     shutil.copytree(CARDS / "schema", target / "schema")
     shutil.copytree(CARDS / "valuesets", target / "valuesets")
     shutil.copy(CARDS / "medications.yaml", target / "medications.yaml")
+    shutil.copytree(CARDS / "text", target / "text")
     return target
 
 

@@ -58,6 +58,7 @@ def test_create_app_warms_up_the_fhir_models_once(settings, monkeypatch):
     import cds_service.app as app_module
 
     calls = []
-    monkeypatch.setattr(app_module.facts, "warm_up", lambda: calls.append(1))
-    app_module.create_app(settings)
-    assert calls == [1]
+    monkeypatch.setattr(app_module.facts, "warm_up", lambda valuesets=None: calls.append(valuesets))
+    app = app_module.create_app(settings)
+    # once, with the loaded knowledge base (its text targets build the NLP pipeline)
+    assert calls == [app.extensions["cds"].knowledge.valuesets]

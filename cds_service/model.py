@@ -116,6 +116,9 @@ class Facts:
     stage_group: str | None = None  # "0", "I", "IA", "IIA", "IIB", "III", "IIIC", "IV"
     tnm: Mapping[str, str] = field(default_factory=dict)  # "T" -> "T2a", "N" -> "N0", "M" -> "M1b"
     grade_group: int | None = None  # ISUP 1-5
+    # where stage_group, tnm and grade_group came from: "stage_group" / "T" / "N" / "M" /
+    # "grade_group" -> the evidence of the value used (from_text when read from written notation)
+    staging_evidence: Mapping[str, Evidence] = field(default_factory=dict)
     medications: tuple[MedicationFact, ...] = ()
     procedures: tuple[ProcedureFact, ...] = ()
     imaging: tuple[ImagingFact, ...] = ()

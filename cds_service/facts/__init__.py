@@ -44,7 +44,9 @@ def extract_facts(
     age, sex = demographics(record.patient, record.as_of)
     labs = extract_labs(chosen.observations, valuesets)
     receptors = extract_receptors(chosen.observations, chosen.conditions, valuesets)
-    staging = extract_staging(chosen.observations, valuesets)
+    staging = extract_staging(
+        chosen.observations, chosen.conditions, valuesets, record.resources.get("Observation", ())
+    )
     medications = extract_medications(chosen.medications, valuesets, chosen.procedures)
     procedures = extract_procedures(chosen.procedures)
     imaging = extract_imaging(chosen.reports, chosen.procedures, valuesets)
@@ -81,6 +83,7 @@ def extract_facts(
         stage_group=staging.stage_group,
         tnm=staging.tnm,
         grade_group=staging.grade_group,
+        staging_evidence=staging.staging_evidence,
         medications=medications.medications,
         procedures=procedures.procedures,
         imaging=imaging.imaging,

@@ -110,6 +110,7 @@ class Partial:
     stage_group: str | None = None
     tnm: Mapping[str, str] = field(default_factory=dict)
     grade_group: int | None = None
+    staging_evidence: Mapping[str, Evidence] = field(default_factory=dict)
     medications: tuple[MedicationFact, ...] = ()
     procedures: tuple[ProcedureFact, ...] = ()
     imaging: tuple[ImagingFact, ...] = ()

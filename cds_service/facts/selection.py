@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from cds_service.facts import text
 from cds_service.facts._util import codings, id_hash
+from cds_service.facts.stage_notation import STAGING_TEXT, is_text_staging_code
 from cds_service.knowledge.valuesets import LOINC, SNOMED, ValueSets, canonical_system
 from cds_service.model import PatientRecord, Resource
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 # Routine labs whose older results the rules never read (see _recent_labs_only).
 ROUTINE_LABS = frozenset({"alp", "ast", "alt", "bilirubin", "egfr", "creatinine", "testosterone"})
 LAB_SERIES_LIMIT = 3
+_STAGING_TEXT_IDS = frozenset({STAGING_TEXT})
 MEDICATION_TYPES = ("MedicationRequest", "MedicationAdministration", "MedicationStatement")
 _NOT_GIVEN = frozenset({"entered-in-error", "cancelled", "draft", "not-taken", "not-done"})
 # which value-set kinds each resource type is probed against
@@ -86,6 +88,7 @@ READ_ELEMENTS: Mapping[str, frozenset[str]] = {
             "abatementRange",
             "abatementString",
             "abatementBoolean",
+            "stage",  # Condition.stage summary / assessment / type (staging.py)
             "note",  # read only for a Condition without a usable code (text problems)
         }
     ),
@@ -246,6 +249,10 @@ def _medication_concepts_of(
     return (_medication_concepts(target), None) if target else ([], reference)
 
 
+def _without_stage(resource: Resource) -> Resource:
+    return {k: v for k, v in resource.items() if k != "stage"}
+
+
 def _recent_labs_only(hits: list[Hit]) -> list[Hit]:
     """Drop all but the LAB_SERIES_LIMIT most recent results of each routine lab, before validation.
 
@@ -321,6 +328,8 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
             code = _mislabelled_loinc(concept, valuesets)
             if code:
                 issues.append(f"{rtype}: code {code} is labelled LOINC but is a SNOMED CT code; not read")
+            elif rtype == "Observation" and is_text_staging_code(concept):
+                candidates.append(Hit(resource, _STAGING_TEXT_IDS))  # stage / grade written as text
             elif rtype in ("Condition", "DiagnosticReport"):
                 hit = _text_only(resource, rtype, valuesets)
                 if hit is not None and is_valid(resource):
@@ -330,6 +339,12 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
         for hit in candidates:
             if is_valid(hit.resource):
                 out[rtype].append(hit)
+            elif rtype == "Condition" and "stage" in hit.resource and is_valid(_without_stage(hit.resource)):
+                # a malformed stage must not cost the diagnosis: keep the Condition, drop its stage
+                out[rtype].append(Hit(_without_stage(hit.resource), hit.ids))
+                issues.append(
+                    f"{rtype} ({', '.join(sorted(hit.ids))}): stage unreadable (invalid FHIR); not used"
+                )
             else:
                 issues.append(
                     f"{rtype} ({', '.join(sorted(hit.ids))}) could not be read (invalid FHIR); skipped"

@@ -316,15 +316,31 @@ def _psa_count(arg: float, facts: Facts, _ctx: Context) -> Match:
     return Match(len(facts.psa) >= arg)
 
 
+def _written(facts: Facts, *keys: str) -> list[str]:
+    """Staging values read from written notation, for the card: 'Gleason grade group 1 and TNM T1c,
+    read from the text "..."' (one line per quoted text)."""
+    by_quote: dict[str, list[str]] = {}
+    for key in keys:
+        evidence = facts.staging_evidence.get(key)
+        if evidence is not None and evidence.from_text:
+            label, _, quote = evidence.text.partition(", read from the text ")
+            by_quote.setdefault(quote, []).append(label)
+    return [
+        f"{' and '.join(labels)}, read from the text {quote}" if quote else " and ".join(labels)
+        for quote, labels in by_quote.items()
+    ]
+
+
 def _stage_in(arg: list[str], facts: Facts, _ctx: Context) -> Match:
     ok = facts.stage_group in arg
-    return Match(ok, (f"stage group {facts.stage_group}",) if ok else ())
+    line = "; ".join([f"stage group {facts.stage_group}", *_written(facts, "stage_group")])
+    return Match(ok, (line,) if ok else ())
 
 
 def _risk_in(arg: list[str], facts: Facts, _ctx: Context) -> Match:
     risk = assess_risk(facts)
     ok = risk.group in arg
-    line = f"{risk.group} risk ({', '.join(risk.reasons)})"
+    line = "; ".join([f"{risk.group} risk ({', '.join(risk.reasons)})", *_written(facts, "grade_group", "T")])
     return Match(ok, (line,) if ok else ())
 
 

@@ -76,20 +76,29 @@ FINDINGS = frozenset(
 RISK_GROUPS = ("low", "favorable-intermediate", "unfavorable-intermediate", "high", "very-high")
 RECEPTORS = frozenset({"er", "pr", "her2"})
 RECEPTOR_VALUES = frozenset({"positive", "negative"})
+# AJCC 8th edition anatomic / prognostic stage groups of the cancers the rules cover and their
+# neighbours (prostate has IIC, IVA and IVB). Sub-groups with a trailing digit (IA1, IIIC2) and
+# 0is / 0a fold into these when the facts stage reads them (cds_service/facts/stage_notation.py).
 STAGE_GROUPS = frozenset(
     {
         "0",
         "I",
         "IA",
         "IB",
+        "IC",
         "II",
         "IIA",
         "IIB",
+        "IIC",
         "III",
         "IIIA",
         "IIIB",
         "IIIC",
+        "IIID",
         "IV",
+        "IVA",
+        "IVB",
+        "IVC",
     }
 )
 CATEGORIES = ("usually-appropriate", "may-be-appropriate", "usually-not-appropriate")

@@ -7,7 +7,7 @@ import pytest
 from cds_service.knowledge import predicates
 from cds_service.knowledge.predicates import Context, check, describe, evaluate
 from cds_service.knowledge.risk import assess_risk
-from cds_service.model import MedicationFact
+from cds_service.model import Evidence, MedicationFact
 from tests.engine.builders import days_ago, facts, lab, med, prior, proc, psa
 
 
@@ -130,6 +130,27 @@ def test_procedure_and_stage_predicates():
     assert evaluate({"procedure": "radical-prostatectomy"}, f).ok
     assert evaluate({"stage_in": ["I", "IIA"]}, f).ok and evaluate({"stage_known": True}, f).ok
     assert not evaluate({"stage_known": True}, facts()).ok
+
+
+def test_staging_read_from_text_is_quoted_in_the_evidence():
+    written = Evidence('Stage IIA, read from the text "stage 2A"', None, "Observation/s", from_text=True)
+    f = facts(stage_group="IIA", staging_evidence={"stage_group": written})
+    assert evaluate({"stage_in": ["IIA"]}, f).evidence == (
+        'stage group IIA; Stage IIA, read from the text "stage 2A"',
+    )
+    coded = Evidence("Stage IIA", None, "Observation/s")
+    assert evaluate(
+        {"stage_in": ["IIA"]}, facts(stage_group="IIA", staging_evidence={"stage_group": coded})
+    ).evidence == ("stage group IIA",)
+    grade = Evidence(
+        'Gleason grade group 1, read from the text "GG 1, cT1c"', None, "Observation/g", from_text=True
+    )
+    t = Evidence('TNM T1c, read from the text "GG 1, cT1c"', None, "Observation/g", from_text=True)
+    low = facts(
+        grade_group=1, tnm={"T": "T1c"}, psa=psa(5.2), staging_evidence={"grade_group": grade, "T": t}
+    )
+    (line,) = evaluate({"risk_group_in": ["low"]}, low).evidence
+    assert line.endswith('; Gleason grade group 1 and TNM T1c, read from the text "GG 1, cT1c"')
 
 
 def test_describe_renders_words():

@@ -2,7 +2,8 @@
 
 select (by code on raw JSON, validate only what matched) -> patient, conditions, labs (PSA and
 labs), receptors, staging, medications, procedures, imaging, the draft orders' indications ->
-consistency checks -> Facts. Indication facts merge into `concepts` like chart facts (dated today,
+consistency checks -> Facts -> derived facts (a history of cancer with evidence of active disease
+counts as active cancer). Indication facts merge into `concepts` like chart facts (dated today,
 `Evidence.from_order`), so a red flag stated only in the order still raises its card.
 """
 
@@ -14,6 +15,7 @@ from cds_service.facts import selection, text
 from cds_service.facts._util import Partial
 from cds_service.facts.conditions import extract_conditions, extract_text_conditions
 from cds_service.facts.consistency import contradictions
+from cds_service.facts.derived import derive_active_cancer
 from cds_service.facts.imaging import extract_imaging
 from cds_service.facts.indication import extract_indication
 from cds_service.facts.labs import extract_labs
@@ -72,7 +74,7 @@ def extract_facts(
         issues.append("Patient is recorded as deceased")
     if record.incomplete:
         issues.append("data incomplete: could not fetch " + ", ".join(record.incomplete))
-    return Facts(
+    facts = Facts(
         as_of=record.as_of,
         age=age,
         sex=sex,
@@ -89,6 +91,7 @@ def extract_facts(
         imaging=imaging.imaging,
         data_issues=tuple(dict.fromkeys(issues)),
     )
+    return derive_active_cancer(facts)
 
 
 def warm_up(valuesets: ValueSets | None = None) -> None:

@@ -8,13 +8,37 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
-from cds_service.knowledge import Knowledge, load_knowledge
+import yaml
+
+from cds_service.knowledge import DEFAULT_CARDS_DIR, Knowledge, load_knowledge
 from cds_service.knowledge.model import Scenario
 
 DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "knowledge.md"
 SHORT = {"usually-appropriate": "UA", "may-be-appropriate": "MBA", "usually-not-appropriate": "UNA"}
+# The text reader's target phrases (owned by the text stage); only their concept/finding ids are shown.
+TEXT_TARGETS = Path("text") / "targets.yaml"
+KIND_TITLES = {
+    "condition": "Conditions, symptoms and findings (Condition.code, order reasons)",
+    "observation": "Observations (Observation.code)",
+    "answer": "Coded answers (Observation.value[x])",
+    "procedure": "Procedures (Procedure.code)",
+    "imaging-modality": "Prior imaging (report / procedure codes)",
+    "imaging-finding": "Imaging findings (DiagnosticReport.conclusionCode)",
+    "body-site": "Body sites (Condition.bodySite of a secondary cancer)",
+}
+SYSTEM_LABELS = {
+    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+    "http://snomed.info/sct": "SNOMED CT",
+    "http://loinc.org": "LOINC",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+    "http://www.ama-assn.org/go/cpt": "CPT",
+    "urn:oid:2.16.840.1.113883.6.285": "HCPCS",
+    "http://dicom.nema.org/resources/ontology/DCM": "DICOM",
+}
 
 
 def _cell(text: str) -> str:
@@ -91,7 +115,74 @@ def _catalog(k: Knowledge) -> list[str]:
     return out
 
 
-def render(k: Knowledge) -> str:
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _code_summary(vs: Any) -> str:
+    listed = Counter(SYSTEM_LABELS.get(c.system, c.system) for c in vs.codes if not c.prefix)
+    categories = sum(1 for c in vs.codes if c.prefix and not c.exclude)
+    carved = sum(1 for c in vs.codes if c.exclude)
+    parts = [f"{label} {_plural(n, 'code')}" for label, n in sorted(listed.items())]
+    if categories:
+        parts.append(f"ICD-10-CM {_plural(categories, 'category')} with their descendants")
+    if carved:
+        parts.append(f"{carved} ICD-10-CM carved out")
+    unverified = sum(1 for c in vs.codes if not c.verified)
+    if unverified:
+        parts.append(f"{unverified} unverified [I]")
+    return "; ".join(parts)
+
+
+def _valuesets(k: Knowledge) -> list[str]:
+    """Per concept (value-set id): what it holds and where each code comes from, with versions."""
+    out = [
+        "Facts are read by (system, code) only; all codings of a CodeableConcept are synonyms. ICD-10-CM "
+        "is matched by category (a category covers its descendants); SNOMED CT is never matched by "
+        "hierarchy, so the descendants relied on are listed one by one in `cards/valuesets/<id>.yaml`. "
+        "Every ICD-10-CM code and category listed is checked to exist in ICD-10-CM by the test suite.",
+        "",
+    ]
+    sets = sorted(k.valuesets.sets.values(), key=lambda v: (list(KIND_TITLES).index(v.kind), v.id))
+    kind = None
+    for vs in sets:
+        if vs.kind != kind:
+            kind = vs.kind
+            out += [f"### {KIND_TITLES[kind]}", ""]
+        out += [f"- `{vs.id}`: {vs.title}. Codes: {_code_summary(vs)}. Sources:"]
+        used = Counter(c.source for c in vs.codes)
+        for source_id, citation in vs.sources.items():
+            count = used.get(source_id, 0)
+            codes = _plural(count, "code") if count else "reference range"
+            out.append(f"  - `{source_id}` ({codes}): {_cell(citation)}")
+    return out + [""]
+
+
+def _text_facts(cards_dir: Path) -> list[str]:
+    """Which concepts and imaging findings the text reader may produce, from its data file."""
+    path = cards_dir / TEXT_TARGETS
+    if not path.is_file():
+        return ["none", ""]
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    produced: dict[str, list[str]] = {}
+    for target in data.get("targets") or ():
+        for fact in [*(target.get("concepts") or ()), *(target.get("findings") or ())]:
+            produced.setdefault(str(fact), []).append(str(target.get("id")))
+    if not produced:
+        return ["none", ""]
+    out = [
+        f"Read from report and problem text only where a resource has no usable code (`{TEXT_TARGETS}`). "
+        "A fact from text is marked so on the card, carries lower confidence and never by itself "
+        "lowers a rating to usually not appropriate.",
+        "",
+        "| Concept or imaging finding | Text targets |",
+        "|---|---|",
+    ]
+    out += [f"| `{fact}` | {', '.join(f'`{t}`' for t in ids)} |" for fact, ids in sorted(produced.items())]
+    return out + [""]
+
+
+def render(k: Knowledge, cards_dir: Path = DEFAULT_CARDS_DIR) -> str:
     texts = k.texts
     lines = [
         "# Knowledge base",
@@ -127,6 +218,12 @@ def render(k: Knowledge) -> str:
         "",
         *_catalog(k),
         "",
+        "## Value sets per concept",
+        "",
+        *_valuesets(k),
+        "## Facts that may come from text",
+        "",
+        *_text_facts(cards_dir),
         "## Identifiers used in responses",
         "",
         f"- Rating extension on each rated ServiceRequest: `{texts.rating_extension_url}` with "

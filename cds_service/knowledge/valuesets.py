@@ -86,6 +86,7 @@ class CodeEntry:
     value: str | float | None  # answer meaning ("positive", "IIB", 4, "mass", ...)
     verified: bool
     exclude: bool  # an ICD-10-CM prefix carved out of a wider prefix of the same value set
+    source: str = ""  # key into ValueSet.sources (for docs/knowledge.md)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class ValueSet:
     unit: str | None = None  # canonical unit (labs, PSA)
     default_ref_high: float | None = None
     source_file: str = ""
+    sources: Mapping[str, str] = field(default_factory=dict)  # source id -> citation with its version
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,7 @@ def _entry(raw: Mapping[str, Any], path: Path, index: int) -> CodeEntry:
         value=raw.get("value"),
         verified=raw.get("verified", True),
         exclude=raw.get("exclude", False),
+        source=raw["source"],
     )
 
 
@@ -258,6 +261,7 @@ def _load_valueset_file(path: Path, validator: jsonschema.protocols.Validator) -
         unit=data.get("unit"),
         default_ref_high=defaults.get("high"),
         source_file=path.name,
+        sources={str(k): str(v) for k, v in data["sources"].items()},
     )
 
 

@@ -11,6 +11,11 @@ CONCEPTS = frozenset(
         "prostate-cancer",
         "breast-cancer",
         "other-cancer",
+        # A cancer recorded as history (ICD-10-CM Z85.x): a known cancer for the red flags only, and
+        # active cancer only with evidence of active disease (cds_service/facts/derived.py).
+        "history-of-prostate-cancer",
+        "history-of-breast-cancer",
+        "history-of-cancer",
         "metastatic-disease",
         "metastasis-bone",
         "metastasis-liver",
@@ -23,6 +28,8 @@ CONCEPTS = frozenset(
         "headache",
         "seizure",
         "focal-neuro-deficit",
+        "weakness",  # generalised / not localised: cord rule yes, brain rule no
+        "sphincter-dysfunction",
         "cord-compression",
         "pulmonary-symptoms",
         "triple-negative",

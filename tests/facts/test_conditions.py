@@ -70,7 +70,9 @@ def test_symptoms_red_flags_and_kidney(valuesets):
         valuesets,
         condition((ICD, "M54.50")),
         condition((ICD, "G95.20")),
-        condition((SCT, "26544005")),
+        condition((SCT, "102568007")),  # paresis of lower extremity
+        condition((SCT, "26544005")),  # muscle weakness, not localised
+        condition((ICD, "R33.9")),
         condition((ICD, "R51.9")),
         condition((ICD, "N18.5")),
         condition((ICD, "Z99.2")),
@@ -83,6 +85,8 @@ def test_symptoms_red_flags_and_kidney(valuesets):
         "back-pain",
         "cord-compression",
         "focal-neuro-deficit",
+        "weakness",
+        "sphincter-dysfunction",
         "headache",
         "ckd-severe",
         "dialysis",
@@ -109,6 +113,108 @@ def test_secondary_cancer_body_site_gives_the_site_concept(valuesets):
 def test_primary_tumour_body_site_is_not_a_metastasis(valuesets):
     primary = condition((ICD, "C50.911"), bodySite=[cc((SCT, "10200004"))])
     assert "metastasis-liver" not in concepts(valuesets, primary)
+
+
+# --- the same fact, coded the ways EHRs code it, gives the same concepts ---------------------------
+
+SAME_FACT = {
+    # fact: [one encoding per entry; an entry is a tuple of codings of one CodeableConcept]
+    "prostate cancer": [
+        ((ICD, "C61"),),
+        ((SCT, "399068003"),),
+        ((SCT, "399490008"),),  # adenocarcinoma (histology)
+        ((SCT, "93974005"),),  # primary malignant neoplasm
+        ((SCT, "823017009"),),  # ductal adenocarcinoma
+        ((ICD, "C61"), (SCT, "399490008")),  # both systems
+    ],
+    "breast cancer": [
+        ((ICD, "C50.912"),),
+        ((ICD, "C50911"),),  # no dot
+        ((SCT, "254837009"),),
+        ((SCT, "408643008"),),  # infiltrating duct carcinoma
+        ((SCT, "278054005"),),  # lobular carcinoma
+        ((SCT, "1080101000119105"),),  # IDC of left female breast
+        ((SCT, "353431000119107"),),  # primary of left female breast
+        ((ICD, "C50.912"), (SCT, "408643008")),
+    ],
+    "bone metastases": [
+        ((ICD, "C79.51"),),
+        ((SCT, "94222008"),),
+        ((SCT, "94602001"),),  # vertebral column
+        ((SCT, "94478006"),),  # pelvic bone
+        ((SCT, "285618001"),),  # unknown primary
+        ((ICD, "C79.51"), (SCT, "94222008")),
+    ],
+    "castration-resistant prostate cancer": [
+        ((SCT, "427492003"),),
+        ((ICD, "C61"), (SCT, "427492003")),
+    ],
+    "cord compression": [((ICD, "G95.20"),), ((SCT, "71286001"),), ((ICD, "G95.20"), (SCT, "71286001"))],
+    "back pain": [
+        ((ICD, "M54.50"),),
+        ((ICD, "M54.41"),),  # lumbago with sciatica, right
+        ((ICD, "M5442"),),
+        ((ICD, "M54.30"),),  # sciatica
+        ((ICD, "M54.16"),),  # lumbar radiculopathy
+        ((ICD, "M54.89"),),
+        ((ICD, "M54.9"),),
+        ((SCT, "279039007"),),
+        ((SCT, "23056005"),),
+        ((SCT, "48926009"),),
+    ],
+    "weakness": [((ICD, "M62.81"),), ((ICD, "R53.1"),), ((ICD, "R29.898"),), ((SCT, "26544005"),)],
+    "focal deficit": [((SCT, "102568007"),), ((SCT, "16018391000119104"),), ((ICD, "G82.20"),)],
+    "sphincter dysfunction": [
+        ((ICD, "R33.9"),),
+        ((ICD, "R33.8"),),
+        ((SCT, "267064002"),),
+        ((SCT, "236648008"),),  # acute retention
+        ((ICD, "R32"),),
+        ((SCT, "165232002"),),
+        ((ICD, "R15.9"),),
+        ((SCT, "72042002"),),
+        ((ICD, "N31.9"),),
+        ((ICD, "N39.490"),),  # overflow incontinence
+    ],
+}
+EXPECTED = {
+    "prostate cancer": {"prostate-cancer"},
+    "breast cancer": {"breast-cancer"},
+    "bone metastases": {"metastasis-bone", "metastatic-disease"},
+    "castration-resistant prostate cancer": {"prostate-cancer", "castration-resistant"},
+    "cord compression": {"cord-compression"},
+    "back pain": {"back-pain"},
+    "weakness": {"weakness"},
+    "focal deficit": {"focal-neuro-deficit"},
+    "sphincter dysfunction": {"sphincter-dysfunction"},
+}
+
+
+def test_every_encoding_of_a_fact_gives_exactly_the_same_concepts(valuesets):
+    for fact, encodings in SAME_FACT.items():
+        for codings in encodings:
+            found = set(concepts(valuesets, condition(*codings)))
+            assert found == EXPECTED[fact], (fact, codings)
+
+
+def test_codes_with_a_named_non_neurological_cause_are_not_sphincter_dysfunction(valuesets):
+    for codings in [(ICD, "R33.0"), (ICD, "N39.3"), (ICD, "N39.41"), (ICD, "R39.81"), (SCT, "236652008")]:
+        assert "sphincter-dysfunction" not in concepts(valuesets, condition(codings)), codings
+
+
+def test_cancers_spreading_to_or_from_the_prostate_are_read_by_their_primary(valuesets):
+    # a bladder cancer invading the prostate is not prostate cancer, a metastasis to the prostate
+    # is metastatic disease from elsewhere, a prostate cancer invading the bladder is prostate cancer
+    assert set(concepts(valuesets, condition((SCT, "369485004")))) == {"other-cancer"}
+    assert set(concepts(valuesets, condition((SCT, "94503003")))) == {"metastatic-disease"}
+    assert set(concepts(valuesets, condition((SCT, "369472002")))) == {"prostate-cancer"}
+    separate_metastasis = set(concepts(valuesets, condition((SCT, "369479006"))))
+    assert separate_metastasis == {"prostate-cancer", "metastatic-disease"}
+
+
+def test_metastasis_to_the_breast_is_not_breast_cancer(valuesets):
+    assert set(concepts(valuesets, condition((SCT, "145501000119108")))) == {"metastatic-disease"}
+    assert "breast-cancer" not in concepts(valuesets, condition((SCT, "278053004")))  # intraductal (in situ)
 
 
 # --- problems recorded as text only (issue 8) ----------------------------------------------------

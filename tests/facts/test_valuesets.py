@@ -109,11 +109,11 @@ def test_unknown_system_is_rejected(cards_copy):
 
 def test_prefix_outside_icd10cm_is_rejected(cards_copy):
     def change(d):
-        d["codes"].append({"system": SCT, "prefix": "C61", "display": "x", "source": "ck-2.1"})
+        d["codes"].insert(0, {"system": SCT, "prefix": "C61", "display": "x", "source": "ck-2.1"})
 
     _edit(cards_copy / "valuesets" / "prostate-cancer.yaml", change)
     with pytest.raises(
-        KnowledgeError, match=r"prostate-cancer\.yaml: codes/3: prefix entries .* ICD-10-CM only"
+        KnowledgeError, match=r"prostate-cancer\.yaml: codes/0: prefix entries .* ICD-10-CM only"
     ):
         load_valuesets(cards_copy)
 
@@ -148,3 +148,71 @@ def test_medication_with_unknown_class_is_rejected(cards_copy):
     _edit(cards_copy / "medications.yaml", lambda d: d["ingredients"][0].update(classes=["vitamin"]))
     with pytest.raises(KnowledgeError, match=r"medications\.yaml: ingredients/0/classes/0"):
         load_valuesets(cards_copy)
+
+
+# --- every listed code exists in the code system release it claims -------------------------------
+
+
+def _icd10cm_entries() -> list[tuple[str, str, str]]:
+    out = []
+    for path in sorted((CARDS / "valuesets").glob("*.yaml")):
+        for entry in yaml.safe_load(path.read_text(encoding="utf-8"))["codes"]:
+            if entry["system"] == ICD:
+                kind = "prefix" if "prefix" in entry else "code"
+                out.append((path.name, kind, entry[kind]))
+    return out
+
+
+# the library reads its bundled release with importlib.resources calls Python 3.11 marks deprecated
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_every_icd10cm_code_and_prefix_exists_in_icd10cm():
+    # simple-icd-10-cm carries the CDC/NCHS tabular list (April 2026 release in 1.5.x). A prefix must be
+    # an existing category or code so that it covers exactly that category's descendants; a partial
+    # string such as "C0" would silently cover whatever codes happen to start with it.
+    import simple_icd_10_cm as icd  # test extra; `make install` or pip install -e '.[test]'
+
+    entries = _icd10cm_entries()
+    assert len(entries) > 100
+    unknown = [(f, kind, v) for f, kind, v in entries if not icd.is_valid_item(v)]
+    assert unknown == []
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_icd10cm_check_rejects_a_made_up_code():
+    import simple_icd_10_cm as icd
+
+    assert not icd.is_valid_item("C0")
+    assert not icd.is_valid_item("M54.47")
+    assert icd.is_valid_item("M54.4") and icd.is_valid_item("Z85.46")
+
+
+# --- invariants between value sets ----------------------------------------------------------------
+
+
+def _exact(valuesets, set_id):
+    return {(c.system, c.code) for c in valuesets.codes_of(set_id) if c.code}
+
+
+def test_every_metastasis_site_code_is_also_metastatic_disease(valuesets):
+    for site in ("metastasis-bone", "metastasis-brain", "metastasis-liver", "metastasis-lung"):
+        assert _exact(valuesets, site) <= _exact(valuesets, "metastatic-disease"), site
+
+
+def test_generalised_weakness_is_never_a_focal_deficit(valuesets):
+    assert not _exact(valuesets, "weakness") & _exact(valuesets, "focal-neuro-deficit")
+    for code in ("M62.81", "R53.1", "R29.898"):
+        assert "focal-neuro-deficit" not in valuesets.ids_for(ICD, code)
+
+
+def test_history_codes_are_never_active_cancer(valuesets):
+    active = {"prostate-cancer", "breast-cancer", "other-cancer", "metastatic-disease"}
+    for history in ("history-of-prostate-cancer", "history-of-breast-cancer", "history-of-cancer"):
+        for entry in valuesets.codes_of(history):
+            if entry.code:
+                assert not valuesets.ids_for(entry.system, entry.code) & active, entry
+
+
+def test_prostate_breast_and_other_cancer_share_no_snomed_code(valuesets):
+    prostate, breast = _exact(valuesets, "prostate-cancer"), _exact(valuesets, "breast-cancer")
+    other = _exact(valuesets, "other-cancer")
+    assert not prostate & breast and not prostate & other and not breast & other

@@ -21,3 +21,29 @@ def test_docs_list_every_scenario_with_categories_radiation_and_sources():
 
 def test_check_mode_passes_on_the_committed_file():
     assert main(["--check"]) == 0
+
+
+def test_docs_list_value_sets_per_concept_with_source_and_version():
+    text = render(load_knowledge())
+    section = text[text.index("## Value sets per concept") : text.index("## Facts that may come from text")]
+    for concept in ("prostate-cancer", "breast-cancer", "history-of-breast-cancer", "weakness", "back-pain"):
+        assert f"- `{concept}`:" in section
+    # the published set, its OID and version travel with the concept that uses it
+    prostate = section[section.index("- `prostate-cancer`:") :].split("\n- `")[0]
+    assert "2.16.840.1.113883.3.526.3.319" in prostate and "version 20200306" in prostate
+    assert "ICD-10-CM 1 category with their descendants" in prostate
+
+
+def test_text_section_lists_what_the_text_targets_file_says(tmp_path):
+    knowledge = load_knowledge()
+    assert "## Facts that may come from text\n\nnone\n" in render(knowledge, cards_dir=tmp_path)
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "targets.yaml").write_text(
+        "targets:\n"
+        "  - {id: cord, concepts: [cord-compression], phrases: [cord compression], source: s}\n"
+        "  - {id: mets, concepts: [metastasis-bone], findings: [bone-metastases], phrases: [x], source: s}\n"
+    )
+    text = render(knowledge, cards_dir=tmp_path)
+    assert "| `cord-compression` | `cord` |" in text
+    assert "| `bone-metastases` | `mets` |" in text
+    assert "\nnone\n" not in text[text.index("## Facts that may come from text") :]

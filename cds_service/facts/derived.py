@@ -9,7 +9,9 @@ staging or surveillance scenario. With evidence of active disease it counts as t
   own them: no active primary cancer coded and no history of a second cancer;
 - current systemic therapy of a class used for that cancer only (ADT / ARPI / antiandrogen /
   radioligand for prostate; endocrine / HER2-targeted for breast). Chemotherapy, immunotherapy and
-  PARP inhibitors are shared by many cancers and do not say which one is active;
+  PARP inhibitors are shared by many cancers: like metastases, they count only when no other
+  primary can own them (otherwise a chart with a history code and chemotherapy, and nothing else,
+  fell silent: no scenario, no card);
 - for prostate, a rising PSA (the last two values) or a coded rising PSA after treatment (R97.21).
 
 ICD-10-CM guidelines code a cancer as current while treatment is directed at it, which is what
@@ -26,6 +28,8 @@ from cds_service.knowledge.predicates import current_medications
 from cds_service.model import Evidence, Facts
 
 ACTIVE_PRIMARIES = ("prostate-cancer", "breast-cancer", "other-cancer")
+# Systemic therapy used for many cancers: evidence for a history only when no other cancer is charted.
+SHARED_THERAPY = frozenset({"chemotherapy", "immunotherapy", "parp-inhibitor"})
 HISTORIES = ("history-of-prostate-cancer", "history-of-breast-cancer", "history-of-cancer")
 
 
@@ -126,10 +130,13 @@ def derive_active_cancer(facts: Facts) -> Facts:
     for rule in RULES:
         if rule.history not in facts.concepts or rule.active in facts.concepts:
             continue
+        single_owner = not other_primary and len(histories) == 1
         reasons = _therapy(facts, rule.therapy_classes)
+        if single_owner:
+            reasons += _therapy(facts, SHARED_THERAPY)
         if rule.psa_counts:
             reasons += _psa(facts)
-        if metastases and not other_primary and len(histories) == 1:
+        if metastases and single_owner:
             reasons += metastases
         elif metastases and not other_primary and not reasons:
             issues.append(

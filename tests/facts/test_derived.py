@@ -100,11 +100,27 @@ def test_breast_history_with_endocrine_therapy_or_metastases_is_active(valuesets
 
 
 def test_therapy_of_another_cancer_does_not_activate_a_history(valuesets):
-    # ADT says prostate, not breast; chemotherapy says nothing about which cancer is active
+    # ADT says prostate, not breast; chemotherapy says which cancer is active only when no other can own it
     breast_on_adt = concepts(valuesets, condition(BREAST_HISTORY["icd"]), med_request("752899"))
     assert "breast-cancer" not in breast_on_adt.concepts
+    with_lung_cancer = concepts(
+        valuesets, condition(PROSTATE_HISTORY["icd"]), condition((ICD, "C34.90")), med_request("72962")
+    )
+    assert "prostate-cancer" not in with_lung_cancer.concepts
+    two_histories = concepts(
+        valuesets, condition(PROSTATE_HISTORY["icd"]), condition(BREAST_HISTORY["icd"]), med_request("72962")
+    )
+    assert not {"prostate-cancer", "breast-cancer"} & set(two_histories.concepts)
+
+
+@pytest.mark.parametrize("history", BREAST_HISTORY.values(), ids=BREAST_HISTORY)
+def test_shared_therapy_activates_the_only_cancer_charted(valuesets, history):
+    # a history code and neoadjuvant chemotherapy, nothing else: the chemotherapy is for that cancer
+    facts = concepts(valuesets, condition(history), med_request("72962"))  # docetaxel
+    (evidence,) = facts.concepts["breast-cancer"]
+    assert "current docetaxel (chemotherapy)" in evidence.text
     prostate_on_docetaxel = concepts(valuesets, condition(PROSTATE_HISTORY["icd"]), med_request("72962"))
-    assert "prostate-cancer" not in prostate_on_docetaxel.concepts
+    assert "prostate-cancer" in prostate_on_docetaxel.concepts
 
 
 def test_metastases_are_not_attributed_when_another_primary_can_own_them(valuesets):

@@ -41,12 +41,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--cold",
         action="store_true",
-        help="forget cached validation verdicts before every call (a chart seen for the first time)",
+        help="forget cached validation verdicts and text readings before every call (a chart seen for the "
+        "first time)",
     )
     args = parser.parse_args(argv)
     from pyinstrument import Profiler
 
     from cds_service.facts.selection import clear_verdicts
+    from cds_service.facts.text import clear_cache as clear_text_cache
 
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cds-profile-") as tmp:
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
                 for _ in range(args.iterations):
                     if args.cold:
                         clear_verdicts()
+                        clear_text_cache()
                     client.post(path, data=body, content_type="application/json")
                 profiler.stop()
                 per_call_ms = (time.perf_counter() - started) * 1000 / args.iterations

@@ -89,7 +89,8 @@ READ_ELEMENTS: Mapping[str, frozenset[str]] = {
             "abatementString",
             "abatementBoolean",
             "stage",  # Condition.stage summary / assessment / type (staging.py)
-            "note",  # read only for a Condition without a usable code (text problems)
+            # not "note": read (defensively, as text) only for a Condition without a usable code; a
+            # malformed note must not make an otherwise readable coded Condition invalid
         }
     ),
     "Observation": frozenset(
@@ -116,7 +117,8 @@ READ_ELEMENTS: Mapping[str, frozenset[str]] = {
             "issued",
             "conclusion",
             "conclusionCode",
-            "presentedForm",  # read only when conclusionCode is absent (text reports)
+            # not "presentedForm": read defensively (facts/report_text.py) only when conclusionCode
+            # is absent; a malformed or huge attachment must not drop a coded report
         }
     ),
     "MedicationRequest": frozenset(

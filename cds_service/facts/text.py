@@ -293,14 +293,19 @@ def report_findings(text: str, targets: TextTargets | None = None) -> ReportRead
     present: dict[str, list[str]] = {}
     absent: dict[str, list[str]] = {}
     concepts: list[tuple[str, str]] = []
-    for m in mentions(text, targets):
+    found = mentions(text, targets)
+    for m in found:
         if m.kind == "concept" and m.affirmed:
             concepts.append((m.target, m.snippet))
         if m.kind == "finding" and m.affirmed:
             present.setdefault(m.target, []).append(m.snippet)
         elif m.kind == "absence" and m.negated and m.certain_and_current:
             absent.setdefault(m.target, []).append(m.snippet)
-    # one metastasis anywhere is metastatic bone disease: a stated lesion outweighs "no other ..."
+    # A report that affirms anywhere what its negation would deny is not negative: one lesion is
+    # metastatic disease whatever "no other ..." / "no new ..." says elsewhere in the text.
+    for m in found:
+        if m.kind == "absence" and m.affirmed:
+            absent.pop(m.target, None)
     if "bone-metastases" in present:
         absent.pop("no-bone-metastases", None)
     findings = {**present, **absent}

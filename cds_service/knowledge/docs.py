@@ -166,8 +166,13 @@ def _text_facts(cards_dir: Path) -> list[str]:
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     produced: dict[str, list[str]] = {}
     for target in data.get("targets") or ():
+        tid = str(target.get("id"))
         for fact in [*(target.get("concepts") or ()), *(target.get("findings") or ())]:
-            produced.setdefault(str(fact), []).append(str(target.get("id")))
+            produced.setdefault(str(fact), []).append(tid)
+        for fact in target.get("negated_findings") or ():  # "no osseous metastases"
+            produced.setdefault(str(fact), []).append(f"{tid} (negated)")
+        for fact in target.get("historical") or ():  # "history of breast cancer"
+            produced.setdefault(str(fact), []).append(f"{tid} (historical)")
     if not produced:
         return ["none", ""]
     out = [

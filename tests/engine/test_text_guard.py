@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from cds_service.model import Evidence, Facts, ImagingFact
-from tests.engine.builders import TODAY, cpt, days_ago, facts, med, pama, prior, psa, run
+from cds_service.engine import evaluate
+from cds_service.model import Evidence, Facts, ImagingFact, PatientRecord
+from tests.engine.builders import KNOWLEDGE, TODAY, cpt, days_ago, facts, med, pama, prior, psa, request, run
 
 BONE_SCAN = ("bs", "78306")
 
@@ -82,3 +83,35 @@ def test_text_report_still_fires_the_discordant_progression_pitfall():
     result = run(f, cpt(*BONE_SCAN))
     assert "discordant-psa-progression" in result.rule_ids
     assert "read from the bone scan report" in details(result)
+
+
+def test_problem_text_only_chart_raises_the_neuro_red_flag():
+    """'History of breast cancer' + 'new headache and seizure' as text-only problems: red flag."""
+
+    def problem(rid, label):
+        return {
+            "resourceType": "Condition",
+            "id": rid,
+            "subject": {"reference": "Patient/p1"},
+            "clinicalStatus": {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
+                ]
+            },
+            "code": {"text": label},
+            "recordedDate": "2026-11-20",
+        }
+
+    record = PatientRecord(
+        patient={"resourceType": "Patient", "id": "p1", "gender": "female"},
+        resources={
+            "Condition": (
+                problem("c1", "History of breast cancer, lumpectomy 2019"),
+                problem("c2", "New onset headache and seizure"),
+            )
+        },
+        as_of=TODAY,
+    )
+    result = evaluate(request(cpt("ct", "70450")), record, KNOWLEDGE)
+    assert "red-flag-new-neuro-symptoms" in result.rule_ids
+    assert "from problem text" in details(result)

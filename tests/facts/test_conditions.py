@@ -259,3 +259,15 @@ def test_a_coding_without_system_or_code_is_not_usable(valuesets):
     res = text_condition("Low back pain")
     res["code"]["coding"] = [{"display": "Low back pain"}]
     assert "back-pain" in concepts(valuesets, res)
+
+
+def test_a_malformed_note_never_drops_a_coded_condition(valuesets):
+    res = condition((ICD, "C61"), note=[{"text": 12}, "garbage", {"authorString": []}])
+    assert set(concepts(valuesets, res)) == {"prostate-cancer"}
+
+
+def test_text_history_of_cancer_is_a_history_concept_never_active_cancer(valuesets):
+    found = concepts(valuesets, text_condition("History of breast cancer, treated 2015"))
+    assert {"history-of-breast-cancer", "history-of-cancer"} <= found.keys()
+    assert "breast-cancer" not in found
+    assert all(e.from_text for e in found["history-of-breast-cancer"])

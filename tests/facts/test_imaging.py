@@ -215,3 +215,20 @@ def test_coded_reports_are_never_run_through_the_nlp(valuesets, monkeypatch):
     res = report((CPT, "78306"), conclusion_codes=[(SCT, "94222008")], conclusion="No osseous metastases.")
     fact = only_fact(valuesets, res)
     assert fact.findings == frozenset({"bone-metastases"}) and calls == []
+
+
+def test_malformed_presented_form_never_drops_a_coded_report(valuesets):
+    res = report((CPT, "78306"), conclusion_codes=[(SCT, "94222008")])
+    res["presentedForm"] = [
+        {"contentType": "text/plain", "data": "%%% not base64 %%%"},
+        "garbage",
+        {"data": 12},
+    ]
+    assert only_fact(valuesets, res).findings == frozenset({"bone-metastases"})
+
+
+def test_malformed_presented_form_of_a_text_report_is_named(valuesets):
+    res = text_report((CPT, "78306"), forms=[{"contentType": "text/plain", "data": "%%% not base64 %%%"}])
+    facts = extract_facts(record(res), valuesets)
+    assert facts.imaging[0].findings == frozenset()
+    assert any("not valid base64" in i for i in facts.data_issues)

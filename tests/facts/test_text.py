@@ -230,3 +230,24 @@ def test_unlisted_source_and_schema_errors_are_rejected(cards_copy):
     _edit(cards_copy, lambda d: d["targets"][1].pop("source"))
     with pytest.raises(KnowledgeError, match=r"'source' is a required property"):
         load_text_targets(cards_copy)
+
+
+def test_generic_metastatic_disease(targets):
+    # negated on a report: a negative study (imaging.py keeps it for bone scans only)
+    assert findings("No evidence of metastatic disease.", targets) == {"no-bone-metastases"}
+    # affirmed without a site: metastatic disease, never bone metastases
+    assert findings("Metastatic disease.", targets) == set()
+    assert concepts("Metastatic disease", targets) == {"metastatic-disease"}
+    assert findings("Multiple metastases in the liver.", targets) == {"visceral-metastases"}
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        "Known metastases, stable. No new metastases.",
+        "No new metastatic disease.",
+        "Abnormal uptake in T10. No osseous metastases elsewhere.",
+    ],
+)
+def test_no_new_or_no_other_metastases_is_not_a_negative_study(report, targets):
+    assert "no-bone-metastases" not in findings(report, targets)

@@ -22,6 +22,7 @@ from typing import Any
 
 from cds_service.facts._util import Partial, add_evidence, concept_label, freeze
 from cds_service.facts.conditions import HANDLED_ELSEWHERE, counts, metastasis_sites
+from cds_service.facts.text import affirmed_concepts
 from cds_service.fhir_refs import Ref, parse_reference
 from cds_service.knowledge.valuesets import ValueSets
 from cds_service.model import Evidence, PatientRecord, Resource
@@ -64,21 +65,9 @@ def _text_of(concept: Any) -> str | None:
 
 
 def _read_text(text: str, as_of: date, source: str) -> list[tuple[str, Evidence]]:
-    """Concepts affirmed in free text (the clinical-text reader; negated/hypothetical mentions excluded).
-
-    Imported late: the reader loads an NLP pipeline, and without it the coded path still works.
-    """
-    try:
-        from cds_service.facts.text import affirmed_concepts  # type: ignore[attr-defined]
-    except ImportError:
-        return []
+    """Concepts the text affirms (negated, hypothetical, historical and family mentions excluded)."""
     found = affirmed_concepts(text, as_of, source, from_order=True)
-    items = found.items() if isinstance(found, Mapping) else found
-    out: list[tuple[str, Evidence]] = []
-    for concept, evidence in items:
-        for ev in evidence if isinstance(evidence, tuple | list) else (evidence,):
-            out.append((str(concept), ev))
-    return out
+    return [(concept, ev) for concept, evidence in found.items() for ev in evidence]
 
 
 class _Reader:

@@ -1,9 +1,10 @@
 """End to end, order indications: a red flag stated only in the draft order's reasonCode.
 
 The patients' charts record no symptom; the MRI is ordered for "low back pain + paresis of lower
-extremity" (metastatic prostate cancer) or "headache + seizure" (breast cancer). Each case runs over
-HTTP, through the replay CLI and through the FHIR-server fallback: the critical card must come every
-time, say that its facts came from the order, and never propose the study that is already drafted.
+extremity" (metastatic prostate cancer) or "headache + seizure" (breast cancer, coded or as text).
+Each case runs over HTTP, through the replay CLI and through the FHIR-server fallback: the critical
+card must come every time, say that its facts came from the order, and never propose the study that
+is already drafted.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ CASES = {
         "red-flag-new-neuro-symptoms",
         ["Headache (SNOMED 25064002)", "Seizure (SNOMED 91175000)"],
         "70553",  # MRI brain, already drafted
+    ),
+    # the same reasons as text only (sandbox shape), read by the clinical-text reader and quoted
+    "indication-breast-text-headache-seizure-mri-brain": (
+        "red-flag-new-neuro-symptoms",
+        ["'New headaches for a week and a first seizure yesterday'"],
+        "70553",
     ),
 }
 RUNS = [

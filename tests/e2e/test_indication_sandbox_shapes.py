@@ -1,7 +1,8 @@
 """End to end, order indications as the CDS Hooks sandbox and real EHRs send them.
 
 The neoadjuvant breast patient without charted symptoms; the bone scan's reason is bone pain, sent
-as a single reasonCode object with `coding: [{}]` before the code, or as a reasonReference (a single
+as a single reasonCode object with `coding: [{}]` before the code, as text only (`coding: [{}]` and
+"New bone pain in the ribs", read with negation and uncertainty), or as a reasonReference (a single
 object) to a Condition contained in the order. Same outcome as the tidy R4 list: ACR TopicId 235
 variant 6, usually appropriate, over HTTP, the replay CLI and the FHIR-server fallback.
 """
@@ -14,6 +15,7 @@ from e2e_support import all_cases, case_id, check
 SHAPES = (
     "indication-sandbox-single-object-reason-bone-scan",
     "indication-contained-condition-reason-bone-scan",
+    "indication-sandbox-text-only-reason-bone-scan",
 )
 TIDY = "indication-breast-neoadjuvant-bone-pain-reason-bone-scan"
 RUNS = [

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import sys
-import types
 from typing import Any
 
 import pytest
@@ -304,38 +302,65 @@ def test_a_referenced_report_contributes_its_coded_conclusion():
     assert read(order(reasonReference=[{"reference": "DiagnosticReport/dr1"}]), chart=(void,)).concepts == {}
 
 
-# --- text-only reasons: the clinical-text reader -------------------------------------------------
+# --- text-only reasons: the clinical-text reader (medspaCy ConText) ------------------------------
 
 
-@pytest.fixture
-def fake_text_reader(monkeypatch):
-    """Stands in for cds_service.facts.text (its own tests cover the NLP); records how it is called."""
-    calls: list[tuple] = []
-
-    def affirmed_concepts(text, as_of, source, from_order=False):
-        calls.append((text, as_of, source, from_order))
-        if "bone pain" in text.lower() and "no " not in text.lower():
-            return {
-                "bone-pain": (Evidence(f"'{text}'", as_of, source, from_text=True, from_order=from_order),)
+@pytest.mark.parametrize(
+    "reason",
+    [
+        {"coding": [{}], "text": "New bone pain in the ribs"},  # sandbox: single object, empty coding
+        [{"text": "New bone pain in the ribs"}],
+        [
+            {
+                "coding": [{"system": "http://example.org/local", "code": "BP1"}],
+                "text": "New bone pain in the ribs",
             }
-        return {}
+        ],
+    ],
+    ids=["sandbox single object", "text only", "unknown local code"],
+)
+def test_a_text_only_reason_is_read_as_text_marked_from_the_order(reason):
+    part = read(order(reasonCode=reason))
+    [ev] = part.concepts["bone-pain"]
+    assert ev.from_order and ev.from_text and ev.date == AS_OF and ev.source == SOURCE
+    assert "bone pain" in ev.text.lower()
 
-    module = types.ModuleType("cds_service.facts.text")
-    module.affirmed_concepts = affirmed_concepts  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cds_service.facts.text", module)
-    return calls
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No bone pain",
+        "History of bone pain in 2019",
+        "Family history of seizure",
+        "Denies headache",
+    ],
+)
+def test_negated_historical_or_family_text_reasons_count_as_nothing(text):
+    part = read(order(reasonCode={"coding": [{}], "text": text}))
+    assert not {"bone-pain", "seizure", "headache"} & set(part.concepts)
 
 
-def test_a_text_only_reason_goes_to_the_text_reader_marked_from_the_order(fake_text_reader):
-    part = read(order(reasonCode={"coding": [{}], "text": "New bone pain in the ribs"}))
-    assert fake_text_reader == [("New bone pain in the ribs", AS_OF, SOURCE, True)]
+def test_text_reasons_can_raise_a_red_flag_concept():
+    part = read(order(reasonCode=[{"text": "Low back pain with new weakness of both legs"}]))
+    assert "back-pain" in part.concepts
+    assert all(e.from_text and e.from_order for evs in part.concepts.values() for e in evs)
+
+
+def test_a_coded_reason_is_not_read_again_as_text(monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        "cds_service.facts.indication.affirmed_concepts", lambda *a, **k: calls.append(a) or {}
+    )
+    part = read(order(reasonCode=[cc(BONE_PAIN, text="no bone pain at all")]))
+    assert calls == []
+    assert not part.concepts["bone-pain"][0].from_text
+
+
+def test_a_referenced_condition_with_only_text_is_read_as_text():
+    target = _bone_pain_condition(code={"text": "bone pain, left hip"})
+    part = read(order(reasonReference=[{"reference": f"Condition/{target['id']}"}]), chart=(target,))
     [ev] = part.concepts["bone-pain"]
     assert ev.from_order and ev.from_text
-
-
-def test_a_coded_reason_is_not_read_as_text(fake_text_reader):
-    read(order(reasonCode=[cc(BONE_PAIN, text="bone pain")]))
-    assert fake_text_reader == []
 
 
 # --- through extract_facts ------------------------------------------------------------------------

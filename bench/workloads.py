@@ -418,12 +418,32 @@ def _reports(n: int, rng: random.Random) -> list[Resource]:
     return out
 
 
+def text_only_reports(chart: Chart, count: int = 3) -> Chart:
+    """The same chart with its first `count` reports as radiology text only (no conclusionCode),
+    as reports usually arrive: the service reads them with its clinical text reader (issue 8)."""
+    texts = (
+        "Stable osseous metastases in the spine and pelvis, no new lesions.",
+        "No visceral metastases. Sclerotic bone lesions stable. New lytic lesion in T10, suspicious for "
+        "metastasis.",
+        "No acute cardiopulmonary process.",
+    )
+    resources = {k: [dict(r) for r in v] for k, v in chart.resources.items()}
+    for report, text in zip(resources.get("DiagnosticReport", [])[:count], texts, strict=False):
+        report.pop("conclusionCode", None)
+        report["conclusion"] = text
+    return Chart(chart.patient, resources)
+
+
+TEXT_REASON = "New back pain, rule out progression of bone metastases"
+
+
 # --- the draft order and the hook request ---------------------------------------------------
 
 
-def draft_bone_scan() -> Resource:
-    """An order-select draft: whole-body bone scan (CPT 78306), reason C61 with bone metastases."""
-    return {
+def draft_bone_scan(text_reason: bool = False) -> Resource:
+    """An order-select draft: whole-body bone scan (CPT 78306), reason C61 with bone metastases
+    (or, with `text_reason`, a reason given as text only, read by the text reader)."""
+    order = {
         "resourceType": "ServiceRequest",
         "id": "bench-order-1",
         "status": "draft",
@@ -436,6 +456,9 @@ def draft_bone_scan() -> Resource:
         "requester": {"reference": USER_ID},
         "reasonCode": [_cc((ICD10, "C61", "Malignant neoplasm of prostate"))],
     }
+    if text_reason:
+        order["reasonCode"] = [{"text": TEXT_REASON}]
+    return order
 
 
 _TOKEN = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
@@ -544,8 +567,8 @@ def prefetch_for(service: Mapping[str, Any], chart: Chart, context: Mapping[str,
     return out
 
 
-def hook_context(service: Mapping[str, Any]) -> dict[str, Any]:
-    order = draft_bone_scan()
+def hook_context(service: Mapping[str, Any], text_reason: bool = False) -> dict[str, Any]:
+    order = draft_bone_scan(text_reason)
     context: dict[str, Any] = {
         "userId": USER_ID,
         "patientId": PATIENT_ID,
@@ -564,12 +587,13 @@ def build_request(
     prefetch: bool = True,
     fhir_server: str | None = None,
     hook_instance: str = "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+    text_reason: bool = False,
 ) -> dict[str, Any]:
     """A CDS Hooks 2.0 call for `service` (a discovery entry) about the generated chart.
 
     With `prefetch=False` no prefetch is sent and the service must query `fhir_server`.
     """
-    context = hook_context(service)
+    context = hook_context(service, text_reason)
     body: dict[str, Any] = {
         "hookInstance": hook_instance,
         "hook": service.get("hook", "order-select"),

@@ -2,8 +2,9 @@
 
 It answers the read and search URLs an EHR would answer for the patient in a fixture bundle:
 `Type/id`, and `Type?params` with the parameters CDS Hooks prefetch templates use (`patient`/
-`subject`, `code` as `system|code` lists, `status`, `clinical-status`, `category`, `intent`, a
-date filter, `_count`, `_sort`, `_id`, `_include`) with `next` links for paging. Replay uses it to fill
+`subject` (matched with the service's own identity rule), `code` and `value-concept` as
+`system|code` lists, `status`, `clinical-status`, `category`, `intent`, a date filter, `_count`,
+`_sort`, `_id`, `_include`) with `next` links for paging. Replay uses it to fill
 prefetch the way an EHR would; tests and the benchmark use it to serve a FHIR server from the
 same bundle. Unknown parameters are ignored, as FHIR servers do in lenient mode (recorded in
 `SearchResult.ignored`), so a template never fails for a parameter we do not model.
@@ -16,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from cds_service.identity import OWN, PatientIdentity, belongs
 
 Resource = Mapping[str, Any]
 
@@ -39,7 +42,6 @@ _CODE_PATHS: dict[str, tuple[str, ...]] = {
     "MedicationAdministration": ("medicationCodeableConcept",),
     "MedicationStatement": ("medicationCodeableConcept",),
 }
-_SUBJECT_PATHS = ("subject", "patient")
 # `_include=Type:param`: the reference element each search parameter follows (FHIR R4 search
 # parameter definitions). Included resources come after the matches, with search.mode "include".
 _INCLUDE_PATHS: dict[str, tuple[str, ...]] = {
@@ -116,15 +118,10 @@ def _date_match(value: str | None, spec: str) -> bool:
     return {"eq": v == t, "ne": v != t, "gt": v > t, "lt": v < t, "ge": v >= t, "le": v <= t}[prefix]
 
 
-def _ref_matches(resource: Resource, patient_id: str) -> bool:
-    wanted = patient_id.split("/")[-1]
-    if resource.get("resourceType") == "Patient":
-        return resource.get("id") == wanted
-    for path in _SUBJECT_PATHS:
-        ref = _get(resource, path + ".reference")
-        if isinstance(ref, str) and ref.split("/")[-1] == wanted and "Patient/" in ref:
-            return True
-    return False
+def _ref_matches(resource: Resource, identity: PatientIdentity) -> bool:
+    # The service's own patient-identity rule (cds_service.identity): a search by patient finds
+    # exactly what the service would accept as this patient's, so replay and prefetch agree.
+    return belongs(resource, identity) == OWN
 
 
 def _resolve_local_references(entries: list[Mapping[str, Any]]) -> list[Resource]:
@@ -174,6 +171,10 @@ class BundleStore:
                 return r
         return None
 
+    def _identity(self, patient_ref: str) -> PatientIdentity:
+        wanted = patient_ref.split("/")[-1]
+        return PatientIdentity.of(wanted, self.read("Patient", wanted))
+
     def search(self, resource_type: str, params: Iterable[tuple[str, str]]) -> SearchResult:
         items = list(params)
         matches = [r for r in self.resources if r.get("resourceType") == resource_type]
@@ -184,7 +185,8 @@ class BundleStore:
             name, _, modifier = raw_name.partition(":")
             values = [v for v in value.split(",") if v]
             if name in {"patient", "subject"} and not modifier:
-                matches = [r for r in matches if any(_ref_matches(r, v) for v in values)]
+                identities = [self._identity(v) for v in values]
+                matches = [r for r in matches if any(_ref_matches(r, i) for i in identities)]
             elif name == "_id":
                 matches = [r for r in matches if r.get("id") in values]
             elif name == "code" and not modifier:
@@ -195,6 +197,8 @@ class BundleStore:
             elif name in {"clinical-status", "verification-status"}:
                 element = "clinicalStatus" if name == "clinical-status" else "verificationStatus"
                 matches = [r for r in matches if _token_match(r.get(element), values)]
+            elif name == "value-concept" and not modifier:
+                matches = [r for r in matches if _token_match(r.get("valueCodeableConcept"), values)]
             elif name == "category":
                 matches = [r for r in matches if _token_match(r.get("category"), values)]
             elif name in _DATE_PARAMS:

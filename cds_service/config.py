@@ -32,7 +32,7 @@ class Settings:
     fhir_read_timeout: float = 3.0  # seconds, per response
     fhir_deadline: float = 4.0  # seconds for all outbound FHIR calls of one hook call
     fhir_page_cap: int = 10  # Bundle pages followed per prefetch key
-    fhir_max_workers: int = 8  # concurrent FHIR queries per hook call (>= templates: one wave)
+    fhir_max_workers: int = 12  # concurrent FHIR queries per hook call (>= templates: one wave)
     feedback_db: Path = Path("var/feedback.sqlite3")
     feedback_store_comments: bool = False  # free-text override comments may contain PHI
     trusted_clients: Path | None = None  # JSON file; None: open (development) mode

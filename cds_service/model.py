@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
+from cds_service.identity import PatientIdentity
+
 Resource = Mapping[str, Any]  # one FHIR resource as parsed JSON
 
 
@@ -42,6 +44,12 @@ class PatientRecord:
     resources: Mapping[str, tuple[Resource, ...]]  # "Condition" -> (...), "Observation" -> (...)
     as_of: date  # "today" for the rules (flare windows, PSA recency); fixed in tests and replay
     incomplete: tuple[str, ...] = ()  # prefetch keys that could not be had (degraded data)
+    # Who "the patient" is for this call (id, identifiers, Bundle fullUrls); None: taken from
+    # `patient`. The facts stage re-checks every resource it reads against it.
+    identity: PatientIdentity | None = None
+    # Resources the protocol layer left out because they are not this patient's (another patient,
+    # unresolvable or missing subject): counted, never used; a count > 0 lowers confidence.
+    not_this_patient: int = 0
 
 
 # --- Facts: what the chart says, in the knowledge base's own vocabulary -----------------------

@@ -470,6 +470,53 @@ def _insufficient_card(
     )
 
 
+UNREADABLE_DATA = "unreadable-data"
+
+
+def _rated_somewhere(ctx: RenderContext, rated: StudyRating) -> bool:
+    proc = rated.procedure
+    return proc is not None and any(
+        proc.id in variant.ratings for scenario in ctx.knowledge.scenarios for variant in scenario.variants
+    )
+
+
+def _data_notice_card(ctx: RenderContext, out: Rendered, ratings: list[StudyRating]) -> None:
+    """The one card of a call that would otherwise be silent (quietly appropriate, no criteria
+    apply) while some of the chart could not be read or used: a rating that looks fine may rest on
+    a PSA with an unknown unit or on data that never arrived, and only a card can say so."""
+    outcome = ctx.knowledge.texts.outcomes[UNREADABLE_DATA]
+    count = len(ctx.facts.data_issues) + len(ctx.record.incomplete)
+    rated_lines = [
+        f"{r.procedure.display if r.procedure else 'Unrecognised study'}: "
+        + (
+            f"{_category_label(ctx, r.category).lower()} for {r.match.scenario.label}"
+            if r.category and r.match
+            else "no criteria apply with the data that could be read"
+        )
+        for r in ratings
+    ]
+    first = ratings[0]
+    detail = _join(
+        _md(outcome.description),
+        "**Orders**\n\n" + _bullets(rated_lines) if rated_lines else "",
+        _confidence(ctx),
+        _sources(None, outcome.sources),
+    )
+    _card(
+        ctx,
+        out,
+        rule_id=outcome.id,
+        title=outcome.title,
+        scenario_id=first.scenario_id,
+        procedure_id=first.procedure.id if first.procedure else "",
+        summary=f"Check the chart: {count} item{'s' if count != 1 else ''} could not be read or used, "
+        "so this imaging advice may be incomplete",
+        detail=detail,
+        indicator="info",
+    )
+    out.rule_ids.append(outcome.id)
+
+
 def render(ctx: RenderContext, selection: Selection, ratings: list[StudyRating]) -> Rendered:
     out = Rendered()
     for flag in selection.red_flags:
@@ -485,6 +532,11 @@ def render(ctx: RenderContext, selection: Selection, ratings: list[StudyRating])
                 _tracer_card(ctx, out, rated)
             else:
                 _study_card(ctx, out, rated)
+    in_scope = [r for r in ratings if _rated_somewhere(ctx, r)]
+    if not out.cards and in_scope and (ctx.facts.data_issues or ctx.record.incomplete):
+        # Quiet mode and no-criteria-apply stay silent only when the chart was read in full. A study
+        # no scenario rates (a knee MRI) gets no card: no chart data could change its rating.
+        _data_notice_card(ctx, out, in_scope)
     for rated in ratings:
         if rated.pama is not None:
             out.system_actions += [

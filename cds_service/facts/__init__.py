@@ -1,10 +1,11 @@
 """FHIR resources -> Facts: a pipeline of small pure sub-stages.
 
-select (by code on raw JSON, validate only what matched) -> patient, conditions, labs (PSA and
-labs), receptors, staging, medications, procedures, imaging, the draft orders' indications ->
-consistency checks -> Facts -> derived facts (a history of cancer with evidence of active disease
-counts as active cancer). Indication facts merge into `concepts` like chart facts (dated today,
-`Evidence.from_order`), so a red flag stated only in the order still raises its card.
+select (by code on raw JSON, validate only what matched) -> patient, conditions, symptom
+observations, labs (PSA and labs), receptors, staging, medications, procedures, imaging, the draft
+orders' indications -> consistency checks -> Facts -> derived facts (a history of cancer with
+evidence of active disease counts as active cancer). Indication facts merge into `concepts` like
+chart facts (dated today, `Evidence.from_order`), so a red flag stated only in the order still
+raises its card.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from cds_service.facts.procedures import extract_procedures
 from cds_service.facts.receptors import extract_receptors
 from cds_service.facts.selection import select
 from cds_service.facts.staging import extract_staging
+from cds_service.facts.symptoms import extract_symptom_observations
 from cds_service.knowledge.valuesets import ValueSets
 from cds_service.model import Evidence, Facts, PatientRecord, Resource
 
@@ -54,6 +56,7 @@ def extract_facts(
     imaging = extract_imaging(chosen.reports, chosen.procedures, valuesets)
     parts = (
         extract_conditions(chosen.conditions, valuesets),
+        extract_symptom_observations(chosen.symptoms, valuesets),
         extract_text_conditions(chosen.text_conditions, valuesets),
         labs,
         receptors,
@@ -72,6 +75,11 @@ def extract_facts(
     patient = record.patient or {}
     if patient.get("deceasedBoolean") is True or patient.get("deceasedDateTime"):
         issues.append("Patient is recorded as deceased")
+    if record.not_this_patient:
+        issues.append(
+            f"{record.not_this_patient} record(s) sent with this call belong to another patient or "
+            "name no patient; left out, so the chart may be incomplete"
+        )
     if record.incomplete:
         issues.append("data incomplete: could not fetch " + ", ".join(record.incomplete))
     facts = Facts(

@@ -22,8 +22,10 @@ from typing import Any
 
 from cds_service.facts._util import Partial, add_evidence, concept_label, freeze
 from cds_service.facts.conditions import HANDLED_ELSEWHERE, counts, metastasis_sites
+from cds_service.facts.selection import record_identity
 from cds_service.facts.text import affirmed_concepts
 from cds_service.fhir_refs import Ref, parse_reference
+from cds_service.identity import OWN, resolve_reference
 from cds_service.knowledge.valuesets import ValueSets
 from cds_service.model import Evidence, PatientRecord, Resource
 
@@ -161,8 +163,9 @@ class _Reader:
         subject = resource.get("subject", resource.get("patient"))
         if subject is None:
             return True
-        patient = self.record.patient or {}
-        return _is_patient(subject, patient)
+        # The one patient-identity rule of the service (cds_service.identity).
+        identity = record_identity(self.record)
+        return identity is not None and resolve_reference(subject, identity) == OWN
 
     # --- referenced resources, read like the chart --------------------------------------------
 
@@ -225,26 +228,6 @@ class _Reader:
 
 def _ref_label(ref: Ref) -> str:
     return f"{ref.type}/{ref.id}" if ref.type else ("contained " if ref.kind == "contained" else "") + ref.id
-
-
-def _is_patient(subject: Any, patient: Mapping[str, Any]) -> bool:
-    pid = patient.get("id")
-    if not isinstance(subject, Mapping):
-        return False
-    ref = parse_reference(subject)
-    if ref is not None:
-        if ref.type not in (None, "Patient") or not isinstance(pid, str):
-            return False
-        return ref.id == pid  # Patient/{id}, an absolute URL ending in it, or urn:uuid:{id}
-    identifier = subject.get("identifier")
-    if isinstance(identifier, Mapping):
-        known = {
-            (i.get("system"), i.get("value"))
-            for i in _as_list(patient.get("identifier"))
-            if isinstance(i, Mapping) and i.get("value")
-        }
-        return (identifier.get("system"), identifier.get("value")) in known
-    return False
 
 
 def extract_indication(orders: Iterable[Resource], record: PatientRecord, valuesets: ValueSets) -> Partial:

@@ -1,8 +1,9 @@
 """PSA series and laboratory series (ALP, AST, ALT, bilirubin, eGFR, creatinine, testosterone).
 
 Only final / amended / corrected results count. Values are converted to the value set's canonical
-unit with the factors listed in its file (`units`); a result in a unit not listed there is not
-guessed at but reported in data_issues. A comparator ("<0.1") keeps its bound as the value.
+unit with the factors listed in its file (`units`), or through the UCUM case-insensitive code of a
+listed unit (`NG/ML`, see units.py); a result in a unit not listed there is not guessed at but
+reported in data_issues. A comparator ("<0.1") keeps its bound as the value.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from cds_service.facts._util import Partial, first_date, fmt, period_start, ref
 from cds_service.facts.selection import Hit
+from cds_service.facts.units import case_sensitive
 from cds_service.knowledge.valuesets import UCUM, ValueSet, ValueSets, canonical_system
 from cds_service.model import Measurement, Resource
 
@@ -44,6 +46,10 @@ def _factor(
     for unit in candidates:
         if unit in vs.units:
             return vs.units[unit], unit
+    for unit in candidates:  # then the UCUM case-insensitive form (`NG/ML`), never a blind case fold
+        folded = case_sensitive(unit)
+        if folded is not None and folded in vs.units:
+            return vs.units[folded], folded
     return None, candidates[0] if candidates else ""
 
 

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from cds_service.facts import text
 from cds_service.facts._util import codings, id_hash
 from cds_service.facts.stage_notation import STAGING_TEXT, is_text_staging_code
+from cds_service.identity import PatientIdentity, belongs, usable
 from cds_service.knowledge.valuesets import LOINC, SNOMED, ValueSets, canonical_system
 from cds_service.model import PatientRecord, Resource
 
@@ -34,6 +35,13 @@ ROUTINE_LABS = frozenset({"alp", "ast", "alt", "bilirubin", "egfr", "creatinine"
 LAB_SERIES_LIMIT = 3
 _STAGING_TEXT_IDS = frozenset({STAGING_TEXT})
 MEDICATION_TYPES = ("MedicationRequest", "MedicationAdministration", "MedicationStatement")
+# Condition-kind value sets that are symptoms or exam findings: EHRs also record these as an
+# Observation (the symptom as Observation.code, or as the coded value of a generic finding such as
+# a neuro exam). cards/prefetch.yaml asks for their codes (tests/protocol/test_discovery.py).
+SYMPTOM_SETS = frozenset({
+    "back-pain", "bone-pain", "cord-compression", "focal-neuro-deficit", "headache", "pulmonary-symptoms",
+    "seizure", "sphincter-dysfunction", "weakness", "weight-loss",
+})
 _NOT_GIVEN = frozenset({"entered-in-error", "cancelled", "draft", "not-taken", "not-done"})
 # which value-set kinds each resource type is probed against
 KINDS: Mapping[str, frozenset[str]] = {
@@ -57,6 +65,7 @@ class Selection:
     medications: tuple[Hit, ...] = ()
     procedures: tuple[Hit, ...] = ()
     reports: tuple[Hit, ...] = ()
+    symptoms: tuple[Hit, ...] = ()  # Observations whose code or coded value is a symptom (SYMPTOM_SETS)
     issues: tuple[str, ...] = ()
     # Conditions with no usable coding (no coding with both system and code) but text to read
     text_conditions: tuple[Hit, ...] = ()
@@ -105,6 +114,7 @@ READ_ELEMENTS: Mapping[str, frozenset[str]] = {
             "valueString",
             "valueInteger",
             "valueBoolean",
+            "interpretation",
             "referenceRange",
         }
     ),
@@ -251,6 +261,15 @@ def _medication_concepts_of(
     return (_medication_concepts(target), None) if target else ([], reference)
 
 
+def _symptom_ids(obs: Resource, valuesets: ValueSets) -> frozenset[str]:
+    """Symptom value sets the Observation's code, else its coded value, is in."""
+    for element in ("code", "valueCodeableConcept"):
+        ids = frozenset(valuesets.ids_for_concept(obs.get(element))) & SYMPTOM_SETS
+        if ids:
+            return ids
+    return frozenset()
+
+
 def _without_stage(resource: Resource) -> Resource:
     return {k: v for k, v in resource.items() if k != "stage"}
 
@@ -278,6 +297,16 @@ def _recent_labs_only(hits: list[Hit]) -> list[Hit]:
         # ISO-8601 strings of the same feed sort chronologically; good enough to pick the recent few
         keep.update(n for _, n in sorted(entries, reverse=True)[:LAB_SERIES_LIMIT])
     return [hit for n, hit in enumerate(hits) if n in keep]
+
+
+def record_identity(record: PatientRecord) -> PatientIdentity | None:
+    """Who the record is about: the protocol layer's identity, else the Patient's id; None when
+    the record names no patient (hand-built records in tests and tools)."""
+    if record.identity is not None:
+        return record.identity
+    patient = record.patient
+    pid = patient.get("id") if isinstance(patient, Mapping) else None
+    return PatientIdentity.of(pid, patient) if isinstance(pid, str) and pid else None
 
 
 def has_usable_coding(concept: Any) -> bool:
@@ -315,7 +344,22 @@ def _text_only(resource: Mapping[str, Any], rtype: str, valuesets: ValueSets) ->
 
 def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
     issues: list[str] = []
-    out: dict[str, list[Hit]] = {"Condition": [], "Observation": [], "Procedure": [], "DiagnosticReport": []}
+    identity = record_identity(record)
+    foreign = 0
+    symptoms: list[Hit] = []
+
+    def own(resource: Resource) -> bool:
+        # Defence in depth: the protocol layer already dropped other patients' resources; a record
+        # built elsewhere (a tool, a future code path) must not slip one past the rules either.
+        nonlocal foreign
+        if identity is None or usable(belongs(resource, identity)):
+            return True
+        foreign += 1
+        return False
+
+    out: dict[str, list[Hit]] = {
+        "Condition": [], "Observation": [], "Procedure": [], "DiagnosticReport": [], "Symptom": []
+    }
     text_conditions: list[Hit] = []
     for rtype, wanted in KINDS.items():
         candidates: list[Hit] = []
@@ -325,32 +369,43 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
             concept = resource.get("code")
             ids = frozenset(i for i in valuesets.ids_for_concept(concept) if valuesets.kind_of(i) in wanted)
             if ids:
-                candidates.append(Hit(resource, ids))
+                if own(resource):
+                    candidates.append(Hit(resource, ids))
                 continue
+            if rtype == "Observation":
+                found = _symptom_ids(resource, valuesets)
+                if found and own(resource):
+                    symptoms.append(Hit(resource, found))
+                    continue
             code = _mislabelled_loinc(concept, valuesets)
             if code:
                 issues.append(f"{rtype}: code {code} is labelled LOINC but is a SNOMED CT code; not read")
             elif rtype == "Observation" and is_text_staging_code(concept):
-                candidates.append(Hit(resource, _STAGING_TEXT_IDS))  # stage / grade written as text
+                if own(resource):
+                    candidates.append(Hit(resource, _STAGING_TEXT_IDS))  # stage / grade written as text
             elif rtype in ("Condition", "DiagnosticReport"):
                 hit = _text_only(resource, rtype, valuesets)
-                if hit is not None and is_valid(resource):
+                if hit is not None and own(resource) and is_valid(resource):
                     (text_conditions if rtype == "Condition" else out[rtype]).append(hit)
+        batches = [(rtype, candidates)]
         if rtype == "Observation":
-            candidates = _recent_labs_only(candidates)
-        for hit in candidates:
-            if is_valid(hit.resource):
-                out[rtype].append(hit)
-            elif rtype == "Condition" and "stage" in hit.resource and is_valid(_without_stage(hit.resource)):
-                # a malformed stage must not cost the diagnosis: keep the Condition, drop its stage
-                out[rtype].append(Hit(_without_stage(hit.resource), hit.ids))
-                issues.append(
-                    f"{rtype} ({', '.join(sorted(hit.ids))}): stage unreadable (invalid FHIR); not used"
-                )
-            else:
-                issues.append(
-                    f"{rtype} ({', '.join(sorted(hit.ids))}) could not be read (invalid FHIR); skipped"
-                )
+            batches = [(rtype, _recent_labs_only(candidates)), ("Symptom", symptoms)]
+        for bucket, hits in batches:
+            for hit in hits:
+                if is_valid(hit.resource):
+                    out[bucket].append(hit)
+                elif rtype == "Condition" and "stage" in hit.resource and (
+                    is_valid(_without_stage(hit.resource))
+                ):
+                    # a malformed stage must not cost the diagnosis: keep the Condition, drop its stage
+                    out[rtype].append(Hit(_without_stage(hit.resource), hit.ids))
+                    issues.append(
+                        f"{rtype} ({', '.join(sorted(hit.ids))}): stage unreadable (invalid FHIR); not used"
+                    )
+                else:
+                    issues.append(
+                        f"{rtype} ({', '.join(sorted(hit.ids))}) could not be read (invalid FHIR); skipped"
+                    )
 
     by_ref = {
         f"Medication/{m.get('id')}": m
@@ -369,12 +424,15 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
                 unresolved_refs += resource.get("status") not in _NOT_GIVEN
                 continue
             ingredients = tuple(dict.fromkeys(i for c in concepts for i in valuesets.ingredients_for(c)))
-            if not ingredients:
+            if not ingredients or not own(resource):
                 continue
             if is_valid(resource):
                 meds.append(Hit(resource, frozenset(ingredients)))
             else:
                 issues.append(f"{rtype} ({', '.join(ingredients)}) could not be read (invalid FHIR); skipped")
+    if foreign:
+        log.warning("facts: left out %d selected resources not attributable to the patient", foreign)
+        issues.append(f"{foreign} record(s) not attributable to this patient were left out")
     if unresolved_refs:
         # The drug behind such a record is unknown: say so rather than silently read nothing.
         issues.append(
@@ -387,6 +445,7 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
         medications=tuple(meds),
         procedures=tuple(out["Procedure"]),
         reports=tuple(out["DiagnosticReport"]),
+        symptoms=tuple(out["Symptom"]),
         issues=tuple(issues),
         text_conditions=tuple(text_conditions),
     )

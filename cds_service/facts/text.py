@@ -31,7 +31,10 @@ with every hook call of an ordering session.
 from __future__ import annotations
 
 import hashlib
+import logging
+import sys
 import threading
+import types
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,6 +45,8 @@ from typing import Any
 
 from cds_service.knowledge.text_targets import TextTarget, TextTargets, load_text_targets
 from cds_service.model import Evidence
+
+log = logging.getLogger(__name__)
 
 SNIPPET_CHARS = 160
 MAX_TEXT_CHARS = 20_000  # a long report is read up to here (cost is linear in the text)
@@ -80,9 +85,23 @@ class Mention:
 # --- the pipeline -----------------------------------------------------------------------------
 
 
+def _skip_quickumls() -> None:
+    """medspaCy 1.3 imports its QuickUMLS component unconditionally (medspacy/util.py), and that
+    imports NLTK: ~20 MB per worker and half a second at start for a component this service never
+    enables (it needs UMLS licence data). Registering an empty module under that name first keeps it
+    out; the pipeline below never asks for "medspacy_quickumls". Left alone if already imported."""
+    if "quickumls" in sys.modules:
+        return
+    stub = types.ModuleType("quickumls")
+    stub.spacy_component = types.ModuleType("quickumls.spacy_component")  # type: ignore[attr-defined]
+    sys.modules["quickumls"] = stub
+    sys.modules["quickumls.spacy_component"] = stub.spacy_component  # type: ignore[attr-defined]
+
+
 class _Pipeline:
     def __init__(self, targets: TextTargets) -> None:
         _quiet_loggers()
+        _skip_quickumls()
         import medspacy
         from medspacy.context import ConTextRule
         from medspacy.section_detection import SectionRule
@@ -233,7 +252,14 @@ def mentions(text: str, targets: TextTargets | None = None) -> tuple[Mention, ..
         if key in _results:
             _results.move_to_end(key)
             return _results[key]
-    found = _pipeline(targets).read(text)
+    try:
+        found = _pipeline(targets).read(text)
+    except ImportError:
+        raise  # medspaCy missing is an installation error: fail loudly (at start, via warm_up)
+    except Exception as exc:  # odd text must never turn a hook call into a 500
+        # the type only: the text is patient data and is never logged
+        log.warning("text: could not read a text of %d characters (%s)", len(text), type(exc).__name__)
+        return ()
     with _results_lock:
         _results[key] = found
         if len(_results) > CACHE_SIZE:

@@ -107,7 +107,8 @@ def load_prefetch_templates(cards_dir: Path | None = None) -> dict[str, Prefetch
     entries = data.get("templates") if isinstance(data, dict) else None
     if not isinstance(entries, dict) or not entries:
         raise PrefetchConfigError(f"{path.name}: 'templates' must be a non-empty mapping")
-    templates = {str(key): _template(str(key), entry, path.name) for key, entry in entries.items()}
+    root = cards_dir or DEFAULT_CARDS_DIR
+    templates = {str(key): _template(str(key), entry, path.name, root) for key, entry in entries.items()}
     if not any(t.required and t.resource_type == "Patient" and t.is_read for t in templates.values()):
         raise PrefetchConfigError(f"{path.name}: a required Patient read template is missing")
     return templates
@@ -118,7 +119,35 @@ def prefetch_codes(cards_dir: Path | None = None) -> frozenset[tuple[str, str]]:
     return frozenset(c for t in load_prefetch_templates(cards_dir).values() for c in t.codes)
 
 
-def _template(key: str, entry: Any, where: str) -> PrefetchTemplate:
+_SEARCHABLE_SYSTEMS = ("http://snomed.info/sct", "http://loinc.org")
+_CODE_PARAMETERS = ("code", "value-concept")
+
+
+def _valueset_codes(root: Path, set_ids: Any, key: str, where: str) -> list[tuple[str, str]]:
+    """The exact SNOMED CT / LOINC codes of value sets, so a template asks for what the facts stage
+    reads without a second hand-kept list (ICD-10-CM prefixes cannot be searched; they stay with
+    the Condition search, which has no code filter)."""
+    if not isinstance(set_ids, list) or not all(isinstance(s, str) for s in set_ids):
+        raise PrefetchConfigError(f"{where}: template {key!r} 'valuesets' must be a list of value-set ids")
+    codes: list[tuple[str, str]] = []
+    for set_id in set_ids:
+        path = root / "valuesets" / f"{set_id}.yaml"
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise PrefetchConfigError(f"{where}: template {key!r}: value set {set_id!r}: {exc}") from exc
+        for entry in data.get("codes") or () if isinstance(data, dict) else ():
+            if (
+                isinstance(entry, dict)
+                and entry.get("system") in _SEARCHABLE_SYSTEMS
+                and entry.get("code")
+                and not entry.get("exclude")
+            ):
+                codes.append((str(entry["system"]), str(entry["code"])))
+    return codes
+
+
+def _template(key: str, entry: Any, where: str, root: Path = DEFAULT_CARDS_DIR) -> PrefetchTemplate:
     if not isinstance(entry, dict) or not isinstance(entry.get("query"), str):
         raise PrefetchConfigError(f"{where}: template {key!r} needs a 'query' string")
     query = entry["query"].strip()
@@ -133,10 +162,16 @@ def _template(key: str, entry: Any, where: str) -> PrefetchTemplate:
         if not isinstance(values, list) or not values:
             raise PrefetchConfigError(f"{where}: template {key!r} codes of {system} must be a list")
         codes.extend((str(system), str(code)) for code in values)
+    if "valuesets" in entry:
+        codes.extend(_valueset_codes(root, entry["valuesets"], key, where))
+    codes = list(dict.fromkeys(codes))
+    parameter = entry.get("parameter", "code")
+    if parameter not in _CODE_PARAMETERS:
+        raise PrefetchConfigError(f"{where}: template {key!r} 'parameter' must be one of {_CODE_PARAMETERS}")
     if codes:
         if "?" not in query:
             raise PrefetchConfigError(f"{where}: template {key!r} filters codes but is not a search")
-        query += "&code=" + ",".join(f"{system}|{code}" for system, code in codes)
+        query += f"&{parameter}=" + ",".join(f"{system}|{code}" for system, code in codes)
     required = entry.get("required", False)
     if not isinstance(required, bool):
         raise PrefetchConfigError(f"{where}: template {key!r} 'required' must be true or false")

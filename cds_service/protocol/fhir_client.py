@@ -97,6 +97,9 @@ class FhirClient:
     deadline: float = field(default_factory=lambda: time.monotonic() + 4.0)  # monotonic seconds
     page_cap: int = 10
     calls: int = 0  # outbound requests made (for the log line)
+    # Bundle entries of Patients seen in any answer (fullUrl + resource), so the prefetch stage can
+    # resolve `urn:uuid:` subjects that name the Patient's entry (cds_service.identity).
+    patient_entries: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
@@ -121,6 +124,7 @@ class FhirClient:
         if bundle.get("resourceType") != "Bundle":
             raise FhirAccessError(f"search answered with {bundle.get('resourceType')!r}, not a Bundle")
         resources, has_error = split_bundle(bundle)
+        self._keep_patient_entries(bundle)
         pages = 1
         next_url = next_link(bundle)
         while next_url:
@@ -130,11 +134,20 @@ class FhirClient:
             if page.get("resourceType") != "Bundle":
                 raise FhirAccessError("a next page was not a Bundle")
             page_resources, page_error = split_bundle(page)
+            self._keep_patient_entries(page)
             resources.extend(page_resources)
             has_error = has_error or page_error
             pages += 1
             next_url = next_link(page)
         return resources, not has_error
+
+    def _keep_patient_entries(self, bundle: dict[str, Any]) -> None:
+        entries = bundle.get("entry")
+        for entry in entries if isinstance(entries, list) else ():
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            is_patient = isinstance(resource, dict) and resource.get("resourceType") == "Patient"
+            if is_patient and entry.get("fullUrl"):
+                self.patient_entries.append(entry)  # list.append is atomic: queries run in threads
 
     def _get(self, url: str) -> dict[str, Any]:
         if not is_allowed(url, self.allowed):

@@ -23,6 +23,7 @@ from typing import Any
 
 from cds_service.config import Settings
 from cds_service.fhir_refs import parse_reference
+from cds_service.identity import OWN, PatientIdentity, belongs, patient_full_urls, usable
 from cds_service.model import HookRequest, PatientRecord, Resource
 from cds_service.protocol.discovery import PrefetchTemplate
 from cds_service.protocol.errors import PreconditionFailed
@@ -40,7 +41,6 @@ from cds_service.protocol.request import FHIR_ID, ParsedCall
 log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
-_SUBJECT_FIELDS = ("subject", "patient")
 _Absent = object()  # a prefetch key the client did not send
 MEDICATION_RECORD_TYPES = frozenset({"MedicationRequest", "MedicationAdministration", "MedicationStatement"})
 MAX_MEDICATION_READS = 20  # a chart references few distinct Medications; bound the reads anyway
@@ -120,11 +120,24 @@ def gather_record(
          for r in results[key].resources if _is_the_patient(r, request.patient_id)),
         None,
     )
+    identity = PatientIdentity.of(request.patient_id, patient)
+    bundles = [v for v in call.prefetch.values() if isinstance(v, dict) and v.get("resourceType") == "Bundle"]
+    if client is not None and client.patient_entries:
+        bundles.append({"entry": client.patient_entries})
+    for bundle in bundles:
+        identity = identity.with_urls(patient_full_urls(bundle, identity))
+    grouped, dropped, emptied = _group(results, identity, patient)
+    for key in emptied:
+        # Every result of this key was someone else's: the patient's own data could not be had.
+        results[key].complete = False
+        results[key].error = results[key].error or "every result belonged to another patient"
     record = PatientRecord(
         patient=patient,
-        resources=_group(results, request.patient_id),
+        resources=grouped,
         as_of=today,
         incomplete=tuple(sorted(k for k, r in results.items() if not r.complete)),
+        identity=identity,
+        not_this_patient=dropped,
     )
     stats = GatherStats(
         states={k: r.state for k, r in results.items()},
@@ -169,6 +182,7 @@ def _usable(result: KeyResult, template: PrefetchTemplate, request: HookRequest)
 
 
 def _is_the_patient(resource: Mapping[str, Any], patient_id: str) -> bool:
+    # The Patient read itself: an answer without an id is the resource that was asked for.
     return resource.get("resourceType") == "Patient" and resource.get("id") in (None, patient_id)
 
 
@@ -281,22 +295,34 @@ def _token_values(request: HookRequest) -> dict[str, str]:
     return values
 
 
-def _group(results: Mapping[str, KeyResult], patient_id: str) -> dict[str, tuple[Resource, ...]]:
+def _group(
+    results: Mapping[str, KeyResult], identity: PatientIdentity, patient: Resource | None
+) -> tuple[dict[str, tuple[Resource, ...]], int, list[str]]:
+    """Resources by type, deduplicated by id, with every resource that is not the context patient's
+    left out. Returns (grouped, how many were left out, keys whose every result was left out)."""
     grouped: dict[str, dict[str, Resource]] = {}
-    other_patient = 0
-    for result in results.values():
+    dropped: dict[str, int] = {}
+    emptied: list[str] = []
+    for key, result in results.items():
+        kept = 0
         for resource in result.resources:
-            if _about_other_patient(resource, patient_id):
-                other_patient += 1
+            verdict = OWN if resource is patient else belongs(resource, identity)
+            if not usable(verdict):
+                dropped[verdict] = dropped.get(verdict, 0) + 1
                 continue
+            kept += 1
             bucket = grouped.setdefault(resource["resourceType"], {})
             rid = resource.get("id")
-            key = rid if isinstance(rid, str) and rid else f"#{len(bucket)}"
-            bucket.setdefault(key, resource)
-    if other_patient:
-        # Safety: data about someone else must never reach the rules.
-        log.warning("dropped %d resources that reference a different patient", other_patient)
-    return {rtype: tuple(bucket.values()) for rtype, bucket in grouped.items()}
+            bucket_key = rid if isinstance(rid, str) and rid else f"#{len(bucket)}"
+            bucket.setdefault(bucket_key, resource)
+        if result.resources and not kept:
+            emptied.append(key)
+    total = sum(dropped.values())
+    if total:
+        # Safety: data about someone else must never reach the rules. Counts only, never ids.
+        detail = ", ".join(f"{reason}: {n}" for reason, n in sorted(dropped.items()))
+        log.warning("dropped %d resources not attributable to the context patient (%s)", total, detail)
+    return {rtype: tuple(bucket.values()) for rtype, bucket in grouped.items()}, total, emptied
 
 
 def _read_missing_medications(client: FhirClient, results: Mapping[str, KeyResult]) -> list[dict[str, Any]]:
@@ -332,16 +358,3 @@ def _read_missing_medications(client: FhirClient, results: Mapping[str, KeyResul
         if medication.get("resourceType") == "Medication":
             out.append(medication)
     return out
-
-
-def _about_other_patient(resource: Mapping[str, Any], patient_id: str) -> bool:
-    if resource.get("resourceType") == "Patient":
-        rid = resource.get("id")
-        return isinstance(rid, str) and rid != patient_id
-    for name in _SUBJECT_FIELDS:
-        ref = resource.get(name)
-        reference = ref.get("reference") if isinstance(ref, dict) else None
-        if isinstance(reference, str) and "Patient/" in reference:
-            target = reference.split("Patient/", 1)[1].split("/", 1)[0]
-            return target != patient_id
-    return False

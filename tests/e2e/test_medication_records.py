@@ -19,8 +19,9 @@ import responses
 
 from cds_service import replay
 from cds_service.bundle_search import BundleStore
+from cds_service.knowledge.valuesets import load_valuesets
 from tests.e2e.conftest import FHIR_BASE
-from tests.e2e.e2e_support import CASES_DIR, Outcome, check
+from tests.e2e.e2e_support import CASES_DIR, REPO, Outcome, check
 
 BREAST = "breast-neoadjuvant-bone-pain-bone-scan"
 PROSTATE = "prostate-mets-adt-rising-psa-bone-scan"
@@ -94,6 +95,26 @@ def as_contained_medications(bundle: Bundle) -> None:
         req["medicationReference"] = {"reference": "#drug"}
 
 
+RXN = "http://www.nlm.nih.gov/research/umls/rxnorm"
+
+
+def recoded(by_ingredient: dict[str, tuple[str, str]]) -> Callable[[Bundle], None]:
+    """Each order's drug recoded the way another EHR sends the same therapy: brand (BN), branded
+    drug (SBD) or SNOMED CT substance instead of the fixture's ingredient / clinical drug code
+    (codes from cards/medications.yaml's hand-listed block). Dates and statuses are unchanged."""
+    index = load_valuesets(REPO / "cards").drug_index
+
+    def edit(bundle: Bundle) -> None:
+        for entry in _requests(bundle):
+            req = entry["resource"]
+            (coding,) = req["medicationCodeableConcept"]["coding"]
+            (ingredient,) = index[(coding["system"], coding["code"])]
+            system, code = by_ingredient[ingredient]
+            req["medicationCodeableConcept"] = {"coding": [{"system": system, "code": code}]}
+
+    return edit
+
+
 def with_status(status: str) -> Callable[[Bundle], None]:
     def edit(bundle: Bundle) -> None:
         for entry in _requests(bundle):
@@ -148,6 +169,18 @@ SAME_OUTCOME = [
     # seed 000: "currently undergoing or have been treated with" systemic therapy
     (PROSTATE, "stopped-therapy", with_status("stopped")),
     (PROSTATE, "orchiectomy-only", orchiectomy_instead_of_drugs),
+    # the same therapy by brand, branded drug or SNOMED substance (and relugolix / degarelix for
+    # leuprolide: another ADT started the same day keeps the ADT outcome)
+    (PROSTATE, "branded-drugs", recoded({"leuprolide": (RXN, "1115449"), "enzalutamide": (RXN, "1307309")})),
+    (PROSTATE, "brand-names", recoded({"leuprolide": (RXN, "203852"), "enzalutamide": (RXN, "1307304")})),
+    (PROSTATE, "relugolix-orgovyx",
+     recoded({"leuprolide": (RXN, "2472789"), "enzalutamide": (RXN, "2390650")})),
+    (PROSTATE, "snomed-substances",
+     recoded({"leuprolide": (SCT, "397198002"), "enzalutamide": (SCT, "703125003")})),
+    (PROSTATE, "degarelix-abiraterone-snomed",
+     recoded({"leuprolide": (SCT, "441864003"), "enzalutamide": (SCT, "699678007")})),
+    (BREAST, "her2-branded-drugs",
+     recoded({"doxorubicin": (RXN, "1922512"), "cyclophosphamide": (RXN, "2382609")})),
 ]
 
 
@@ -168,6 +201,10 @@ LOST = [
     (PROSTATE, METASTATIC, "orders-entered-in-error", with_status("entered-in-error")),
     (PROSTATE, METASTATIC, "orders-cancelled", with_status("cancelled")),
     (PROSTATE, METASTATIC, "no-medication-record", without_medications),
+    # look-alikes the catalog deliberately leaves out: relugolix/estradiol/norethindrone (Myfembree,
+    # fibroids) and the leuprolide + norethindrone pack (Lupaneta, endometriosis)
+    (PROSTATE, METASTATIC, "gynaecology-look-alikes",
+     recoded({"leuprolide": (RXN, "2556799"), "enzalutamide": (RXN, "1488617")})),
 ]
 
 

@@ -395,6 +395,56 @@ def test_proposed_pet_order_is_recognised_as_its_tracer_specific_study():
     ]
 
 
+# --- unreadable data is visible even in quiet mode ------------------------------------------------
+
+UNREADABLE = "PSA 4.2 'NG/XX' on 2026-10-01 (Observation/o9): unit not recognised; not used"
+
+
+def _with_issue(f, *issues):
+    from dataclasses import replace
+
+    return replace(f, data_issues=tuple(issues))
+
+
+def test_quiet_appropriate_with_unreadable_data_gets_an_information_card():
+    result = run(_with_issue(META, UNREADABLE), cpt("bs", "78306"))
+    [card] = result.cards
+    assert card["indicator"] == "info"
+    assert card["source"]["topic"]["code"] == "unreadable-data"
+    assert card["summary"].startswith("Check the chart: 1 item could not be read")
+    assert len(card["summary"]) <= 140
+    assert "NG/XX" in card["detail"] and "usually appropriate" in card["detail"]
+    assert "suggestions" not in card
+    assert pama(result) == {"bs": "appropriate"}  # the rating itself is unchanged
+
+
+def test_no_criteria_apply_with_unreadable_data_gets_the_card_too():
+    result = run(_with_issue(facts(), UNREADABLE), cpt("l", "72158"))
+    [card] = result.cards
+    assert card["source"]["topic"]["code"] == "unreadable-data"
+    assert "no criteria apply" in card["detail"]
+    assert pama(result) == {"l": "no-criteria-apply"}
+
+
+def test_dropped_or_unretrieved_data_counts_in_the_card():
+    result = run(META, cpt("bs", "78306"), rec=record(incomplete=("medications",)))
+    [card] = result.cards
+    assert card["source"]["topic"]["code"] == "unreadable-data"
+    assert "could not retrieve medications" in card["detail"]
+
+
+def test_no_notice_card_when_another_card_already_shows_the_issues():
+    result = run(_with_issue(NEOADJ_BACK_PAIN, UNREADABLE), *mri_cap())
+    codes = [c["source"]["topic"]["code"] for c in result.cards]
+    assert "unreadable-data" not in codes and codes
+    assert all("NG/XX" in c["detail"] for c in result.cards)  # confidence section of the rated card
+
+
+def test_no_notice_card_for_a_clean_chart_or_a_study_nothing_rates():
+    assert run(META, cpt("bs", "78306")).cards == ()
+    assert run(_with_issue(facts(), UNREADABLE), cpt("k", "73721")).cards == ()  # knee MRI: out of scope
+
+
 # --- order indications (issue 8) ------------------------------------------------------------------
 
 FROM_ORDER = {

@@ -151,3 +151,72 @@ def test_psa_string_result_with_unit_is_read_but_bare_number_is_not(valuesets):
     assert [m.value for m in facts.psa] == [0.01]
     bare = facts_of(valuesets, observation((LNC, "35741-8"), valueString="<0.01"))
     assert bare.psa == () and bare.data_issues
+
+
+# --- UCUM case-insensitive spellings (cds_service.facts.units) ------------------------------------
+
+UCUM_SYS = "http://unitsofmeasure.org"
+
+
+@pytest.mark.parametrize(
+    ("quantity_json", "expected"),
+    [
+        ({"value": 4.2, "unit": "NG/ML"}, 4.2),  # printed unit in the UCUM c/i form
+        ({"value": 4.2, "system": UCUM_SYS, "code": "NG/ML"}, 4.2),  # UCUM c/i code
+        ({"value": 4.2, "unit": "ng/ml"}, 4.2),
+        ({"value": 4.2, "unit": "UG/L"}, 4.2),  # ug/L = ng/mL, factor 1
+        ({"value": 4.2, "system": UCUM_SYS, "code": "ug/L"}, 4.2),
+        ({"value": 0.1, "unit": "NMOL/L"}, 3.3),
+    ],
+)
+def test_psa_unit_spellings_ucum_allows_give_the_same_value(valuesets, quantity_json, expected):
+    facts = facts_of(valuesets, observation((LNC, "2857-1"), valueQuantity=quantity_json))
+    assert [m.value for m in facts.psa] == [pytest.approx(expected)]
+    assert facts.psa[0].unit == "ng/mL"
+    assert not facts.data_issues
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "Ng/Ml",  # mixed case: neither the c/s nor the c/i code
+        "ng/ML",
+        "Mg/dL",  # c/s megagram per decilitre: never folded to mg/dL
+        "NG/ML/H",
+        "",  # not even valid FHIR: skipped as unreadable
+    ],
+)
+def test_units_ucum_does_not_allow_are_not_folded(valuesets, unit):
+    facts = facts_of(valuesets, observation((LNC, "2857-1"), valueQuantity={"value": 4.2, "unit": unit}))
+    assert facts.psa == ()
+    unreadable = ("not used", "could not be read")
+    assert any("PSA" in i.upper() and any(u in i for u in unreadable) for i in facts.data_issues)
+
+
+def test_other_labs_read_ucum_case_insensitive_codes(valuesets):
+    facts = facts_of(
+        valuesets,
+        observation((LNC, "1975-2"), valueQuantity={"value": 17.1, "unit": "UMOL/L"}),  # bilirubin
+        observation((LNC, "6768-6"), valueQuantity={"value": 300, "unit": "U/L"}),  # ALP
+        observation((LNC, "2986-8"), valueQuantity={"value": 1.0, "unit": "NMOL/L"}),  # testosterone
+    )
+    assert facts.labs["bilirubin"][0].value == pytest.approx(1.0, rel=1e-3)
+    assert facts.labs["alp"][0].value == 300
+    assert facts.labs["testosterone"][0].value == pytest.approx(28.84)
+
+
+def test_case_insensitive_table_maps_onto_units_the_value_sets_list(valuesets):
+    from cds_service.facts.units import CASE_INSENSITIVE
+
+    listed = {u for vs in valuesets.sets.values() for u in vs.units}
+    for ci, cs in CASE_INSENSITIVE.items():
+        assert ci == ci.upper(), ci  # c/i codes are written in upper case
+        assert cs in listed, f"{ci} -> {cs}: no value set lists {cs}"
+        assert ci != cs or cs in {"U/L", "[IU]/L"}  # only case-free codes are their own c/i form
+
+
+def test_psa_as_bare_value_string_or_without_unit_is_unreadable(valuesets):
+    for value in ({"valueString": "0.4"}, {"valueQuantity": {"value": 0.4}}, {"valueString": "four"}):
+        facts = facts_of(valuesets, observation((LNC, "2857-1"), **value))
+        assert facts.psa == ()
+        assert any(i.startswith("PSA") for i in facts.data_issues), value

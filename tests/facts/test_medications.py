@@ -261,3 +261,143 @@ def test_bilateral_orchiectomy_is_permanent_adt(valuesets):
 @pytest.mark.parametrize("status", ["preparation", "in-progress", "not-done", "entered-in-error", "stopped"])
 def test_an_orchiectomy_not_completed_is_not_castration(valuesets, status):
     assert extract_facts(record(orchiectomy(status=status)), valuesets).medications == ()
+
+
+# --- the same therapy by brand, branded drug, clinical drug, ingredient or SNOMED substance -------
+# Codes from the catalog's hand-listed block (cards/medications.yaml, sources codex-ctm,
+# codex-ctm-bct, ch-term-substance). Each group must give one fact with the same ingredient and
+# classes whichever code the EHR sent, and whichever record type carries it.
+
+THERAPY_ENCODINGS: dict[str, tuple[str, frozenset[str], dict[str, tuple[str, str]]]] = {
+    "relugolix": ("relugolix", frozenset({"adt"}), {
+        "ingredient": (RXN, "2472778"),
+        "SCD relugolix 120 MG Oral Tablet": (RXN, "2472783"),
+        "SBD Orgovyx 120 MG Oral Tablet": (RXN, "2472789"),
+        "brand Orgovyx": (RXN, "2472784"),
+    }),
+    "leuprolide": ("leuprolide", frozenset({"adt"}), {
+        "ingredient": (RXN, "42375"),
+        "precise ingredient leuprolide acetate": (RXN, "203217"),
+        "SBD Lupron Depot 11.25 MG/ML (3 month)": (RXN, "1115449"),
+        "SBD Eligard 30 MG/ML": (RXN, "825334"),
+        "brand Lupron": (RXN, "203852"),
+        "brand Eligard": (RXN, "352619"),
+        "SNOMED substance leuprorelin": (SCT, "397198002"),
+    }),
+    "degarelix": ("degarelix", frozenset({"adt"}), {
+        "ingredient": (RXN, "475230"),
+        "SCD degarelix 120 MG Injection": (RXN, "828751"),
+        "SBD Firmagon 120 MG Injection": (RXN, "858127"),
+        "brand Firmagon": (RXN, "858122"),
+        "SNOMED substance degarelix": (SCT, "441864003"),
+    }),
+    "triptorelin": ("triptorelin", frozenset({"adt"}), {
+        "ingredient": (RXN, "38782"),
+        "SBD Trelstar 22.5 MG Injection": (RXN, "905057"),
+        "SNOMED substance triptorelin": (SCT, "395915003"),
+    }),
+    "goserelin": ("goserelin", frozenset({"adt"}), {
+        "SBD Zoladex 10.8 MG Drug Implant": (RXN, "211544"),
+        "brand Zoladex": (RXN, "58328"),
+        "SNOMED substance goserelin": (SCT, "108771008"),
+    }),
+    "histrelin": ("histrelin", frozenset({"adt"}), {
+        "ingredient": (RXN, "50975"),
+        "SBD Vantas implant": (RXN, "1294626"),
+    }),
+    "abiraterone": ("abiraterone", frozenset({"arpi"}), {
+        "ingredient": (RXN, "1100072"),
+        "SCD abiraterone acetate 250 MG Oral Tablet": (RXN, "1100075"),
+        "SBD Zytiga 500 MG Oral Tablet": (RXN, "1918044"),
+        "brand Zytiga": (RXN, "1100076"),
+        "SNOMED substance abiraterone": (SCT, "699678007"),
+    }),
+    "enzalutamide": ("enzalutamide", frozenset({"arpi"}), {
+        "ingredient": (RXN, "1307298"),
+        "SCD enzalutamide 40 MG Oral Capsule": (RXN, "1307303"),
+        "SBD Xtandi 40 MG Oral Capsule": (RXN, "1307309"),
+        "SBD Xtandi 80 MG Oral Tablet": (RXN, "2390650"),
+        "brand Xtandi": (RXN, "1307304"),
+        "SNOMED substance enzalutamide": (SCT, "703125003"),
+    }),
+    "apalutamide": ("apalutamide", frozenset({"arpi"}), {
+        "ingredient": (RXN, "1999574"),
+        "SCD apalutamide 60 MG Oral Tablet": (RXN, "1999581"),
+        "SBD Erleada 60 MG Oral Tablet": (RXN, "1999587"),
+        "brand Erleada": (RXN, "1999582"),
+        "SNOMED substance apalutamide": (SCT, "766972001"),
+    }),
+    "darolutamide": ("darolutamide", frozenset({"arpi"}), {
+        "ingredient": (RXN, "2180325"),
+        "SCD darolutamide 300 MG Oral Tablet": (RXN, "2180330"),
+        "SBD Nubeqa 300 MG Oral Tablet": (RXN, "2180336"),
+        "brand Nubeqa": (RXN, "2180331"),
+    }),
+    "trastuzumab": ("trastuzumab", frozenset({"her2-targeted"}), {
+        "ingredient": (RXN, "224905"),
+        "SCD trastuzumab 150 MG Injection": (RXN, "1922509"),
+        "SBD Herceptin 150 MG Injection": (RXN, "1922512"),
+        "brand Herceptin": (RXN, "101306"),
+        "biosimilar SBD Ogivri 150 MG Injection": (RXN, "2179758"),
+        "biosimilar ingredient trastuzumab-dkst": (RXN, "2103478"),
+        "SNOMED substance trastuzumab": (SCT, "387003001"),
+    }),
+    "pertuzumab": ("pertuzumab", frozenset({"her2-targeted"}), {
+        "ingredient": (RXN, "1298944"),
+        "SCD 14 ML pertuzumab 30 MG/ML Injection": (RXN, "1298948"),
+        "SBD Perjeta 420 MG per 14 ML Injection": (RXN, "1298953"),
+        "brand Perjeta": (RXN, "1298949"),
+        "SNOMED substance pertuzumab": (SCT, "704226002"),
+    }),
+    "pembrolizumab": ("pembrolizumab", frozenset({"immunotherapy"}), {
+        "ingredient": (RXN, "1547545"),
+        "SCD 4 ML pembrolizumab 25 MG/ML Injection": (RXN, "1657750"),
+        "SBD Keytruda 100 MG per 4 ML Injection": (RXN, "1657751"),
+        "brand Keytruda": (RXN, "1547550"),
+        "SNOMED substance pembrolizumab": (SCT, "716125002"),
+    }),
+}
+
+_THERAPY_CASES = [(t, e) for t, (_, _, codes) in sorted(THERAPY_ENCODINGS.items()) for e in sorted(codes)]
+
+
+@pytest.mark.parametrize("therapy, encoding", _THERAPY_CASES)
+def test_every_code_of_a_therapy_gives_the_same_ingredient_and_class(valuesets, therapy, encoding):
+    ingredient, classes, codes = THERAPY_ENCODINGS[therapy]
+    (fact,) = extract_facts(record(med_request(codes[encoding])), valuesets).medications
+    assert (fact.ingredient, fact.classes, fact.start) == (ingredient, classes, date(2026, 9, 1))
+
+
+@pytest.mark.parametrize("encoding", ["SBD Orgovyx 120 MG Oral Tablet", "brand Orgovyx"])
+def test_relugolix_by_brand_in_every_record_type_is_adt(valuesets, encoding):
+    coding = THERAPY_ENCODINGS["relugolix"][2][encoding]
+    for name, resources in _variants(coding).items():
+        facts = extract_facts(record(*resources), valuesets)
+        assert [(m.ingredient, m.classes) for m in facts.medications] == [
+            ("relugolix", frozenset({"adt"}))
+        ], f"{encoding} / {name}"
+
+
+def test_brand_and_ingredient_codings_of_one_order_give_one_fact(valuesets):
+    # all codings of a CodeableConcept are synonyms: SBD + SCD + SNOMED on one order = one therapy
+    res = med_request((RXN, "1307309"), (RXN, "1307303"), (SCT, "703125003"))
+    facts = extract_facts(record(res), valuesets).medications
+    assert [(m.ingredient, m.classes) for m in facts] == [("enzalutamide", frozenset({"arpi"}))]
+
+
+def test_phesgo_is_both_her2_agents(valuesets):
+    # Phesgo = pertuzumab + trastuzumab + hyaluronidase (one injection, two HER2-targeted agents)
+    facts = extract_facts(record(med_request((RXN, "2382609"))), valuesets).medications
+    assert sorted((m.ingredient, m.classes) for m in facts) == [
+        ("pertuzumab", frozenset({"her2-targeted"})), ("trastuzumab", frozenset({"her2-targeted"})),
+    ]
+
+
+@pytest.mark.parametrize("code, what", [
+    ("2556799", "relugolix 40 MG / estradiol / norethindrone (Myfembree, uterine fibroids)"),
+    ("2556803", "Myfembree brand"),
+    ("1488617", "Lupaneta Pack (leuprolide + norethindrone, endometriosis)"),
+    ("1658087", "KADCYLA 100 MG Injection (ado-trastuzumab emtansine, another agent)"),
+])
+def test_look_alike_products_are_not_mapped(valuesets, code, what):
+    assert extract_facts(record(med_request((RXN, code))), valuesets).medications == (), what

@@ -10,7 +10,7 @@ def test_invalid_selected_resource_is_skipped_with_a_log_line_and_an_issue(value
     bad["effectiveDateTime"] = "yesterday"  # not a FHIR dateTime
     bad["id"] = "secret-id-123"
     good = observation((LNC, "2857-1"), when="2026-01-01", valueQuantity=quantity(1.0, "ng/mL"))
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="cds_service.facts.selection"):
         facts = extract_facts(record(bad, good), valuesets)
     assert [m.value for m in facts.psa] == [1.0]
     assert any("could not be read" in i for i in facts.data_issues)
@@ -71,7 +71,7 @@ def test_a_cached_verdict_still_skips_and_logs_the_invalid_resource(valuesets, c
     bad["effectiveDateTime"] = "yesterday"
     for _ in range(2):  # the second pass answers from the verdict cache
         caplog.clear()
-        with caplog.at_level(logging.WARNING):
+        with caplog.at_level(logging.WARNING, logger="cds_service.facts.selection"):
             facts = extract_facts(record(bad), valuesets)
         assert facts.psa == ()
         assert any("could not be read" in i for i in facts.data_issues)

@@ -251,3 +251,20 @@ def test_generic_metastatic_disease(targets):
 )
 def test_no_new_or_no_other_metastases_is_not_a_negative_study(report, targets):
     assert "no-bone-metastases" not in findings(report, targets)
+
+
+def test_a_reader_failure_is_logged_without_the_text_and_reads_nothing(targets, monkeypatch, caplog):
+    def boom(self, text):
+        raise ValueError("spaCy choked")
+
+    monkeypatch.setattr(text._Pipeline, "read", boom)
+    text.clear_cache()
+    assert text.mentions("Secret patient words: cord compression", targets) == ()
+    assert "could not read" in caplog.text and "Secret" not in caplog.text
+
+
+def test_the_pipeline_does_not_load_quickumls_or_nltk(targets):
+    import sys
+
+    text.mentions("Rule out cord compression.", targets)
+    assert "nltk" not in sys.modules  # the never-enabled QuickUMLS component stays out (RSS, start time)

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from cds_service.facts.selection import KINDS, MEDICATION_TYPES
+from cds_service.facts.selection import KINDS, MEDICATION_TYPES, SYMPTOM_SETS
 from cds_service.knowledge import DEFAULT_CARDS_DIR
 from cds_service.knowledge.valuesets import LOINC, SNOMED, load_valuesets
 from cds_service.protocol.discovery import (
@@ -67,7 +67,7 @@ def observation_codes_read() -> set[tuple[str, str]]:
     return {
         (entry.system, entry.code)
         for vs in valuesets.sets.values()
-        if vs.kind in KINDS["Observation"]
+        if vs.kind in KINDS["Observation"] or vs.id in SYMPTOM_SETS  # symptoms recorded as Observations
         for entry in vs.codes
         if entry.system in {LOINC, SNOMED} and entry.code and not entry.exclude
     }
@@ -82,6 +82,30 @@ def test_every_observation_code_read_is_requested_by_a_template():
 def test_templates_ask_only_for_observation_codes_something_reads():
     unread = prefetch_codes() - observation_codes_read()
     assert not unread, f"no value set reads these; remove from cards/prefetch.yaml: {sorted(unread)}"
+
+
+def test_symptom_templates_ask_for_every_symptom_value_set_by_code_and_by_value():
+    valuesets = load_valuesets(DEFAULT_CARDS_DIR)
+    templates = load_prefetch_templates()
+    by_code, by_value = templates["symptom-observations"], templates["symptom-findings"]
+    symptom_codes = {
+        (e.system, e.code) for set_id in SYMPTOM_SETS & set(valuesets.sets)
+        for e in valuesets.sets[set_id].codes if e.system in {LOINC, SNOMED} and e.code and not e.exclude
+    }
+    assert set(valuesets.sets) >= SYMPTOM_SETS  # every symptom value set the facts stage reads exists
+    assert set(by_code.codes) == set(by_value.codes) == symptom_codes
+    assert "&code=" in by_code.query and "&value-concept=" in by_value.query
+    assert "http://snomed.info/sct|102568007" in by_value.query  # leg paresis as a finding's value
+
+
+def test_a_template_naming_an_unknown_value_set_is_refused(tmp_path):
+    (tmp_path / "valuesets").mkdir()
+    (tmp_path / "prefetch.yaml").write_text(
+        "templates:\n  patient:\n    query: 'Patient/{{context.patientId}}'\n    required: true\n"
+        "  s:\n    query: 'Observation?patient={{context.patientId}}'\n    valuesets: [no-such-set]\n"
+    )
+    with pytest.raises(PrefetchConfigError, match="no-such-set"):
+        load_prefetch_templates(tmp_path)
 
 
 def test_templates_with_a_1_0_style_token_are_refused(tmp_path):

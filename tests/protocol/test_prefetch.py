@@ -20,6 +20,7 @@ from .conftest import (
 )
 
 SELECT = "/cds-services/imaging-appropriateness"
+TEMPLATES = load_prefetch_templates()  # one query per template when nothing is prefetched
 SEARCH_TYPES = ("Condition", "Observation", "MedicationRequest", "MedicationAdministration",
                 "MedicationStatement", "Procedure", "DiagnosticReport")
 
@@ -110,7 +111,8 @@ def test_operation_outcome_without_a_server_degrades(client, captured):
                               "issue": [{"severity": "error", "code": "x"}]}
     prefetch["observations"] = {
         "resourceType": "Bundle", "type": "searchset",
-        "entry": [{"resource": {"resourceType": "Observation", "id": "o1"}},
+        "entry": [{"resource": {"resourceType": "Observation", "id": "o1",
+                                "subject": {"reference": f"Patient/{PATIENT_ID}"}}},
                   {"resource": {"resourceType": "OperationOutcome", "issue": [{"severity": "error"}]},
                    "search": {"mode": "outcome"}}],
     }
@@ -360,6 +362,114 @@ def test_tokens_resolve_from_context_and_user():
     assert resolve_tokens("Encounter/{{context.encounterId}}", request) == "Encounter/e2"
     assert resolve_tokens("PractitionerRole/{{userPractitionerRoleId}}", request) == "PractitionerRole/r9"
     assert resolve_tokens("Practitioner/{{userPractitionerId}}", request) is None  # not a Practitioner
+
+
+# --- patient identity (cds_service.identity) ----------------------------------------------------
+
+MRN = "urn:oid:1.2.36.146.595.217.0.1"
+
+
+def _with_subject(resource, subject):
+    return {**resource, "subject": subject}
+
+
+@pytest.mark.parametrize("subject", [
+    {"reference": "urn:uuid:00000000-0000-4000-8000-0000000000ff"},
+    {"identifier": {"system": MRN, "value": "other-mrn"}},
+    {"reference": "other", "type": "Patient"},
+    {"reference": "#pat"},
+    {"display": "Pat One"},
+    {"reference": f"patient/{PATIENT_ID}"},
+    {"reference": "https://fhir.example.org/r4/Patient/other"},
+])
+def test_every_foreign_reference_form_is_dropped_and_counted(client, captured, caplog, subject):
+    prefetch = full_prefetch()
+    prefetch["conditions"] = bundle(condition("mine"), _with_subject(condition("theirs"), subject))
+    with caplog.at_level("WARNING", logger="cds_service.protocol.prefetch"):
+        client.post(SELECT, json=hook_request(prefetch=prefetch))
+    record = captured["record"]
+    assert [c["id"] for c in record.resources["Condition"]] == ["mine"]
+    assert record.not_this_patient == 1
+    assert record.incomplete == ()  # the key still had the patient's own data
+    assert "dropped 1 resources" in caplog.text
+    assert "other-mrn" not in caplog.text and "theirs" not in caplog.text  # counts only, never ids
+
+
+def test_urn_uuid_of_the_patient_entry_in_the_same_bundle_is_the_patient(client, captured):
+    prefetch = full_prefetch()
+    urn = "urn:uuid:8c5a1d2e-1111-4222-8333-944455556666"
+    prefetch["conditions"] = {
+        "resourceType": "Bundle", "type": "searchset",
+        "entry": [
+            {"fullUrl": urn, "resource": patient(), "search": {"mode": "include"}},
+            {"fullUrl": "urn:uuid:1", "resource": _with_subject(condition("c-urn"), {"reference": urn})},
+        ],
+    }
+    client.post(SELECT, json=hook_request(prefetch=prefetch))
+    record = captured["record"]
+    assert [c["id"] for c in record.resources["Condition"]] == ["c-urn"]
+    assert record.not_this_patient == 0
+
+
+def test_identifier_only_subject_matches_the_patients_identifier(client, captured):
+    prefetch = full_prefetch()
+    prefetch["patient"] = {**patient(), "identifier": [{"system": MRN, "value": "mrn-1"}]}
+    prefetch["conditions"] = bundle(
+        _with_subject(condition("by-mrn"), {"identifier": {"system": MRN, "value": "mrn-1"}}),
+        _with_subject(condition("other-mrn"), {"identifier": {"system": MRN, "value": "mrn-2"}}),
+    )
+    client.post(SELECT, json=hook_request(prefetch=prefetch))
+    record = captured["record"]
+    assert [c["id"] for c in record.resources["Condition"]] == ["by-mrn"]
+    assert record.not_this_patient == 1
+
+
+def test_a_key_whose_every_result_is_someone_elses_is_incomplete(client, captured):
+    prefetch = full_prefetch()
+    prefetch["conditions"] = bundle(condition("theirs", pid="other"), condition("theirs-2", pid="other"))
+    client.post(SELECT, json=hook_request(prefetch=prefetch))
+    record = captured["record"]
+    assert "Condition" not in record.resources
+    assert record.incomplete == ("conditions",)
+    assert record.not_this_patient == 2
+
+
+def test_fhir_fallback_results_go_through_the_same_check(client, captured, fhir):
+    prefetch = full_prefetch()
+    del prefetch["conditions"]
+    fhir.get(re.compile(rf"{re.escape(FHIR)}/Condition\?.*"), json=bundle(
+        _with_subject(condition("theirs"), {"reference": "urn:uuid:123"}),
+        _with_subject(condition("theirs-2"), {"identifier": {"system": MRN, "value": "x"}}),
+    ))
+    client.post(SELECT, json=with_server(hook_request(prefetch=prefetch)))
+    record = captured["record"]
+    assert "Condition" not in record.resources
+    assert record.incomplete == ("conditions",)  # the server's answer held none of the patient's data
+    assert record.not_this_patient == 2
+
+
+def test_fhir_fallback_urn_uuid_subject_resolves_through_an_included_patient(client, captured, fhir):
+    prefetch = full_prefetch()
+    del prefetch["conditions"]
+    urn = "urn:uuid:8c5a1d2e-1111-4222-8333-944455550000"
+    fhir.get(re.compile(rf"{re.escape(FHIR)}/Condition\?.*"), json={
+        "resourceType": "Bundle", "type": "searchset",
+        "entry": [{"fullUrl": urn, "resource": patient()},
+                  {"resource": _with_subject(condition("c1"), {"reference": urn})}],
+    })
+    client.post(SELECT, json=with_server(hook_request(prefetch=prefetch)))
+    assert [c["id"] for c in captured["record"].resources["Condition"]] == ["c1"]
+    assert captured["record"].incomplete == ()
+
+
+def test_dropped_resources_lower_confidence_on_the_card(client):
+    # End to end through the engine: the answer says data is missing.
+    prefetch = full_prefetch()
+    prefetch["conditions"] = bundle(condition("theirs", pid="other"))
+    body = client.post(SELECT, json=hook_request(prefetch=prefetch)).get_json()
+    details = " ".join(card["detail"] for card in body["cards"])
+    assert "belong to another patient" in details
+    assert "could not retrieve conditions" in details
 
 
 def _med_request(mid: str, reference: str) -> dict:

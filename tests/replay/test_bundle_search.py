@@ -167,3 +167,43 @@ def test_transaction_bundle_urn_uuid_references_resolve_like_a_server():
     assert [e["resource"]["subject"]["reference"] for e in found] == [f"Patient/{pid}"]
     assert store.get(f"Observation?patient={pid}").body["entry"] == []  # unresolved: not this patient
     assert bundle["entry"][1]["resource"]["subject"]["reference"] == f"urn:uuid:{pid}"  # input untouched
+
+
+def _store_with(*resources):
+    patient = {"resourceType": "Patient", "id": "p1",
+               "identifier": [{"system": "urn:mrn", "value": "m1"}]}
+    entries = [{"fullUrl": "urn:uuid:p1-entry", "resource": patient}]
+    entries += [{"resource": r} for r in resources]
+    return BundleStore({"resourceType": "Bundle", "type": "collection", "entry": entries})
+
+
+def _cond(cid, subject):
+    return {"resourceType": "Condition", "id": cid, "subject": subject, "code": {"text": "x"}}
+
+
+def test_search_by_patient_uses_the_service_identity_rule():
+    store = _store_with(
+        _cond("rel", {"reference": "Patient/p1"}),
+        _cond("abs", {"reference": "https://ehr.example/fhir/Patient/p1"}),
+        _cond("urn", {"reference": "urn:uuid:p1-entry"}),  # rewritten to Patient/p1, as a server does
+        _cond("mrn", {"identifier": {"system": "urn:mrn", "value": "m1"}}),
+        _cond("typed", {"reference": "p1", "type": "Patient"}),
+        _cond("other", {"reference": "Patient/p2"}),
+        _cond("other-mrn", {"identifier": {"system": "urn:mrn", "value": "m2"}}),
+        _cond("lower", {"reference": "patient/p1"}),
+        _cond("display", {"display": "P One"}),
+        _cond("contained", {"reference": "#p"}),
+        {"resourceType": "Condition", "id": "none", "code": {"text": "x"}},
+    )
+    assert ids(store.get("Condition?patient=p1")) == ["rel", "abs", "urn", "mrn", "typed"]
+    assert ids(store.get("Condition?patient=Patient/p1")) == ["rel", "abs", "urn", "mrn", "typed"]
+
+
+def test_value_concept_search_matches_the_coded_value():
+    sct = "http://snomed.info/sct"
+    weakness = {"resourceType": "Observation", "id": "o1", "subject": {"reference": "Patient/p1"},
+                "code": {"coding": [{"system": sct, "code": "102957003"}]},
+                "valueCodeableConcept": {"coding": [{"system": sct, "code": "26544005"}]}}
+    other = {**weakness, "id": "o2", "valueCodeableConcept": {"coding": [{"system": sct, "code": "1"}]}}
+    store = _store_with(weakness, other)
+    assert ids(store.get(f"Observation?patient=p1&value-concept={sct}|26544005")) == ["o1"]

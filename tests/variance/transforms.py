@@ -387,8 +387,9 @@ def symptom_transforms() -> dict[str, Transform]:
             out[f"{name}-coded-twice"] = _symptom_recode(
                 name, lambda cond, a=alternatives[0], n=name: concept(_canonical_coding(n), a)
             )
-        out[f"{name}-as-exam-observation"] = _symptom_as_observation(name, loinc_symptom=False)
-        out[f"{name}-as-loinc-symptom-observation"] = _symptom_as_observation(name, loinc_symptom=True)
+        if _key[0] == SCT:  # a finding (cord compression is a diagnosis, charted as a Condition)
+            out[f"{name}-as-exam-observation"] = _symptom_as_observation(name, loinc_symptom=False)
+            out[f"{name}-as-loinc-symptom-observation"] = _symptom_as_observation(name, loinc_symptom=True)
     for alt in C.SPHINCTER:
         out[f"sphincter-dysfunction-{alt[1]}-instead-of-weakness"] = _sphincter_instead_of_weakness(alt)
     return out
@@ -579,6 +580,7 @@ MEDICATIONS: dict[str, Transform] = {
     "rxnorm-ingredient": _recode_meds(_pick_in),
     "rxnorm-clinical-drug-scd": _recode_meds(_pick_tty("SCD")),
     "rxnorm-branded-drug-sbd": _recode_meds(_pick_tty("SBD", "BPCK")),
+    "rxnorm-brand-name-bn": _recode_meds(_pick_tty("BN")),
     "snomed-substance": _recode_meds(_pick_snomed),
     "contained-medication": _med_reference("contained"),
     "medication-resource-relative": _med_reference("resource"),

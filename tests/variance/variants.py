@@ -12,6 +12,7 @@ run as strict xfails, so one that starts passing fails the suite until the entry
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -79,17 +80,31 @@ def foreign_only_keys(v: Variant, runs: Runs) -> frozenset[str]:
 
 
 # Named, justified differences: (family, name, patient or "*") -> Justified. Keep these few.
-FOREIGN_ONLY_KEY = Justified(
-    "prefetch-key-held-only-another-patients-data",
-    "when every resource the EHR sent for a prefetch key is another patient's, the EHR's answer to that "
-    "query is wrong, so the patient's own data of that kind is unknown: the service drops the resources "
-    "and treats the key as not obtained (it says so on the card) instead of as 'the patient has none'. "
-    "Expected: the canonical chart with those keys left out of the prefetch (equal to the canonical "
-    "outcome when no key held only foreign data)",
-    lambda v, runs: runs.withheld(v.chart, foreign_only_keys(v, runs)).outcome,
+def _foreign_records_left_out(v: Variant, runs: Runs) -> Outcome:
+    base = runs.withheld(v.chart, foreign_only_keys(v, runs)).outcome
+    if base.cards:
+        return base  # the existing card's confidence section names the records left out
+    return dataclasses.replace(
+        base,
+        scenarios=tuple(sorted({*base.scenarios, UNREADABLE})),
+        cards=((INFO, UNREADABLE),),
+    )
+
+
+UNREADABLE, INFO = "unreadable-data", "info"
+FOREIGN_RECORDS_LEFT_OUT = Justified(
+    "another-patients-records-left-out-and-said-so",
+    "another patient's records are dropped (never used: the rating, scenario and red flags are those of "
+    "the chart without them) and the response says records were left out: where the call would otherwise "
+    "be silent, with an information card (issue 8: a card that names what could not be used, not silence). "
+    "A prefetch key whose every resource is another patient's is the EHR's answer to the wrong query, so "
+    "that kind of data is treated as not obtained rather than as 'the patient has none'. Expected: the "
+    "canonical chart with those keys left out of the prefetch, plus the information card if that call is "
+    "silent",
+    _foreign_records_left_out,
 )
 JUSTIFIED: Mapping[tuple[str, str, str], Justified] = {
-    ("other-patient", form, "*"): FOREIGN_ONLY_KEY for form in T.OTHER_FORMS
+    ("other-patient", form, "*"): FOREIGN_RECORDS_LEFT_OUT for form in T.OTHER_FORMS
 }
 
 

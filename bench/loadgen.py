@@ -5,6 +5,10 @@ the server closes it, as gunicorn's sync worker does after every response) and P
 until the shared request budget or the time limit runs out. A short warm-up per process is not
 measured. Prints one JSON object: latencies (ms), status counts, measured wall time.
 
+With a body file of several lines (one JSON body per line), every measured request sends a body no
+other request sent (the first-seen chart: no cache of the service has seen it); warm-ups send the
+last line, and the budget is capped so that no body is sent twice.
+
 `python -m bench.loadgen --url http://127.0.0.1:8081/cds-services/x --body req.json -c 1 -n 500 -t 3`
 """
 
@@ -29,8 +33,9 @@ def _one(conn: http.client.HTTPConnection, path: str, body: bytes) -> int:
     return response.status
 
 
-def _worker(url: str, body: bytes, warmup: int, budget, deadline_s: float, start, out) -> None:  # type: ignore[no-untyped-def]
+def _worker(url: str, bodies: list[bytes], warmup: int, budget, deadline_s: float, start, out) -> None:  # type: ignore[no-untyped-def]
     parts = urlsplit(url)
+    body = bodies[-1]
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     latencies: list[float] = []
     statuses: dict[str, int] = {}
@@ -48,6 +53,8 @@ def _worker(url: str, body: bytes, warmup: int, budget, deadline_s: float, start
             if budget.value <= 0:
                 break
             budget.value -= 1
+            if len(bodies) > 1:  # the budget counts down through the distinct bodies
+                body = bodies[budget.value]
         t0 = time.perf_counter()
         try:
             status = _one(conn, parts.path, body)
@@ -76,19 +83,22 @@ def _worker(url: str, body: bytes, warmup: int, budget, deadline_s: float, start
 
 def run(
     url: str,
-    body: bytes,
+    body: bytes | list[bytes],
     concurrency: int = 1,
     requests: int = 1000,
     duration_s: float = 3.0,
     warmup: int = 5,
 ) -> dict[str, object]:
     """Drive `url`; returns the merged result of all load processes."""
+    bodies = body if isinstance(body, list) else [body]
+    if len(bodies) > 1:
+        requests = min(requests, len(bodies) - 1)  # the last body is the warm-up's
     ctx = mp.get_context("fork")
     budget = ctx.Value("i", requests)
     start = ctx.Barrier(concurrency)
     out = ctx.Queue()
     procs = [
-        ctx.Process(target=_worker, args=(url, body, warmup, budget, duration_s, start, out))
+        ctx.Process(target=_worker, args=(url, bodies, warmup, budget, duration_s, start, out))
         for _ in range(concurrency)
     ]
     for p in procs:
@@ -109,15 +119,17 @@ def run(
 def main() -> None:
     parser = argparse.ArgumentParser(description="closed-loop POST load generator")
     parser.add_argument("--url", required=True)
-    parser.add_argument("--body", required=True, type=Path, help="file holding the JSON body")
+    parser.add_argument(
+        "--body", required=True, type=Path, help="file holding the JSON body (or one body per line)"
+    )
     parser.add_argument("-c", "--concurrency", type=int, default=1)
     parser.add_argument("-n", "--requests", type=int, default=1000, help="measured request budget")
     parser.add_argument("-t", "--duration", type=float, default=3.0, help="measured time limit, seconds")
     parser.add_argument("-w", "--warmup", type=int, default=5, help="unmeasured requests per process")
     args = parser.parse_args()
-    result = run(
-        args.url, args.body.read_bytes(), args.concurrency, args.requests, args.duration, args.warmup
-    )
+    lines = [line for line in args.body.read_bytes().splitlines() if line.strip()]
+    body: bytes | list[bytes] = lines if len(lines) > 1 else args.body.read_bytes()
+    result = run(args.url, body, args.concurrency, args.requests, args.duration, args.warmup)
     json.dump(result, sys.stdout)
 
 

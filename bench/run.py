@@ -39,6 +39,7 @@ from bench.workloads import (
     SCALING_SIZES,
     SIZES,
     build_request,
+    first_seen,
     generate_chart,
     pick_service,
     text_only_reports,
@@ -51,6 +52,7 @@ FLOOR_APP = "bench.floor_app:app"
 # `make run` and the Dockerfile serve with, so the bench measures the deployed shape.
 GUNICORN_ARGS = ["--worker-class", "sync", "--timeout", "60", "--log-level", "warning"]
 STUB_DELAY_S = 0.05
+FIRST_SEEN_CHARTS = 400  # distinct bodies of the first-seen workload (more than one run sends)
 
 
 @dataclass
@@ -233,22 +235,39 @@ def drive(
     return json.loads(done.stdout)
 
 
+def round_files(bodies: list[bytes], rounds: int, tmp: Path) -> list[Path]:
+    """The body file of each round. One body: the same file every round. Several (first-seen
+    charts): each round gets its own share, plus the last body for the warm-ups, so no body is
+    measured twice on a server."""
+    if len(bodies) == 1:
+        path = tmp / "body.json"
+        path.write_bytes(bodies[0])
+        return [path] * rounds
+    measured, warmup = bodies[:-1], bodies[-1]
+    share = max(1, len(measured) // rounds)
+    files = []
+    for i in range(rounds):
+        path = tmp / f"bodies-{i}.jsonl"
+        path.write_bytes(b"\n".join([*measured[i * share : (i + 1) * share], warmup]) + b"\n")
+        files.append(path)
+    return files
+
+
 def measure(
     servers: dict[str, Server],
     url_path: str,
-    body: bytes,
+    bodies: list[bytes],
     args: argparse.Namespace,
     tmp: Path,
     duration: float,
 ) -> dict[str, tuple[stats.Summary, float | None]]:
-    """Measure every server on one body, alternating short rounds between them.
+    """Measure every server on its bodies, alternating short rounds between them.
 
     The machine is shared (other processes come and go); alternating service and floor round by
     round spreads that drift over both instead of biasing the ratio. The first round of each
     server starts with the warm-up requests; RSS peaks are reset first so they are this workload's.
     """
-    body_file = tmp / "body.json"
-    body_file.write_bytes(body)
+    files = round_files(bodies, max(1, args.rounds), tmp)
     pids = {label: server.worker_pids() for label, server in servers.items()}
     for worker_pids in pids.values():
         reset_peak_rss(worker_pids)
@@ -261,7 +280,7 @@ def measure(
             result = drive(
                 server,
                 url_path,
-                body_file,
+                files[i],
                 max(1, args.requests // rounds),
                 duration / rounds,
                 args.warmup if i == 0 else 1,
@@ -304,12 +323,14 @@ class Workload:
     prefetch: bool = True
     scaling: bool = False
     text: bool = False  # 3 reports as text only and a text-only order reason (issue 8)
+    first_seen: int = 0  # > 0: that many distinct charts, each sent once (no cache has seen it)
 
 
 def workloads(args: argparse.Namespace) -> list[Workload]:
     out = [Workload(name, n) for name, n in SIZES.items()]
     out.append(Workload("fallback", SIZES["typical"], prefetch=False))
     out.append(Workload("typical-text", SIZES["typical"], text=True))
+    out.append(Workload("text-cold", SIZES["typical"], text=True, first_seen=FIRST_SEEN_CHARTS))
     if not args.no_scaling:
         out += [Workload(f"scale-{n}", n, scaling=True) for n in SCALING_SIZES]
     return out
@@ -344,19 +365,23 @@ def run_bench(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any], list
                     + ", ".join(sorted(service_entry.get("prefetch") or {}))
                 )
             path = f"/cds-services/{service_entry.get('id', 'imaging-appropriateness')}"
-            bodies: dict[str, bytes] = {}
+            bodies: dict[str, list[bytes]] = {}
             sent: dict[str, int] = {}
             for w in workloads(args):
-                chart = charts[w.resources]
-                request = build_request(
-                    service_entry,
-                    text_only_reports(chart) if w.text else chart,
-                    prefetch=w.prefetch,
-                    fhir_server=None if w.prefetch else stub.base_url,
-                    text_reason=w.text,
-                )
-                bodies[w.name] = json.dumps(request).encode()
-                sent[w.name] = prefetched_count(request)
+                chart = text_only_reports(charts[w.resources]) if w.text else charts[w.resources]
+                variants = [first_seen(chart, k) for k in range(w.first_seen)] if w.first_seen else [chart]
+                requests = [
+                    build_request(
+                        service_entry,
+                        c,
+                        prefetch=w.prefetch,
+                        fhir_server=None if w.prefetch else stub.base_url,
+                        text_reason=w.text,
+                    )
+                    for c in variants
+                ]
+                bodies[w.name] = [json.dumps(r).encode() for r in requests]
+                sent[w.name] = prefetched_count(requests[0])
             for workers in args.workers:
                 with contextlib.ExitStack() as stack:
                     servers = {}
@@ -383,7 +408,7 @@ def run_bench(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any], list
                                 workers,
                                 label,
                                 w.resources,
-                                len(bodies[w.name]),
+                                len(bodies[w.name][0]),
                                 sent[w.name],
                                 summary,
                                 rss,

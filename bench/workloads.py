@@ -12,6 +12,8 @@ floor alone), so that the floor still receives a realistically shaped body.
 
 from __future__ import annotations
 
+import base64
+import copy
 import random
 import re
 from collections.abc import Iterable, Mapping
@@ -420,7 +422,8 @@ def _reports(n: int, rng: random.Random) -> list[Resource]:
 
 def text_only_reports(chart: Chart, count: int = 3) -> Chart:
     """The same chart with its first `count` reports as radiology text only (no conclusionCode),
-    as reports usually arrive: the service reads them with its clinical text reader (issue 8)."""
+    as reports usually arrive: the service reads them with its clinical text reader (issue 8). The
+    first also carries its text as a base64 presentedForm, the other shape feeds send."""
     texts = (
         "Stable osseous metastases in the spine and pelvis, no new lesions.",
         "No visceral metastases. Sclerotic bone lesions stable. New lytic lesion in T10, suspicious for "
@@ -428,10 +431,29 @@ def text_only_reports(chart: Chart, count: int = 3) -> Chart:
         "No acute cardiopulmonary process.",
     )
     resources = {k: [dict(r) for r in v] for k, v in chart.resources.items()}
-    for report, text in zip(resources.get("DiagnosticReport", [])[:count], texts, strict=False):
+    reports = resources.get("DiagnosticReport", [])[:count]
+    for n, (report, text) in enumerate(zip(reports, texts, strict=False)):
         report.pop("conclusionCode", None)
         report["conclusion"] = text
+        if n == 0:
+            data = base64.b64encode(f"IMPRESSION: {text}".encode()).decode()
+            report["presentedForm"] = [{"contentType": "text/plain", "data": data}]
     return Chart(chart.patient, resources)
+
+
+def first_seen(chart: Chart, k: int) -> Chart:
+    """The same chart as if never seen: every resource id and every report text differs by `k`, so
+    no content-keyed cache of the service (validation verdicts, text readings) can answer it."""
+    out = copy.deepcopy(chart)
+    for resources in out.resources.values():
+        for r in resources:
+            r["id"] = f"{r['id']}-v{k}"
+            if isinstance(r.get("conclusion"), str):
+                r["conclusion"] += f" Accession {k}."
+                for form in r.get("presentedForm") or ():
+                    data = base64.b64decode(form["data"]).decode() + f" Accession {k}."
+                    form["data"] = base64.b64encode(data.encode()).decode()
+    return out
 
 
 TEXT_REASON = "New back pain, rule out progression of bone metastases"

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -131,24 +133,38 @@ def _is_datetime(value: str) -> bool:
 
 
 class FeedbackStore:
-    """Opens a short-lived connection per operation: safe across threads and forked workers."""
+    """One connection per thread and process, kept open: safe across threads and forked workers.
+
+    Every hook call that returns a card writes the card index. Opening, committing with a full
+    sync and closing a connection per call cost 5-30 ms of blocking I/O, more than the rest of the
+    request; a kept connection in WAL mode with synchronous=NORMAL commits in well under a
+    millisecond. NORMAL keeps the database consistent after a crash of the process; a power loss
+    may lose the last transactions (a few card-index rows or feedback items), never corrupt it.
+    """
 
     def __init__(self, path: Path, store_comments: bool = False) -> None:
         self.path = path
         self.store_comments = store_comments
+        self._local = threading.local()
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
 
+    def _db(self) -> sqlite3.Connection:
+        local = self._local
+        # a connection must never cross a fork (gunicorn forks workers after the app is built)
+        if getattr(local, "pid", None) != os.getpid():
+            local.db = sqlite3.connect(self.path, timeout=5.0)
+            local.db.execute("PRAGMA synchronous=NORMAL")
+            local.pid = os.getpid()
+        return local.db
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=5.0)
-        try:
-            with db:  # commit on success, roll back on error
-                yield db
-        finally:
-            db.close()
+        db = self._db()
+        with db:  # commit on success, roll back on error
+            yield db
 
     def index_cards(
         self, service_id: str, hook_instance: str, card_index: Mapping[str, Mapping[str, str]]
@@ -185,8 +201,9 @@ class FeedbackStore:
     def rows(self) -> list[dict[str, Any]]:
         """Feedback joined to the rule that produced each card (for review and tests)."""
         with self._connect() as db:
-            db.row_factory = sqlite3.Row
-            cursor = db.execute(
+            cursor = db.cursor()
+            cursor.row_factory = sqlite3.Row
+            cursor.execute(
                 "SELECT f.*, c.rule_id, c.scenario_id, c.knowledge_version, c.procedure_id "
                 "FROM feedback f LEFT JOIN card_index c ON c.card_uuid = f.card_uuid "
                 "ORDER BY f.received_at, f.item_key"

@@ -11,12 +11,13 @@ from bench import loadgen
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     status = 200
+    seen: list[bytes] = []
 
     def log_message(self, format, *args):  # noqa: A002
         pass
 
     def do_POST(self):  # noqa: N802
-        self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append(self.rfile.read(int(self.headers["Content-Length"])))
         body = b'{"cards": []}'
         self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
@@ -62,3 +63,14 @@ def test_unreachable_server_counts_transport_errors():
     )
     assert result["errors"] == 3 and result["latencies_ms"] == []
     assert sum(result["statuses"].values()) == 3
+
+
+def test_distinct_bodies_are_each_measured_once_and_warmups_use_the_last(server):
+    _Handler.seen = []
+    bodies = [f'{{"n": {i}}}'.encode() for i in range(6)]
+    result = loadgen.run(server(200), bodies, concurrency=2, requests=50, duration_s=60, warmup=2)
+    assert len(result["latencies_ms"]) == 5  # capped: no measured body is sent twice
+    warmups = [b for b in _Handler.seen if b == bodies[-1]]
+    measured = [b for b in _Handler.seen if b != bodies[-1]]
+    assert len(warmups) == 4
+    assert sorted(measured) == sorted(bodies[:-1])

@@ -83,3 +83,14 @@ def test_floor_only_scaling_is_reported_but_not_judged():
     assert label == "floor" and "Marginal cost (floor" in text
     items = {v.item: v for v in run.verdicts(floor_rows, lin, label)}
     assert items["linear growth 100 → 5,000 resources"].passed is None
+
+
+def test_round_files_give_each_round_its_own_first_seen_bodies(tmp_path):
+    bodies = [f'{{"n": {i}}}'.encode() for i in range(7)]
+    files = run.round_files(bodies, 3, tmp_path)
+    lines = [f.read_bytes().splitlines() for f in files]
+    measured = [line for chunk in lines for line in chunk[:-1]]
+    assert len(measured) == len(set(measured)) == 6
+    assert all(chunk[-1] == bodies[-1] for chunk in lines)
+    single = run.round_files([b"{}"], 3, tmp_path)
+    assert len(set(single)) == 1 and single[0].read_bytes() == b"{}"

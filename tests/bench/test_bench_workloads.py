@@ -1,5 +1,6 @@
 """The synthetic workload generator: sizes, determinism, codes, and prefetch filled from discovery."""
 
+import base64
 import json
 
 import pytest
@@ -143,3 +144,31 @@ def test_pick_service_falls_back_to_first_order_select():
     assert wl.pick_service({"services": [{"id": "x", "hook": "order-select"}]}, "missing")["id"] == "x"
     with pytest.raises(LookupError):
         wl.pick_service({"services": [{"id": "y", "hook": "order-sign"}]}, "missing")
+
+
+def test_text_chart_has_three_text_only_reports_and_keeps_its_size():
+    base = wl.generate_chart(150)
+    text = wl.text_only_reports(base)
+    assert text.count() == base.count()
+    reports = text.of_type("DiagnosticReport")[:3]
+    assert all("conclusionCode" not in r and r["conclusion"] for r in reports)
+    assert reports[0]["conclusion"] in base64.b64decode(reports[0]["presentedForm"][0]["data"]).decode()
+    assert any("conclusionCode" in r for r in base.of_type("DiagnosticReport"))  # the original is untouched
+
+
+def test_first_seen_chart_changes_every_id_and_report_text():
+    chart = wl.text_only_reports(wl.generate_chart(150))
+    seen = wl.first_seen(chart, 7)
+    before = {r["id"] for rs in chart.resources.values() for r in rs}
+    after = {r["id"] for rs in seen.resources.values() for r in rs}
+    assert before.isdisjoint(after) and len(after) == len(before)
+    texts = {r["conclusion"] for r in seen.of_type("DiagnosticReport")}
+    assert all(t.endswith("Accession 7.") for t in texts)
+    form = seen.of_type("DiagnosticReport")[0]["presentedForm"][0]["data"]
+    assert base64.b64decode(form).decode().endswith("Accession 7.")
+
+
+def test_text_reason_replaces_the_coded_reason():
+    request = wl.build_request(DISCOVERY["services"][1], wl.generate_chart(5), text_reason=True)
+    order = request["context"]["draftOrders"]["entry"][0]["resource"]
+    assert order["reasonCode"] == [{"text": wl.TEXT_REASON}]

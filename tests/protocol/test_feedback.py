@@ -1,7 +1,11 @@
+import os
+import sqlite3
+import threading
+
 import pytest
 
 from cds_service.model import EngineResult
-from cds_service.protocol.feedback import FeedbackStore
+from cds_service.protocol.feedback import FeedbackStore, parse_feedback
 
 from .conftest import BASE, full_prefetch, hook_request
 
@@ -140,8 +144,37 @@ def test_card_index_failure_does_not_block_guidance(make_app, monkeypatch, tmp_p
     monkeypatch.setattr("cds_service.engine.evaluate",
                         lambda *_: EngineResult(cards=(card,), card_index={CARD: {"rule_id": "r"}}))
     app = make_app()
-    store(app).path = tmp_path / "missing-dir" / "gone.sqlite3"  # the database became unreachable
+
+    def unreachable():
+        raise sqlite3.OperationalError("disk I/O error")  # the database became unreachable
+
+    monkeypatch.setattr(store(app), "_db", unreachable)
     response = app.test_client().post("/cds-services/imaging-appropriateness",
                                       json=hook_request(prefetch=full_prefetch()))
     assert response.status_code == 200
     assert response.get_json()["cards"][0]["uuid"] == CARD
+
+
+def test_kept_connections_serve_threads_and_forked_workers(tmp_path):
+    feedback = FeedbackStore(tmp_path / "fb.sqlite3")
+
+    def index(n):
+        for i in range(20):
+            feedback.index_cards("svc", f"hook-{n}", {f"card-{n}-{i}": {"rule_id": "r"}})
+
+    threads = [threading.Thread(target=index, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    pid = os.fork()
+    if pid == 0:  # a gunicorn worker forked after the store was built: it must open its own connection
+        new = feedback.record("svc", parse_feedback({"feedback": [accepted(card="card-3-7")]}))
+        os._exit(0 if new == 1 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    fresh = FeedbackStore(tmp_path / "fb.sqlite3")
+    with fresh._connect() as db:
+        assert db.execute("SELECT count(*) FROM card_index").fetchone()[0] == 160
+    rows = fresh.rows()
+    assert [(r["card_uuid"], r["rule_id"]) for r in rows] == [("card-3-7", "r")]

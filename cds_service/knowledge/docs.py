@@ -68,7 +68,7 @@ def _scenario(s: Scenario, k: Knowledge) -> list[str]:
         "",
         _cell(s.description),
         "",
-        f"- Source: {s.acr_citation}; source articles: {', '.join(s.seeds)}",
+        f"- Source: {s.acr_citation}; source articles: {'; '.join(k.texts.cite(x) for x in s.seeds)}",
         f"- Kind: {s.kind}, priority {s.priority}",
     ]
     if s.requires:

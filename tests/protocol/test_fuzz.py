@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 import random
 import uuid
 from typing import Any
@@ -27,7 +28,8 @@ from .conftest import full_prefetch, hook_request, service_url
 HOOK_EXAMPLES = 3000
 FEEDBACK_EXAMPLES = 1000
 FUZZ = settings(
-    max_examples=HOOK_EXAMPLES, deadline=None, derandomize=False, database=None,
+    # CI (CI=true) replays a fixed sequence, so a red run reproduces; local runs explore new ones.
+    max_examples=HOOK_EXAMPLES, deadline=None, derandomize=bool(os.environ.get("CI")), database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                            HealthCheck.data_too_large],
 )

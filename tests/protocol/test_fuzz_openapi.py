@@ -7,6 +7,7 @@ bare 401. Complements test_fuzz.py (mutations of realistic bodies) with schema-d
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from datetime import date
 from typing import Any
@@ -36,7 +37,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=150, deadline=None, database=None,
+@settings(max_examples=150, deadline=None, database=None, derandomize=bool(os.environ.get("CI")),
           suppress_health_check=list(HealthCheck))
 def test_generated_requests_never_5xx(case: Any) -> None:
     response = case.call()

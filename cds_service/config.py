@@ -42,6 +42,13 @@ class Settings:
     jwks_cache_seconds: int = 3600
     cors_origins: tuple[str, ...] = ("*",)
     max_body_bytes: int = 10 * 1024 * 1024
+    # Input bounds (issue 10): beyond them a request is refused with 4xx, or data is skipped and the
+    # answer says so. Each keeps the work of one request bounded whatever the client sends.
+    max_json_depth: int = 100  # nesting of the request JSON; real FHIR stays well under 30
+    max_draft_orders: int = 50  # draftOrders entries per hook call (more: 400)
+    max_resources_per_key: int = 5000  # per prefetch key / FHIR search; the rest skipped (data issue)
+    max_feedback_items: int = 100  # feedback items per request (more: 400)
+    max_comment_chars: int = 2000  # overrideReason.userComment length (longer: 400)
     strict_responses: bool = False  # raise on a response-contract violation (tests); else drop + log
     # Usually-appropriate orders with no pitfall: rating only, no card (spares alert fatigue).
     quiet_appropriate: bool = True
@@ -71,6 +78,11 @@ class Settings:
             jwks_cache_seconds=_int(env, "CDS_JWKS_CACHE_SECONDS", d.jwks_cache_seconds),
             cors_origins=_list(env, "CDS_CORS_ORIGINS", d.cors_origins),
             max_body_bytes=_int(env, "CDS_MAX_BODY_BYTES", d.max_body_bytes),
+            max_json_depth=_int(env, "CDS_MAX_JSON_DEPTH", d.max_json_depth),
+            max_draft_orders=_int(env, "CDS_MAX_DRAFT_ORDERS", d.max_draft_orders),
+            max_resources_per_key=_int(env, "CDS_MAX_RESOURCES_PER_KEY", d.max_resources_per_key),
+            max_feedback_items=_int(env, "CDS_MAX_FEEDBACK_ITEMS", d.max_feedback_items),
+            max_comment_chars=_int(env, "CDS_MAX_COMMENT_CHARS", d.max_comment_chars),
             strict_responses=_bool(env, "CDS_STRICT_RESPONSES", d.strict_responses),
             quiet_appropriate=_bool(env, "CDS_QUIET_APPROPRIATE", d.quiet_appropriate),
             qcdsm_id=(env.get("CDS_QCDSM_ID") or "").strip() or None,

@@ -126,6 +126,7 @@ def gather_record(
         bundles.append({"entry": client.patient_entries})
     for bundle in bundles:
         identity = identity.with_urls(patient_full_urls(bundle, identity))
+    _cap_resources(results, settings.max_resources_per_key)
     grouped, dropped, emptied = _group(results, identity, patient)
     for key in emptied:
         # Every result of this key was someone else's: the patient's own data could not be had.
@@ -293,6 +294,19 @@ def _token_values(request: HookRequest) -> dict[str, str]:
     if not FHIR_ID.match(request.user_id.replace("/", "")):
         values.pop("context.userId")  # goes into a URL: only plain references
     return values
+
+
+def _cap_resources(results: Mapping[str, KeyResult], cap: int) -> None:
+    """At most `cap` resources per key reach the facts stage: a chart with 34,000 PSA results
+    would cost seconds per call. The rest are skipped and the key counts as incomplete, which
+    lowers confidence on the card (data issue) instead of pretending the chart was read whole."""
+    for key, result in results.items():
+        if len(result.resources) > cap:
+            log.warning("prefetch key %s: %d resources, only the first %d read", key,
+                        len(result.resources), cap)
+            result.resources = list(result.resources[:cap])
+            result.complete = False
+            result.error = result.error or f"more than {cap} resources; the rest were skipped"
 
 
 def _group(

@@ -96,12 +96,19 @@ def _read_body(limit: int) -> bytes:
     """The body, at most `limit` bytes. Flask checks Content-Length against MAX_CONTENT_LENGTH, but a
     chunked body has none: it is read up to the limit, and one byte more means 413, not a truncated
     body that fails to parse (400) and hides the reason."""
-    if request.content_length is not None:
+    if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
         return request.get_data(cache=False)  # over the limit: werkzeug raises 413 itself
-    raw = request.stream.read(limit + 1)
-    if len(raw) > limit:
+    # werkzeug's own stream stops silently at the limit; read the server's (chunked) input itself.
+    stream, parts, size = request.environ["wsgi.input"], [], 0
+    while size <= limit:  # a server may return short reads: read until EOF or one byte too many
+        part = stream.read(limit + 1 - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    if size > limit:
         raise ProtocolError(f"Request body too large (more than {limit} bytes)", status=413)
-    return raw
+    return b"".join(parts)
 
 
 @blueprint.get("/cds-services")

@@ -2,10 +2,18 @@
 
 Nothing here is called for a server whose host is not in `CDS_FHIR_ALLOWED_HOSTS`: the check is
 made before any connection, and again for every `next` link (a server cannot send the token on).
+
+Every answer is streamed: the overall deadline is checked between chunks (a server that drips its
+answer one byte at a time cannot hold a thread past it), every socket read waits at most until the
+deadline, and the bodies of one hook call may total at most `max_bytes` (`CDS_FHIR_MAX_BYTES`), so
+a huge answer is abandoned before it is parsed. An abandoned answer's connection is closed, never
+returned to the pool: nothing of it outlives the hook call.
 """
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -14,9 +22,12 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 _JSON_TYPES = ("application/fhir+json", "application/json")
+_CHUNK = 64 * 1024  # bytes per read: the deadline and the byte cap are checked between chunks
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 
 
 def _shared_session() -> requests.Session:
@@ -42,6 +53,10 @@ class FhirAccessError(Exception):
 
 class FhirNotFound(FhirAccessError):
     """A read returned 404/410: the resource does not exist."""
+
+
+class FhirTooLarge(FhirAccessError):
+    """The answers of this hook call went over `CDS_FHIR_MAX_BYTES`: this one was abandoned unparsed."""
 
 
 @dataclass(frozen=True)
@@ -96,13 +111,21 @@ class FhirClient:
     read_timeout: float = 3.0
     deadline: float = field(default_factory=lambda: time.monotonic() + 4.0)  # monotonic seconds
     page_cap: int = 10
+    max_bytes: int = DEFAULT_MAX_BYTES  # response bodies of this hook call, all queries together
     calls: int = 0  # outbound requests made (for the log line)
+    bytes_read: int = 0  # response body bytes held (abandoned answers are given back)
     # Bundle entries of Patients seen in any answer (fullUrl + resource), so the prefetch stage can
     # resolve `urn:uuid:` subjects that name the Patient's entry (cds_service.identity).
     patient_entries: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
+        self._lock = threading.Lock()  # queries run in threads and share the byte budget
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop every transfer at its next chunk (each closes its own connection); no new one starts."""
+        self._cancelled.set()
 
     @property
     def allowed_server(self) -> bool:
@@ -152,9 +175,7 @@ class FhirClient:
     def _get(self, url: str) -> dict[str, Any]:
         if not is_allowed(url, self.allowed):
             raise FhirAccessError("URL is not on an allowed FHIR host")
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise FhirAccessError("deadline for FHIR queries passed")
+        remaining = self._remaining()
         headers = {"Accept": "application/fhir+json"}
         if self.access_token:
             headers["Authorization"] = f"Bearer {self.access_token}"
@@ -162,25 +183,90 @@ class FhirClient:
         self.calls += 1
         try:
             # No redirects: a redirect could carry the bearer token to a host nobody allowed.
-            response = SESSION.get(url, headers=headers, timeout=timeout, allow_redirects=False)
+            # stream=True: the body is read below, chunk by chunk, under the deadline and the cap.
+            response = SESSION.get(url, headers=headers, timeout=timeout, allow_redirects=False, stream=True)
         except requests.Timeout as exc:
             raise FhirAccessError("FHIR server timed out") from exc
         except requests.RequestException as exc:
             raise FhirAccessError(f"FHIR server unreachable ({type(exc).__name__})") from exc
-        if response.status_code in (404, 410):
-            raise FhirNotFound(f"FHIR server answered {response.status_code}")
-        if response.status_code != 200:
-            raise FhirAccessError(f"FHIR server answered {response.status_code}")
-        content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if content_type and content_type not in _JSON_TYPES:
-            raise FhirAccessError(f"FHIR server answered {content_type}, not FHIR JSON")
+        complete = False
         try:
-            data = response.json()
-        except ValueError as exc:
+            if response.status_code in (404, 410):
+                raise FhirNotFound(f"FHIR server answered {response.status_code}")
+            if response.status_code != 200:
+                raise FhirAccessError(f"FHIR server answered {response.status_code}")
+            content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if content_type and content_type not in _JSON_TYPES:
+                raise FhirAccessError(f"FHIR server answered {content_type}, not FHIR JSON")
+            body = self._read_body(response)
+            complete = True
+        finally:
+            if complete:
+                response.raw.release_conn()  # read to the end: the connection may be reused
+            else:
+                response.close()  # mid-answer or unread: close the socket, never pool it
+        try:
+            # Only ever a body within the cap; NaN/Infinity are not JSON and are refused.
+            data = json.loads(body, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
             raise FhirAccessError("FHIR server answered invalid JSON") from exc
         if not isinstance(data, dict):
             raise FhirAccessError("FHIR server answered JSON that is not a resource")
         return data
+
+    def _remaining(self) -> float:
+        """Seconds left before the deadline; raises when it passed or the call was cancelled."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0 or self._cancelled.is_set():
+            raise FhirAccessError("deadline for FHIR queries passed")
+        return remaining
+
+    def _read_body(self, response: requests.Response) -> bytearray:
+        """The whole body, read in chunks; raises past the deadline or over the byte budget."""
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit():
+            self._reserve(int(declared))  # say no before reading a byte of an answer too big
+            self._release(int(declared))
+        raw = response.raw
+        body = bytearray()
+        try:
+            while True:
+                # The socket's timeout is per read: keep every read within the overall deadline.
+                _set_read_timeout(raw, min(self.read_timeout, self._remaining()))
+                chunk = raw.read1(_CHUNK)
+                if not chunk:
+                    return body
+                self._reserve(len(chunk))
+                body += chunk
+        except FhirAccessError:
+            self._release(len(body))  # abandoned: its bytes are dropped, give them back
+            raise
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # read timeout, reset, short body
+            self._release(len(body))
+            if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError)):
+                raise FhirAccessError("FHIR server timed out") from exc
+            raise FhirAccessError(f"FHIR answer broken off ({type(exc).__name__})") from exc
+
+    def _reserve(self, size: int) -> None:
+        with self._lock:
+            if self.bytes_read + size > self.max_bytes:
+                raise FhirTooLarge(f"FHIR answers went over CDS_FHIR_MAX_BYTES ({self.max_bytes} bytes)")
+            self.bytes_read += size
+
+    def _release(self, size: int) -> None:
+        with self._lock:
+            self.bytes_read -= size
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _set_read_timeout(raw: Any, seconds: float) -> None:
+    """Set the per-read timeout of the socket under a streamed urllib3 response, if there is one."""
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(max(seconds, 0.01))
 
 
 def split_bundle(bundle: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:

@@ -239,10 +239,10 @@ class FhirClient:
                 self._reserve(len(chunk))
                 body += chunk
         except FhirAccessError:
-            self._release(len(body))  # abandoned: its bytes are dropped, give them back
+            self._abandon(body)
             raise
         except (urllib3.exceptions.HTTPError, OSError) as exc:  # read timeout, reset, short body
-            self._release(len(body))
+            self._abandon(body)
             if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError)):
                 raise FhirAccessError("FHIR server timed out") from exc
             raise FhirAccessError(f"FHIR answer broken off ({type(exc).__name__})") from exc
@@ -252,6 +252,12 @@ class FhirClient:
             if self.bytes_read + size > self.max_bytes:
                 raise FhirTooLarge(f"FHIR answers went over CDS_FHIR_MAX_BYTES ({self.max_bytes} bytes)")
             self.bytes_read += size
+
+    def _abandon(self, body: bytearray) -> None:
+        """Drop a partial body now and give its bytes back to the budget. Emptied in place: the
+        exception's traceback (kept by the query's future) would otherwise hold it until the end."""
+        self._release(len(body))
+        body.clear()
 
     def _release(self, size: int) -> None:
         with self._lock:

@@ -7,15 +7,19 @@ Every answer is streamed: the overall deadline is checked between chunks (a serv
 answer one byte at a time cannot hold a thread past it), every socket read waits at most until the
 deadline, and the bodies of one hook call may total at most `max_bytes` (`CDS_FHIR_MAX_BYTES`), so
 a huge answer is abandoned before it is parsed. An abandoned answer's connection is closed, never
-returned to the pool: nothing of it outlives the hook call.
+returned to the pool. When the deadline passes, `cancel()` also shuts the socket of every query
+still waiting for its status line and headers (which a server can drip too): nothing of a hook
+call's queries outlives it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
@@ -24,10 +28,56 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 _JSON_TYPES = ("application/fhir+json", "application/json")
 _CHUNK = 64 * 1024  # bytes per read: the deadline and the byte cap are checked between chunks
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+
+
+_current = threading.local()  # the FhirClient whose query this thread is running, if any
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        with _watched(self):
+            return super().getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        with _watched(self):
+            return super().getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+@contextlib.contextmanager
+def _watched(conn: HTTPConnection) -> Iterator[None]:
+    """While a query waits for the status line and headers, its client may shut the socket: the
+    per-read timeout cannot end a wait for headers that arrive one byte at a time."""
+    client = getattr(_current, "client", None)
+    if client is None:
+        yield
+        return
+    client._waiting_add(conn)
+    try:
+        yield
+    finally:
+        client._waiting_discard(conn)
+
+
+class _Adapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
 
 def _shared_session() -> requests.Session:
@@ -38,7 +88,7 @@ def _shared_session() -> requests.Session:
     """
     session = requests.Session()
     session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=32, max_retries=0)
+    adapter = _Adapter(pool_connections=8, pool_maxsize=32, max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
@@ -122,10 +172,28 @@ class FhirClient:
         self.base_url = self.base_url.rstrip("/")
         self._lock = threading.Lock()  # queries run in threads and share the byte budget
         self._cancelled = threading.Event()
+        self._waiting: set[HTTPConnection] = set()  # connections waiting for status line + headers
 
     def cancel(self) -> None:
-        """Stop every transfer at its next chunk (each closes its own connection); no new one starts."""
-        self._cancelled.set()
+        """Stop every query: a transfer stops at its next chunk and closes its own connection, a
+        query still waiting for headers has its socket shut under it; no new query starts."""
+        with self._lock:
+            self._cancelled.set()
+            waiting = list(self._waiting)
+        for conn in waiting:
+            _shut(conn)
+
+    def _waiting_add(self, conn: HTTPConnection) -> None:
+        with self._lock:
+            cancelled = self._cancelled.is_set()
+            if not cancelled:
+                self._waiting.add(conn)
+        if cancelled:
+            _shut(conn)
+
+    def _waiting_discard(self, conn: HTTPConnection) -> None:
+        with self._lock:
+            self._waiting.discard(conn)
 
     @property
     def allowed_server(self) -> bool:
@@ -181,6 +249,7 @@ class FhirClient:
             headers["Authorization"] = f"Bearer {self.access_token}"
         timeout = (min(self.connect_timeout, remaining), min(self.read_timeout, remaining))
         self.calls += 1
+        _current.client = self
         try:
             # No redirects: a redirect could carry the bearer token to a host nobody allowed.
             # stream=True: the body is read below, chunk by chunk, under the deadline and the cap.
@@ -188,7 +257,11 @@ class FhirClient:
         except requests.Timeout as exc:
             raise FhirAccessError("FHIR server timed out") from exc
         except requests.RequestException as exc:
+            if self._cancelled.is_set():
+                raise FhirAccessError("deadline for FHIR queries passed") from exc
             raise FhirAccessError(f"FHIR server unreachable ({type(exc).__name__})") from exc
+        finally:
+            _current.client = None
         complete = False
         try:
             if response.status_code in (404, 410):
@@ -266,6 +339,14 @@ class FhirClient:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _shut(conn: HTTPConnection) -> None:
+    """Shut a connection's socket from another thread: a read blocked on it returns at once."""
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed or never connected
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _set_read_timeout(raw: Any, seconds: float) -> None:

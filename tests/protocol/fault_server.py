@@ -7,6 +7,7 @@ gets past the 412 and the fault hits the searches:
   ok          empty searchsets
   slow        searches answer after SLOW_S seconds (headers included)
   drip        searches send their headers, then one body byte every DRIP_INTERVAL_S seconds
+  driphead    searches send even their status line and headers one byte at a time
   huge        searches stream HUGE_BYTES of valid JSON, generated lazily, with no Content-Length
   garbage     searches answer 200 FHIR JSON that is not JSON (the Observation search: nested 50,000 deep)
   patient404  the Patient read answers 404 with an OperationOutcome
@@ -31,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-MODES = ("ok", "slow", "drip", "huge", "garbage", "patient404", "others", "paging")
+MODES = ("ok", "slow", "drip", "driphead", "huge", "garbage", "patient404", "others", "paging")
 SLOW_S = 10.0
 DRIP_INTERVAL_S = 0.2
 HUGE_BYTES = 60 * 1024 * 1024
@@ -103,8 +104,8 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "slow":
             if self._client_gone(SLOW_S):
                 return
-        elif mode == "drip":
-            self._drip()
+        elif mode in ("drip", "driphead"):
+            self._drip(headers_too=mode == "driphead")
             return
         elif mode == "huge":
             self._huge(rtype)
@@ -123,9 +124,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._json(200, _searchset([]))
 
-    def _drip(self) -> None:
+    def _drip(self, headers_too: bool) -> None:
         body = json.dumps(_searchset([])).encode() + b" " * 100_000
-        self._headers(200, len(body))
+        if headers_too:
+            head = f"HTTP/1.0 200 OK\r\nContent-Type: {_FHIR_JSON}\r\nX-Padding: {'x' * 50_000}\r\n"
+            body = f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+        else:
+            self._headers(200, len(body))
         for i in range(len(body)):
             self.wfile.write(body[i:i + 1])
             if self._client_gone(DRIP_INTERVAL_S):

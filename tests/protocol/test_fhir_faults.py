@@ -115,7 +115,7 @@ def _assert_ok_but_incomplete(response, records, keys: set[str]) -> None:
     assert keys <= set(records[-1].incomplete), records[-1].incomplete
 
 
-@pytest.mark.parametrize("mode", ["slow", "drip"])
+@pytest.mark.parametrize("mode", ["slow", "drip", "driphead"])
 def test_slow_or_dripping_server_is_cut_off_at_the_deadline(service, server, records, mode):
     response, elapsed = _call(service, server, mode)
     assert elapsed <= DEADLINE + 0.5, elapsed

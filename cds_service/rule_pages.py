@@ -55,7 +55,7 @@ def _scenario_body(s: Scenario, k: Knowledge) -> Markup:
     body = Markup("<p>%s</p><p><strong>Source:</strong> %s; %s</p>") % (
         s.description,
         s.acr_citation,
-        ", ".join(s.seeds),
+        "; ".join(k.texts.cite(seed) for seed in s.seeds),
     )
     body += Markup("<h2>When it applies</h2><p><strong>Patients:</strong> <code>%s</code></p>") % describe(
         s.population

@@ -80,11 +80,11 @@ def _alt_table(ctx: RenderContext, alts: Iterable[Alternative]) -> str:
     return "**Alternatives**\n\n| Study | Rating | Radiation (adult RRL) |\n|---|---|---|\n" + "\n".join(rows)
 
 
-def _sources(scenario: Scenario | None, extra: Iterable[str]) -> str:
+def _sources(ctx: RenderContext, scenario: Scenario | None, extra: Iterable[str]) -> str:
     lines = []
     if scenario:
         lines.append(scenario.acr_citation)
-        lines += [f"Source article {seed}" for seed in scenario.seeds]
+        lines += [ctx.knowledge.texts.cite(seed) for seed in scenario.seeds]
     lines += list(extra)
     return "**Sources**\n\n" + _bullets(dict.fromkeys(lines))
 
@@ -242,6 +242,7 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         f"**Evidence**: {_md(scenario.evidence)}" if scenario.evidence else "",
         _confidence(ctx),
         _sources(
+            ctx,
             scenario,
             ([rated.rating.source] if rated.rating else [])
             + [s for p in rated.pitfalls for s in p.pitfall.sources],
@@ -295,7 +296,7 @@ def _tracer_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         f"Scenario: *{_md(scenario.title)}*." if scenario else "",
         rows,
         _confidence(ctx),
-        _sources(scenario, outcome.sources),
+        _sources(ctx, scenario, outcome.sources),
     )
     _card(
         ctx,
@@ -394,7 +395,7 @@ def _red_flag_card(
         "**Orders under this red flag**\n\n" + _bullets(rated_lines) if rated_lines else "",
         f"**Evidence**: {_md(scenario.evidence)}" if scenario.evidence else "",
         _confidence(ctx),
-        _sources(scenario, [r.source for r in flag.variant.ratings.values()]),
+        _sources(ctx, scenario, [r.source for r in flag.variant.ratings.values()]),
     )
     _card(
         ctx,
@@ -455,7 +456,7 @@ def _insufficient_card(
         "**Missing facts**\n\n" + "\n".join(f"- {line}" for line in lines),
         "**Orders not rated**: " + _md(", ".join(ordered)) if ordered else "",
         _confidence(ctx),
-        _sources(None, outcome.sources + tuple(f"{m.scenario.acr_citation}" for m in selection.missing)),
+        _sources(ctx, None, outcome.sources + tuple(f"{m.scenario.acr_citation}" for m in selection.missing)),
     )
     _card(
         ctx,
@@ -500,7 +501,7 @@ def _data_notice_card(ctx: RenderContext, out: Rendered, ratings: list[StudyRati
         _md(outcome.description),
         "**Orders**\n\n" + _bullets(rated_lines) if rated_lines else "",
         _confidence(ctx),
-        _sources(None, outcome.sources),
+        _sources(ctx, None, outcome.sources),
     )
     _card(
         ctx,

@@ -80,6 +80,14 @@ def load_knowledge(cards_dir: Path | None = None) -> Knowledge:
         for f in scenario_files
     ]
     scenarios.sort(key=lambda s: -s.priority)
+    for s in scenarios:  # cards print each source article's citation: every id needs one
+        for i, seed in enumerate(s.seeds):
+            if seed not in texts.source_articles:
+                raise _fail(
+                    f"scenarios/{s.id}.yaml",
+                    f"seeds/{i}",
+                    f"no citation for {seed!r} in texts/general.yaml source_articles",
+                )
 
     # Imported here: the value-set module belongs to the facts stage and may import this package.
     from cds_service.knowledge.valuesets import load_valuesets
@@ -234,6 +242,7 @@ def _texts(data: dict[str, Any]) -> Texts:
         category_labels=dict(data["category_labels"]),
         override_reasons=tuple((r["code"], r["display"]) for r in data["override_reasons"]),
         outcomes=outcomes,
+        source_articles=dict(data["source_articles"]),
     )
 
 

@@ -68,7 +68,7 @@ def _scenario(s: Scenario, k: Knowledge) -> list[str]:
         "",
         _cell(s.description),
         "",
-        f"- Source: {s.acr_citation}; source articles: {', '.join(s.seeds)}",
+        f"- Source: {s.acr_citation}; source articles: {'; '.join(k.texts.cite(x) for x in s.seeds)}",
         f"- Kind: {s.kind}, priority {s.priority}",
     ]
     if s.requires:
@@ -229,6 +229,13 @@ def render(k: Knowledge, cards_dir: Path = DEFAULT_CARDS_DIR) -> str:
         "## Facts that may come from text",
         "",
         *_text_facts(cards_dir),
+        "Stage group, TNM categories and Gleason / ISUP grade group are also read from written "
+        'notation ("Stage IIA", "cT2b", "T2bN0M0", "Gleason 3+4=7", "Grade group 1") in the value of a '
+        "staging Observation, a staging Observation coded by text only, or `Condition.stage.summary` "
+        "text, by a strict notation parser (`cds_service/facts/stage_notation.py`), not by the prose "
+        "reader: such a value is a structured staging entry written out, so it counts like a coded "
+        "one; the card quotes the original string, and ambiguous notation is reported, never guessed.",
+        "",
         "## Identifiers used in responses",
         "",
         f"- Rating extension on each rated ServiceRequest: `{texts.rating_extension_url}` with "

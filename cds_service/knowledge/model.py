@@ -163,6 +163,11 @@ class Texts:
     category_labels: Mapping[str, str]
     override_reasons: tuple[tuple[str, str], ...]  # (code, display)
     outcomes: Mapping[str, Outcome]
+    source_articles: Mapping[str, str] = field(default_factory=dict)  # seed id -> citation
+
+    def cite(self, seed: str) -> str:
+        """The citation of a source article, as a clinician can look it up (never its file id)."""
+        return self.source_articles[seed]
 
     @property
     def override_system(self) -> str:

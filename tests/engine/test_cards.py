@@ -170,7 +170,8 @@ def test_detail_lists_facts_with_dates_alternatives_with_radiation_and_sources()
     assert "ALP 190 U/L (reference upper limit 120) on 2026-11-17" in detail
     assert "paclitaxel (chemotherapy, active) since" in detail
     assert "| Bone scan whole body (Tc-99m MDP) | Usually appropriate | ☢☢☢ 1-10 mSv |" in detail
-    assert "TopicId 235" in detail and "001_b0aab85b4ad18bf0.txt" in detail
+    assert "TopicId 235" in detail and "001_b0aab85b4ad18bf0.txt" not in detail
+    assert '"Should You Order a Bone Scan for Staging Suspected Metastatic Breast Cancer?"' in detail
 
 
 def test_combined_ct_cap_is_one_card_and_both_orders_are_rated():

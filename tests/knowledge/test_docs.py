@@ -16,7 +16,8 @@ def test_docs_list_every_scenario_with_categories_radiation_and_sources():
         assert f"### `{scenario.id}`" in text
     assert "| Bone scan whole body (Tc-99m MDP) | ☢☢☢ |" in text
     assert "ACR Appropriateness Criteria: Monitoring Response to Neoadjuvant Systemic Therapy" in text
-    assert "000_aa4e98105df44be0.txt" in text
+    assert "What Imaging Is Best for Follow-Up of Metastatic Prostate Cancer on Systemic Therapy?" in text
+    assert "000_aa4e98105df44be0.txt" not in text  # source articles are cited, never named by file id
 
 
 def test_check_mode_passes_on_the_committed_file():

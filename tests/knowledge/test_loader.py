@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -84,6 +85,31 @@ def test_every_scenario_cites_seed_files_and_every_rating_a_source():
             assert all(r.source and r.rationale for r in v.ratings.values()), s.id
 
 
+def _strings(node, path=""):
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _strings(value, f"{path}/{i}")
+
+
+def test_rule_texts_cite_source_articles_by_title_never_by_file_id():
+    """Cards show rule texts to clinicians: a source article is named so that it can be looked up."""
+    internal = re.compile(r"\bseeds? \d{3}\b|\d{3}_[0-9a-f]{16}\.txt")
+    files = [*sorted((DEFAULT_CARDS_DIR / "scenarios").glob("*.yaml")), DEFAULT_CARDS_DIR / "pitfalls.yaml"]
+    for path in files:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for where, text in _strings(data):
+            if not where.startswith("/seeds/"):  # the ids themselves, resolved through source_articles
+                assert not internal.search(text), f"{path.name}{where}: {text}"
+    texts = load_knowledge().texts
+    for s in load_knowledge().scenarios:
+        assert all(not internal.search(texts.cite(seed)) for seed in s.seeds), s.id
+
+
 def test_hcpcs_http_variant_is_an_alias_of_the_https_system():
     catalog = load_knowledge().catalog
     assert (
@@ -161,6 +187,11 @@ def test_digest_changes_when_a_file_changes(cards: Path):
             "is not a tracer-specific PET study",
         ),
         ("texts/general.yaml", lambda d: d["override_reasons"][0].pop("display"), "texts/general.yaml"),
+        (
+            "texts/general.yaml",
+            lambda d: d["source_articles"].pop("002_db7f87b07cc52b8b.txt"),
+            "seeds/0: no citation for '002_db7f87b07cc52b8b.txt'",
+        ),
     ],
 )
 def test_invalid_files_are_refused_with_file_and_path(cards: Path, relative, change, expected):

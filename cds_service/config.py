@@ -33,6 +33,9 @@ class Settings:
     fhir_deadline: float = 4.0  # seconds for all outbound FHIR calls of one hook call
     fhir_page_cap: int = 10  # Bundle pages followed per prefetch key
     fhir_max_workers: int = 12  # concurrent FHIR queries per hook call (>= templates: one wave)
+    # Response bodies read from the FHIR server per hook call, all queries and pages together: an
+    # answer that would go over it is abandoned unparsed and its data marked incomplete.
+    fhir_max_bytes: int = 20 * 1024 * 1024
     feedback_db: Path = Path("var/feedback.sqlite3")
     feedback_store_comments: bool = False  # free-text override comments may contain PHI
     trusted_clients: Path | None = None  # JSON file; None: open (development) mode
@@ -69,6 +72,7 @@ class Settings:
             fhir_deadline=_float(env, "CDS_FHIR_DEADLINE", d.fhir_deadline),
             fhir_page_cap=_int(env, "CDS_FHIR_PAGE_CAP", d.fhir_page_cap),
             fhir_max_workers=_int(env, "CDS_FHIR_MAX_WORKERS", d.fhir_max_workers),
+            fhir_max_bytes=_int(env, "CDS_FHIR_MAX_BYTES", d.fhir_max_bytes),
             feedback_db=_path(env, "CDS_FEEDBACK_DB", d.feedback_db) or d.feedback_db,
             feedback_store_comments=_bool(env, "CDS_FEEDBACK_STORE_COMMENTS", d.feedback_store_comments),
             trusted_clients=_path(env, "CDS_TRUSTED_CLIENTS", None),

@@ -111,7 +111,7 @@ def gunicorn_options(args: argparse.Namespace) -> dict[str, Any]:
     replaced by the arbiter. A threaded (gthread) worker heart-beats from its main loop while a
     request thread is stuck, so its timeout never fires. `graceful_timeout` bounds how long a
     restart waits for requests in flight. The request-line/header limits make gunicorn refuse
-    oversized heads before the app runs (its own plain 400; the app never sees them).
+    oversized heads before the app runs (its own HTML 400; the app never sees them).
     """
     return {
         "bind": f"{args.host}:{args.port}",

@@ -32,4 +32,6 @@ EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"]
 
-CMD ["cds-service", "serve", "--host", "0.0.0.0", "--port", "8080", "--workers", "2"]
+# gunicorn sync workers with a request timeout and request-head limits: CDS_WORKERS,
+# CDS_WORKER_TIMEOUT, CDS_GRACEFUL_TIMEOUT, CDS_LIMIT_REQUEST_* (README "Worker protection").
+CMD ["cds-service", "serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -20,9 +20,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve the CDS Hooks endpoints with gunicorn")
     serve.add_argument("--host", default=os.environ.get("CDS_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("CDS_PORT", "8080")))
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("CDS_WORKERS", "2")))
-    serve.add_argument("--threads", type=int, default=int(os.environ.get("CDS_THREADS", "4")))
-    serve.add_argument("--timeout", type=int, default=30, help="worker timeout, seconds")
+    serve.add_argument("--workers", type=int, default=_env_int("CDS_WORKERS", 4))
+    serve.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)  # ignored: sync workers
+    serve.add_argument("--timeout", type=int, default=_env_int("CDS_WORKER_TIMEOUT", 30),
+                       help="seconds a request may run before its worker is killed and replaced")
+    serve.add_argument("--graceful-timeout", type=int, default=_env_int("CDS_GRACEFUL_TIMEOUT", 10))
     serve.add_argument("--log-level", default=os.environ.get("CDS_LOG_LEVEL", "INFO"))
     sub.add_parser("replay", help="replay fixture scenarios (see cds_service.replay)", add_help=False)
     sub.add_parser("check", help="load the knowledge base and configuration, then exit")
@@ -84,22 +86,58 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     gc.freeze()  # the loaded knowledge base is permanent: keep it out of every GC pass (and shared)
 
+    if args.threads != 1:
+        print("cds-service serve: --threads is ignored; sync workers serve one request each "
+              "(see README, Worker protection)", file=sys.stderr)
+    options = gunicorn_options(args)
+
     class _Server(BaseApplication):
         def load_config(self) -> None:
-            self.cfg.set("bind", f"{args.host}:{args.port}")
-            self.cfg.set("workers", args.workers)
-            self.cfg.set("threads", args.threads)
-            self.cfg.set("timeout", args.timeout)
-            self.cfg.set("preload_app", True)
-            self.cfg.set("loglevel", args.log_level.lower())
-            self.cfg.set("accesslog", None)  # our own structured line per call replaces it
-            self.cfg.set("logconfig_dict", _json_logging(args.log_level))
+            for name, value in options.items():
+                self.cfg.set(name, value)
 
         def load(self) -> Any:
             return app
 
     _Server().run()
     return 0
+
+
+def gunicorn_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The gunicorn configuration `serve` runs with (README "Worker protection").
+
+    Sync workers, one request each: a sync worker heart-beats only between requests, so a request
+    that runs past `timeout` (CPU-bound on hostile input, or stuck) gets its worker killed and
+    replaced by the arbiter. A threaded (gthread) worker heart-beats from its main loop while a
+    request thread is stuck, so its timeout never fires. `graceful_timeout` bounds how long a
+    restart waits for requests in flight. The request-line/header limits make gunicorn refuse
+    oversized heads before the app runs (its own HTML 400; the app never sees them).
+    """
+    return {
+        "bind": f"{args.host}:{args.port}",
+        "worker_class": "sync",
+        "workers": args.workers,
+        "threads": 1,
+        "timeout": args.timeout,
+        "graceful_timeout": args.graceful_timeout,
+        "limit_request_line": _env_int("CDS_LIMIT_REQUEST_LINE", 4094),
+        "limit_request_fields": _env_int("CDS_LIMIT_REQUEST_FIELDS", 100),
+        "limit_request_field_size": _env_int("CDS_LIMIT_REQUEST_FIELD_SIZE", 8190),
+        "preload_app": True,
+        "loglevel": args.log_level.lower(),
+        "accesslog": None,  # our own structured line per call replaces it
+        "logconfig_dict": _json_logging(args.log_level),
+    }
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"cds-service: {name} must be an integer, got {raw!r}") from None
 
 
 def _json_logging(level: str) -> dict[str, Any]:

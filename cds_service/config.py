@@ -36,6 +36,9 @@ class Settings:
     fhir_deadline: float = 4.0  # seconds for all outbound FHIR calls of one hook call
     fhir_page_cap: int = 10  # Bundle pages followed per prefetch key
     fhir_max_workers: int = 12  # concurrent FHIR queries per hook call (>= templates: one wave)
+    # Response bodies read from the FHIR server per hook call, all queries and pages together: an
+    # answer that would go over it is abandoned unparsed and its data marked incomplete.
+    fhir_max_bytes: int = 20 * 1024 * 1024
     feedback_db: Path = Path("var/feedback.sqlite3")
     feedback_store_comments: bool = False  # free-text override comments may contain PHI
     trusted_clients: Path | None = None  # JSON file; None: open (development) mode
@@ -45,6 +48,13 @@ class Settings:
     jwks_cache_seconds: int = 3600
     cors_origins: tuple[str, ...] = ("*",)
     max_body_bytes: int = 10 * 1024 * 1024
+    # Input bounds (issue 10): beyond them a request is refused with 4xx, or data is skipped and the
+    # answer says so. Each keeps the work of one request bounded whatever the client sends.
+    max_json_depth: int = 100  # nesting of the request JSON; real FHIR stays well under 30
+    max_draft_orders: int = 50  # draftOrders entries per hook call (more: 400)
+    max_resources_per_key: int = 5000  # per prefetch key / FHIR search; the rest skipped (data issue)
+    max_feedback_items: int = 100  # feedback items per request (more: 400)
+    max_comment_chars: int = 2000  # overrideReason.userComment length (longer: 400)
     strict_responses: bool = False  # raise on a response-contract violation (tests); else drop + log
     # Usually-appropriate orders with no pitfall: rating only, no card (spares alert fatigue).
     quiet_appropriate: bool = True
@@ -66,6 +76,7 @@ class Settings:
             fhir_deadline=_float(env, "CDS_FHIR_DEADLINE", d.fhir_deadline),
             fhir_page_cap=_int(env, "CDS_FHIR_PAGE_CAP", d.fhir_page_cap),
             fhir_max_workers=_int(env, "CDS_FHIR_MAX_WORKERS", d.fhir_max_workers),
+            fhir_max_bytes=_int(env, "CDS_FHIR_MAX_BYTES", d.fhir_max_bytes),
             feedback_db=_path(env, "CDS_FEEDBACK_DB", d.feedback_db) or d.feedback_db,
             feedback_store_comments=_bool(env, "CDS_FEEDBACK_STORE_COMMENTS", d.feedback_store_comments),
             trusted_clients=_path(env, "CDS_TRUSTED_CLIENTS", None),
@@ -75,6 +86,11 @@ class Settings:
             jwks_cache_seconds=_int(env, "CDS_JWKS_CACHE_SECONDS", d.jwks_cache_seconds),
             cors_origins=_list(env, "CDS_CORS_ORIGINS", d.cors_origins),
             max_body_bytes=_int(env, "CDS_MAX_BODY_BYTES", d.max_body_bytes),
+            max_json_depth=_int(env, "CDS_MAX_JSON_DEPTH", d.max_json_depth),
+            max_draft_orders=_int(env, "CDS_MAX_DRAFT_ORDERS", d.max_draft_orders),
+            max_resources_per_key=_int(env, "CDS_MAX_RESOURCES_PER_KEY", d.max_resources_per_key),
+            max_feedback_items=_int(env, "CDS_MAX_FEEDBACK_ITEMS", d.max_feedback_items),
+            max_comment_chars=_int(env, "CDS_MAX_COMMENT_CHARS", d.max_comment_chars),
             strict_responses=_bool(env, "CDS_STRICT_RESPONSES", d.strict_responses),
             quiet_appropriate=_bool(env, "CDS_QUIET_APPROPRIATE", d.quiet_appropriate),
             qcdsm_id=(env.get("CDS_QCDSM_ID") or "").strip() or None,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cds_service.knowledge.model import Catalog, Tracer
+from cds_service.knowledge.valuesets import MAX_CODE_CHARS, MAX_SYSTEM_CHARS
 from cds_service.model import ImagingOrder, Resource
 
 PET_UNSPECIFIED = "pet-ct-unspecified-tracer"
@@ -55,6 +56,8 @@ def codings(concept: Any) -> Iterator[tuple[str, str]]:
         if isinstance(coding, dict):
             system, code = coding.get("system"), coding.get("code")
             if isinstance(system, str) and isinstance(code, str) and system and code:
+                if len(code) > MAX_CODE_CHARS or len(system) > MAX_SYSTEM_CHARS:
+                    continue  # no catalog code is that long: garbage, skipped before any string work
                 yield system, code.strip()
 
 

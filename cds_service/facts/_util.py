@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from cds_service.knowledge.valuesets import canonical_system
+from cds_service.knowledge.valuesets import canonical_system, coding_list
 from cds_service.model import Evidence, ImagingFact, Measurement, MedicationFact, ProcedureFact, Resource
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
@@ -62,10 +62,9 @@ def id_hash(resource: Resource) -> str:
 
 
 def codings(concept: Any) -> Iterable[Mapping[str, Any]]:
-    if isinstance(concept, Mapping):
-        for coding in concept.get("coding") or ():
-            if isinstance(coding, Mapping):
-                yield coding
+    for coding in coding_list(concept):  # a non-array `coding` (a number...) is skipped
+        if isinstance(coding, Mapping):
+            yield coding
 
 
 def concept_label(concept: Any) -> str:

@@ -25,7 +25,14 @@ from cds_service.facts import text
 from cds_service.facts._util import codings, id_hash
 from cds_service.facts.stage_notation import STAGING_TEXT, is_text_staging_code
 from cds_service.identity import PatientIdentity, belongs, usable
-from cds_service.knowledge.valuesets import LOINC, SNOMED, ValueSets, canonical_system
+from cds_service.knowledge.valuesets import (
+    LOINC,
+    MAX_CODE_CHARS,
+    SNOMED,
+    ValueSets,
+    canonical_system,
+    is_overlong,
+)
 from cds_service.model import PatientRecord, Resource
 
 log = logging.getLogger(__name__)
@@ -377,6 +384,12 @@ def select(record: PatientRecord, valuesets: ValueSets) -> Selection:
                 if found and own(resource):
                     symptoms.append(Hit(resource, found))
                     continue
+            if any(is_overlong(c.get("code")) for c in codings(concept)):
+                # no code system has such codes: garbage, skipped unread (never matched, never a hang)
+                issues.append(
+                    f"{rtype}: a code longer than {MAX_CODE_CHARS} characters is not a code; not read"
+                )
+                continue
             code = _mislabelled_loinc(concept, valuesets)
             if code:
                 issues.append(f"{rtype}: code {code} is labelled LOINC but is a SNOMED CT code; not read")

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cds_service.knowledge.valuesets import LOINC, SNOMED, canonical_system
+from cds_service.knowledge.valuesets import LOINC, SNOMED, canonical_system, coding_list
 from cds_service.knowledge.vocabulary import STAGE_GROUPS
 
 # Pseudo value-set id that selection gives an Observation whose code is text only (no LOINC or
@@ -247,7 +247,7 @@ def is_text_staging_code(concept: Any) -> bool:
     TNM or Gleason grade ("Clinical stage", "Gleason score", "cT2b N0 M0")."""
     if not isinstance(concept, Mapping):
         return False
-    for coding in concept.get("coding") or ():
+    for coding in coding_list(concept):
         if (
             isinstance(coding, Mapping)
             and canonical_system(coding.get("system")) in (LOINC, SNOMED)

@@ -49,6 +49,13 @@ SYSTEM_SYNONYMS: Mapping[str, str] = {
     "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets": HCPCS,
 }
 
+# Longest code and system URI matched at all. Real codes are short (ICD-10-CM at most 8
+# characters without the dot, SNOMED ids at most 18 digits, LOINC/RxNorm/CPT under 12); system
+# URIs are URLs or OIDs. Anything longer is garbage that cannot match a value set: it is skipped
+# before any string work, so its length never shows up in the time a request takes.
+MAX_CODE_CHARS = 64
+MAX_SYSTEM_CHARS = 512
+
 SCHEMA_DIR = "schema"
 VALUESETS_DIR = "valuesets"
 MEDICATIONS_FILE = "medications.yaml"
@@ -56,7 +63,7 @@ MEDICATIONS_FILE = "medications.yaml"
 
 def canonical_system(system: object) -> str | None:
     # Real payloads carry odd JSON here (objects, lists): not a system, never a crash.
-    if not system or not isinstance(system, str):
+    if not system or not isinstance(system, str) or len(system) > MAX_SYSTEM_CHARS:
         return None
     system = system.strip()
     return SYSTEM_SYNONYMS.get(system, system)
@@ -67,9 +74,23 @@ def normalise_icd(code: str) -> str:
     return code.strip().upper().replace(".", "")
 
 
+def is_overlong(code: object) -> bool:
+    """A code no code system has: skipped wherever codes are matched (a data issue, not work)."""
+    return isinstance(code, str) and len(code) > MAX_CODE_CHARS
+
+
+def coding_list(concept: object) -> list[Any]:
+    """`concept.coding` when it is an array, else nothing: a number, string or object there is
+    malformed data (skipped), never something to iterate over."""
+    if not isinstance(concept, Mapping):
+        return []
+    codings = concept.get("coding")
+    return codings if isinstance(codings, list) else []
+
+
 def _key(system: str | None, code: str | None) -> tuple[str, str] | None:
     system = canonical_system(system)
-    if not system or not code or not isinstance(code, str):
+    if not system or not code or not isinstance(code, str) or len(code) > MAX_CODE_CHARS:
         return None
     code = code.strip()
     if system == ICD10CM:
@@ -122,6 +143,7 @@ class ValueSets:
     drug_index: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)  # -> ingredient ids
     # target phrases for reading report / problem text (cards/text/targets.yaml); None: the built-in
     text_targets: Any = None  # cds_service.knowledge.text_targets.TextTargets
+    max_prefix_len: int = 8  # longest key of `prefixes` / `excluded` (set by load_valuesets)
 
     def kind_of(self, set_id: str) -> str | None:
         vs = self.sets.get(set_id)
@@ -137,7 +159,9 @@ class ValueSets:
             code = key[1]
             hits: set[str] = set(found)
             carved: set[str] = set()
-            for end in range(1, len(code) + 1):
+            # Only prefixes as long as the longest known one can hit: the loop is bounded by the
+            # knowledge base, not by the code a client sends.
+            for end in range(1, min(len(code), self.max_prefix_len) + 1):
                 hits.update(self.prefixes.get(code[:end], ()))
                 carved.update(self.excluded.get(code[:end], ()))
             found = frozenset(hits - carved)
@@ -148,7 +172,7 @@ class ValueSets:
         if not isinstance(concept, Mapping):
             return frozenset()
         found: set[str] = set()
-        for coding in concept.get("coding") or ():
+        for coding in coding_list(concept):
             if isinstance(coding, Mapping):
                 found.update(self.ids_for(coding.get("system"), coding.get("code")))
         return frozenset(found)
@@ -158,7 +182,7 @@ class ValueSets:
         if not isinstance(concept, Mapping):
             return []
         out: list[str | float] = []
-        for coding in concept.get("coding") or ():
+        for coding in coding_list(concept):
             if not isinstance(coding, Mapping):
                 continue
             key = _key(coding.get("system"), coding.get("code"))
@@ -171,7 +195,7 @@ class ValueSets:
         if not isinstance(concept, Mapping):
             return ()
         out: list[str] = []
-        for coding in concept.get("coding") or ():
+        for coding in coding_list(concept):
             if not isinstance(coding, Mapping):
                 continue
             key = _key(coding.get("system"), coding.get("code"))
@@ -344,4 +368,5 @@ def load_valuesets(cards_dir: Path) -> ValueSets:
         ingredients=ingredients,
         drug_index=drug_index,
         text_targets=load_text_targets(cards_dir),
+        max_prefix_len=max((len(p) for p in (*prefixes, *excluded)), default=0),
     )

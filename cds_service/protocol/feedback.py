@@ -5,6 +5,11 @@ SQLite (stdlib). Two tables, joined on the card uuid:
   feedback    one row per distinct feedback item (a repeat of the same item is ignored)
 No patient identifiers are stored. Free-text override comments may carry PHI and are stored only
 when CDS_FEEDBACK_STORE_COMMENTS is on.
+
+Only feedback on cards this service issued is stored: an item whose card uuid is not in the card
+index (for this service) is counted in the answer's `unknown` and dropped, so a client cannot fill
+the store with made-up items. The request still succeeds (200) because a valid item for a card
+that was indexed on another replica, or before the database was reset, is not the client's error.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cds_service.protocol.errors import InvalidRequest
 
@@ -76,16 +81,23 @@ class FeedbackItem:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def parse_feedback(body: Any) -> list[FeedbackItem]:
+class Recorded(NamedTuple):
+    stored: int  # new items written (repeats are ignored)
+    unknown: int  # items for card uuids this service never issued: counted, not stored
+
+
+def parse_feedback(body: Any, max_items: int = 100, max_comment_chars: int = 2000) -> list[FeedbackItem]:
     if not isinstance(body, dict):
         raise InvalidRequest("The feedback body must be a JSON object")
     items = body.get("feedback")
     if not isinstance(items, list) or not items:
         raise InvalidRequest("feedback must be a non-empty array")
-    return [_item(item, f"feedback[{i}]") for i, item in enumerate(items)]
+    if len(items) > max_items:
+        raise InvalidRequest(f"feedback has {len(items)} items; at most {max_items} are accepted per request")
+    return [_item(item, f"feedback[{i}]", max_comment_chars) for i, item in enumerate(items)]
 
 
-def _item(item: Any, path: str) -> FeedbackItem:
+def _item(item: Any, path: str, max_comment_chars: int) -> FeedbackItem:
     if not isinstance(item, dict):
         raise InvalidRequest(f"{path} must be an object")
     card = item.get("card")
@@ -121,6 +133,11 @@ def _item(item: Any, path: str) -> FeedbackItem:
             display = coding.get("display") if isinstance(coding.get("display"), str) else None
         if comment is not None and not isinstance(comment, str):
             raise InvalidRequest(f"{path}.overrideReason.userComment must be a string")
+        if isinstance(comment, str) and len(comment) > max_comment_chars:
+            raise InvalidRequest(
+                f"{path}.overrideReason.userComment has {len(comment)} characters; at most "
+                f"{max_comment_chars} are accepted"
+            )
     return FeedbackItem(card, outcome, timestamp, accepted, system, code, display, comment or None)
 
 
@@ -180,12 +197,20 @@ class FeedbackStore:
         with self._connect() as db:
             db.executemany("INSERT OR IGNORE INTO card_index VALUES (?,?,?,?,?,?,?,?)", rows)
 
-    def record(self, service_id: str, items: list[FeedbackItem], client_iss: str | None = None) -> int:
-        """Store the items; returns how many were new (repeats are ignored)."""
+    def record(self, service_id: str, items: list[FeedbackItem], client_iss: str | None = None) -> Recorded:
+        """Store the items on cards this service issued; returns how many were new and how many
+        named a card uuid it never issued (those are not stored)."""
         now = _now()
         new = 0
         with self._connect() as db:
-            for item in items:
+            cards = sorted({item.card for item in items})
+            marks = ",".join("?" * len(cards))
+            known = {row[0] for row in db.execute(
+                f"SELECT card_uuid FROM card_index WHERE service_id = ? AND card_uuid IN ({marks})",
+                (service_id, *cards),
+            )}
+            issued = [item for item in items if item.card in known]
+            for item in issued:
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO feedback VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (item.key(service_id), service_id, item.card, item.outcome,
@@ -196,7 +221,7 @@ class FeedbackStore:
                      item.outcome_timestamp, client_iss, now),
                 )
                 new += cursor.rowcount
-        return new
+        return Recorded(stored=new, unknown=len(items) - len(issued))
 
     def rows(self) -> list[dict[str, Any]]:
         """Feedback joined to the rule that produced each card (for review and tests)."""

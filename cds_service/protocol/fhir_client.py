@@ -2,21 +2,82 @@
 
 Nothing here is called for a server whose host is not in `CDS_FHIR_ALLOWED_HOSTS`: the check is
 made before any connection, and again for every `next` link (a server cannot send the token on).
+
+Every answer is streamed: the overall deadline is checked between chunks (a server that drips its
+answer one byte at a time cannot hold a thread past it), every socket read waits at most until the
+deadline, and the bodies of one hook call may total at most `max_bytes` (`CDS_FHIR_MAX_BYTES`), so
+a huge answer is abandoned before it is parsed. An abandoned answer's connection is closed, never
+returned to the pool. When the deadline passes, `cancel()` also shuts the socket of every query
+still waiting for its status line and headers (which a server can drip too): nothing of a hook
+call's queries outlives it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 _JSON_TYPES = ("application/fhir+json", "application/json")
+_CHUNK = 64 * 1024  # bytes per read: the deadline and the byte cap are checked between chunks
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+
+
+_current = threading.local()  # the FhirClient whose query this thread is running, if any
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        with _watched(self):
+            return super().getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        with _watched(self):
+            return super().getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+@contextlib.contextmanager
+def _watched(conn: HTTPConnection) -> Iterator[None]:
+    """While a query waits for the status line and headers, its client may shut the socket: the
+    per-read timeout cannot end a wait for headers that arrive one byte at a time."""
+    client = getattr(_current, "client", None)
+    if client is None:
+        yield
+        return
+    client._waiting_add(conn)
+    try:
+        yield
+    finally:
+        client._waiting_discard(conn)
+
+
+class _Adapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
 
 def _shared_session() -> requests.Session:
@@ -27,7 +88,7 @@ def _shared_session() -> requests.Session:
     """
     session = requests.Session()
     session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=32, max_retries=0)
+    adapter = _Adapter(pool_connections=8, pool_maxsize=32, max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
@@ -42,6 +103,10 @@ class FhirAccessError(Exception):
 
 class FhirNotFound(FhirAccessError):
     """A read returned 404/410: the resource does not exist."""
+
+
+class FhirTooLarge(FhirAccessError):
+    """The answers of this hook call went over `CDS_FHIR_MAX_BYTES`: this one was abandoned unparsed."""
 
 
 @dataclass(frozen=True)
@@ -96,13 +161,39 @@ class FhirClient:
     read_timeout: float = 3.0
     deadline: float = field(default_factory=lambda: time.monotonic() + 4.0)  # monotonic seconds
     page_cap: int = 10
+    max_bytes: int = DEFAULT_MAX_BYTES  # response bodies of this hook call, all queries together
     calls: int = 0  # outbound requests made (for the log line)
+    bytes_read: int = 0  # response body bytes held (abandoned answers are given back)
     # Bundle entries of Patients seen in any answer (fullUrl + resource), so the prefetch stage can
     # resolve `urn:uuid:` subjects that name the Patient's entry (cds_service.identity).
     patient_entries: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
+        self._lock = threading.Lock()  # queries run in threads and share the byte budget
+        self._cancelled = threading.Event()
+        self._waiting: set[HTTPConnection] = set()  # connections waiting for status line + headers
+
+    def cancel(self) -> None:
+        """Stop every query: a transfer stops at its next chunk and closes its own connection, a
+        query still waiting for headers has its socket shut under it; no new query starts."""
+        with self._lock:
+            self._cancelled.set()
+            waiting = list(self._waiting)
+        for conn in waiting:
+            _shut(conn)
+
+    def _waiting_add(self, conn: HTTPConnection) -> None:
+        with self._lock:
+            cancelled = self._cancelled.is_set()
+            if not cancelled:
+                self._waiting.add(conn)
+        if cancelled:
+            _shut(conn)
+
+    def _waiting_discard(self, conn: HTTPConnection) -> None:
+        with self._lock:
+            self._waiting.discard(conn)
 
     @property
     def allowed_server(self) -> bool:
@@ -152,35 +243,117 @@ class FhirClient:
     def _get(self, url: str) -> dict[str, Any]:
         if not is_allowed(url, self.allowed):
             raise FhirAccessError("URL is not on an allowed FHIR host")
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise FhirAccessError("deadline for FHIR queries passed")
+        remaining = self._remaining()
         headers = {"Accept": "application/fhir+json"}
         if self.access_token:
             headers["Authorization"] = f"Bearer {self.access_token}"
         timeout = (min(self.connect_timeout, remaining), min(self.read_timeout, remaining))
         self.calls += 1
+        _current.client = self
         try:
             # No redirects: a redirect could carry the bearer token to a host nobody allowed.
-            response = SESSION.get(url, headers=headers, timeout=timeout, allow_redirects=False)
+            # stream=True: the body is read below, chunk by chunk, under the deadline and the cap.
+            response = SESSION.get(url, headers=headers, timeout=timeout, allow_redirects=False, stream=True)
         except requests.Timeout as exc:
             raise FhirAccessError("FHIR server timed out") from exc
         except requests.RequestException as exc:
+            if self._cancelled.is_set():
+                raise FhirAccessError("deadline for FHIR queries passed") from exc
             raise FhirAccessError(f"FHIR server unreachable ({type(exc).__name__})") from exc
-        if response.status_code in (404, 410):
-            raise FhirNotFound(f"FHIR server answered {response.status_code}")
-        if response.status_code != 200:
-            raise FhirAccessError(f"FHIR server answered {response.status_code}")
-        content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if content_type and content_type not in _JSON_TYPES:
-            raise FhirAccessError(f"FHIR server answered {content_type}, not FHIR JSON")
+        finally:
+            _current.client = None
+        complete = False
         try:
-            data = response.json()
-        except ValueError as exc:
+            if response.status_code in (404, 410):
+                raise FhirNotFound(f"FHIR server answered {response.status_code}")
+            if response.status_code != 200:
+                raise FhirAccessError(f"FHIR server answered {response.status_code}")
+            content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if content_type and content_type not in _JSON_TYPES:
+                raise FhirAccessError(f"FHIR server answered {content_type}, not FHIR JSON")
+            body = self._read_body(response)
+            complete = True
+        finally:
+            if complete:
+                response.raw.release_conn()  # read to the end: the connection may be reused
+            else:
+                response.close()  # mid-answer or unread: close the socket, never pool it
+        try:
+            # Only ever a body within the cap; NaN/Infinity are not JSON and are refused.
+            data = json.loads(body, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
             raise FhirAccessError("FHIR server answered invalid JSON") from exc
         if not isinstance(data, dict):
             raise FhirAccessError("FHIR server answered JSON that is not a resource")
         return data
+
+    def _remaining(self) -> float:
+        """Seconds left before the deadline; raises when it passed or the call was cancelled."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0 or self._cancelled.is_set():
+            raise FhirAccessError("deadline for FHIR queries passed")
+        return remaining
+
+    def _read_body(self, response: requests.Response) -> bytearray:
+        """The whole body, read in chunks; raises past the deadline or over the byte budget."""
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit():
+            self._reserve(int(declared))  # say no before reading a byte of an answer too big
+            self._release(int(declared))
+        raw = response.raw
+        body = bytearray()
+        try:
+            while True:
+                # The socket's timeout is per read: keep every read within the overall deadline.
+                _set_read_timeout(raw, min(self.read_timeout, self._remaining()))
+                chunk = raw.read1(_CHUNK)
+                if not chunk:
+                    return body
+                self._reserve(len(chunk))
+                body += chunk
+        except FhirAccessError:
+            self._abandon(body)
+            raise
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # read timeout, reset, short body
+            self._abandon(body)
+            if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError)):
+                raise FhirAccessError("FHIR server timed out") from exc
+            raise FhirAccessError(f"FHIR answer broken off ({type(exc).__name__})") from exc
+
+    def _reserve(self, size: int) -> None:
+        with self._lock:
+            if self.bytes_read + size > self.max_bytes:
+                raise FhirTooLarge(f"FHIR answers went over CDS_FHIR_MAX_BYTES ({self.max_bytes} bytes)")
+            self.bytes_read += size
+
+    def _abandon(self, body: bytearray) -> None:
+        """Drop a partial body now and give its bytes back to the budget. Emptied in place: the
+        exception's traceback (kept by the query's future) would otherwise hold it until the end."""
+        self._release(len(body))
+        body.clear()
+
+    def _release(self, size: int) -> None:
+        with self._lock:
+            self.bytes_read -= size
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _shut(conn: HTTPConnection) -> None:
+    """Shut a connection's socket from another thread: a read blocked on it returns at once."""
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed or never connected
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _set_read_timeout(raw: Any, seconds: float) -> None:
+    """Set the per-read timeout of the socket under a streamed urllib3 response, if there is one."""
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(max(seconds, 0.01))
 
 
 def split_bundle(bundle: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:

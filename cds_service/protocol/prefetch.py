@@ -46,6 +46,9 @@ MEDICATION_RECORD_TYPES = frozenset({"MedicationRequest", "MedicationAdministrat
 MAX_MEDICATION_READS = 20  # a chart references few distinct Medications; bound the reads anyway
 REASON_TARGETS_KEY = "reason-references"  # not a template: the draft orders' reasonReference targets
 MEDICATION_TARGETS_KEY = "medication-references"  # not a template: Medications the records reference
+# Seconds to wait, after cancelling, for queries that are still running: each read ends by the
+# deadline, so only a call stuck outside a read (name resolution, a mocked transport) needs it.
+_STRAGGLER_GRACE = 0.3
 
 
 @dataclass
@@ -126,6 +129,7 @@ def gather_record(
         bundles.append({"entry": client.patient_entries})
     for bundle in bundles:
         identity = identity.with_urls(patient_full_urls(bundle, identity))
+    _cap_resources(results, settings.max_resources_per_key)
     grouped, dropped, emptied = _group(results, identity, patient)
     for key in emptied:
         # Every result of this key was someone else's: the patient's own data could not be had.
@@ -197,6 +201,7 @@ def _client(call: ParsedCall, settings: Settings) -> FhirClient | None:
         read_timeout=settings.fhir_read_timeout,
         deadline=time.monotonic() + settings.fhir_deadline,
         page_cap=max(1, settings.fhir_page_cap),
+        max_bytes=settings.fhir_max_bytes,
     )
     return client if client.allowed_server else None
 
@@ -223,7 +228,7 @@ def _fetch_all(
         for key, bundle in pages.items():
             jobs[pool.submit(_run_pages, client, bundle)] = key
         remaining = max(0.0, client.deadline - time.monotonic())
-        done, not_done = wait(jobs, timeout=remaining + 0.25)
+        done, not_done = wait(jobs, timeout=remaining + 0.1)
         for future in done:
             key = jobs[future]
             try:
@@ -246,8 +251,19 @@ def _fetch_all(
             results[key].complete = False
             results[key].error = "deadline for FHIR queries passed"
     finally:
-        # Do not wait for stragglers: each is bounded by its own read timeout.
-        pool.shutdown(wait=False, cancel_futures=True)
+        _stop(pool, jobs, client)
+
+
+def _stop(pool: ThreadPoolExecutor, jobs: Mapping[Any, str], client: FhirClient) -> None:
+    """Leave no thread or connection behind: no query may outlive the hook call."""
+    if all(future.done() for future in jobs):
+        pool.shutdown(wait=True)  # idle workers only: returns at once
+        return
+    client.cancel()  # running queries stop at their next chunk and close their connections
+    _, stragglers = wait(jobs, timeout=_STRAGGLER_GRACE)
+    pool.shutdown(wait=not stragglers, cancel_futures=True)
+    if stragglers:
+        log.warning("%d FHIR queries still running after the deadline", len(stragglers))
 
 
 def _run_query(client: FhirClient, template: PrefetchTemplate, query: str):
@@ -293,6 +309,19 @@ def _token_values(request: HookRequest) -> dict[str, str]:
     if not FHIR_ID.match(request.user_id.replace("/", "")):
         values.pop("context.userId")  # goes into a URL: only plain references
     return values
+
+
+def _cap_resources(results: Mapping[str, KeyResult], cap: int) -> None:
+    """At most `cap` resources per key reach the facts stage: a chart with 34,000 PSA results
+    would cost seconds per call. The rest are skipped and the key counts as incomplete, which
+    lowers confidence on the card (data issue) instead of pretending the chart was read whole."""
+    for key, result in results.items():
+        if len(result.resources) > cap:
+            log.warning("prefetch key %s: %d resources, only the first %d read", key,
+                        len(result.resources), cap)
+            result.resources = list(result.resources[:cap])
+            result.complete = False
+            result.error = result.error or f"more than {cap} resources; the rest were skipped"
 
 
 def _group(

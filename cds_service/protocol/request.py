@@ -32,7 +32,9 @@ class ParsedCall:
     access_token: str | None = field(default=None, repr=False)
 
 
-def parse_hook_request(body: Any, service: ServiceDefinition, base_url: str) -> ParsedCall:
+def parse_hook_request(
+    body: Any, service: ServiceDefinition, base_url: str, max_draft_orders: int = 50
+) -> ParsedCall:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
     hook = _required_str(body, "hook", "hook")
@@ -52,7 +54,7 @@ def parse_hook_request(body: Any, service: ServiceDefinition, base_url: str) -> 
     if not isinstance(encounter_id, str) or not FHIR_ID.match(encounter_id):
         encounter_id = None
 
-    draft_orders = _draft_order_resources(context.get("draftOrders", _ABSENT))
+    draft_orders = _draft_order_resources(context.get("draftOrders", _ABSENT), max_draft_orders)
     selections: tuple[str, ...] = ()
     if hook == "order-select":
         selections = _selections(context.get("selections", _ABSENT), draft_orders)
@@ -92,7 +94,7 @@ def _required_str(obj: Mapping[str, Any], key: str, label: str) -> str:
     return value.strip()
 
 
-def _draft_order_resources(draft: Any) -> tuple[Resource, ...]:
+def _draft_order_resources(draft: Any, max_orders: int) -> tuple[Resource, ...]:
     if draft is _ABSENT or draft is None:
         raise InvalidRequest("context.draftOrders is required (a FHIR Bundle of draft orders)")
     if not isinstance(draft, dict):
@@ -105,6 +107,11 @@ def _draft_order_resources(draft: Any) -> tuple[Resource, ...]:
         entries = []
     if not isinstance(entries, list):
         raise InvalidRequest("context.draftOrders.entry must be an array")
+    if len(entries) > max_orders:
+        # One order session holds a handful of orders; thousands cost seconds and memory per call.
+        raise InvalidRequest(
+            f"context.draftOrders has {len(entries)} entries; at most {max_orders} are accepted per call"
+        )
     # Bundle.type is optional here: the hook's own examples and the sandbox omit it.
     resources = []
     for entry in entries:

@@ -8,6 +8,7 @@ suggestion so feedback can be linked; PAMA rating codes from the Argonaut code s
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -220,9 +221,12 @@ def _absolute_url(value: Any) -> bool:
 
 
 def _empties(value: Any, path: str) -> list[str]:
-    """Every null, "", [] or {} member ("SHALL NOT be null or empty")."""
+    """Every null, "", [] or {} member ("SHALL NOT be null or empty"), and every NaN/Infinity
+    (not JSON: the browser's JSON.parse would reject the whole response)."""
     if value is None:
         return [f"{path}: null is not allowed; omit the member"]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{path}: {value} is not a JSON number (NaN and Infinity are not allowed)"]
     if isinstance(value, str):
         return [f"{path}: empty string is not allowed"] if value == "" else []
     if isinstance(value, list):

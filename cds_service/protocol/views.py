@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import sqlite3
 from dataclasses import dataclass
@@ -18,8 +17,9 @@ from cds_service.model import HookRequest
 from cds_service.protocol import access_log
 from cds_service.protocol.auth import Authenticator, AuthError, Caller
 from cds_service.protocol.discovery import SERVICES, SERVICES_BY_ID, PrefetchTemplate, ServiceDefinition
-from cds_service.protocol.errors import InvalidRequest, ProtocolError
+from cds_service.protocol.errors import ProtocolError
 from cds_service.protocol.feedback import FeedbackStore, parse_feedback
+from cds_service.protocol.json_input import parse_json_body
 from cds_service.protocol.prefetch import gather_record
 from cds_service.protocol.request import parse_hook_request
 from cds_service.protocol.response import build_body, enforce_contract
@@ -80,18 +80,35 @@ def _service(service_id: str) -> ServiceDefinition:
 def _json_body() -> Any:
     if request.mimetype not in _JSON_MIMETYPES:
         raise ProtocolError("Content-Type must be application/json", status=415)
-    raw = request.get_data(cache=False)
+    raw = _read_body(_state().settings.max_body_bytes)
     # A large prefetch parses into ~10^5 containers; the cyclic GC would scan them repeatedly
     # while they are being built (none of them can be garbage yet).
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+        return parse_json_body(raw, _state().settings.max_json_depth)
     finally:
         if gc_was_enabled:
             gc.enable()
+
+
+def _read_body(limit: int) -> bytes:
+    """The body, at most `limit` bytes. Flask checks Content-Length against MAX_CONTENT_LENGTH, but a
+    chunked body has none: it is read up to the limit, and one byte more means 413, not a truncated
+    body that fails to parse (400) and hides the reason."""
+    if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+        return request.get_data(cache=False)  # over the limit: werkzeug raises 413 itself
+    # werkzeug's own stream stops silently at the limit; read the server's (chunked) input itself.
+    stream, parts, size = request.environ["wsgi.input"], [], 0
+    while size <= limit:  # a server may return short reads: read until EOF or one byte too many
+        part = stream.read(limit + 1 - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    if size > limit:
+        raise ProtocolError(f"Request body too large (more than {limit} bytes)", status=413)
+    return b"".join(parts)
 
 
 @blueprint.get("/cds-services")
@@ -110,7 +127,7 @@ def invoke(service_id: str) -> Response:
     if isinstance(body, dict) and isinstance(body.get("hookInstance"), str):
         access_log.note(hookInstance=body["hookInstance"][:100], hook=body.get("hook"))
     state = _state()
-    call = parse_hook_request(body, service, _base_url())
+    call = parse_hook_request(body, service, _base_url(), state.settings.max_draft_orders)
     if not _has_service_requests(call.request):
         # Only ServiceRequests can be imaging orders: a medication or diet order needs no
         # patient data, so none is fetched (an EHR may call on every order selected).
@@ -144,10 +161,13 @@ def feedback(service_id: str) -> Response:
     caller = _authenticate()
     service = _service(service_id)
     access_log.note(service=service.id)
-    items = parse_feedback(_json_body())
-    new = _state().feedback.record(service.id, items, caller.iss if caller else None)
-    access_log.note(feedback_items=len(items), feedback_new=new)
-    return jsonify({"received": len(items), "stored": new})
+    settings = _state().settings
+    items = parse_feedback(_json_body(), settings.max_feedback_items, settings.max_comment_chars)
+    recorded = _state().feedback.record(service.id, items, caller.iss if caller else None)
+    access_log.note(
+        feedback_items=len(items), feedback_new=recorded.stored, feedback_unknown=recorded.unknown
+    )
+    return jsonify({"received": len(items), "stored": recorded.stored, "unknown": recorded.unknown})
 
 
 @blueprint.get("/healthz")

@@ -49,3 +49,10 @@ def test_values_are_read_from_cds_variables():
 def test_bad_values_are_refused_with_the_variable_named(name, value):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_fhir_byte_cap_is_a_setting():
+    assert Settings.from_env({}).fhir_max_bytes == 20 * 1024 * 1024
+    assert Settings.from_env({"CDS_FHIR_MAX_BYTES": "5000000"}).fhir_max_bytes == 5_000_000
+    with pytest.raises(ConfigError, match="CDS_FHIR_MAX_BYTES"):
+        Settings.from_env({"CDS_FHIR_MAX_BYTES": "20MB"})

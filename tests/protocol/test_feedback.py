@@ -34,7 +34,15 @@ def store(app) -> FeedbackStore:
     return app.extensions["cds"].feedback
 
 
-def test_accepted_feedback_is_stored(app, client):
+@pytest.fixture
+def issued(settings):
+    """CARD and "c2" are cards this service answered with: only such feedback is stored."""
+    FeedbackStore(settings.feedback_db).index_cards(
+        "imaging-appropriateness", "hook-1", {CARD: {"rule_id": "r"}, "c2": {"rule_id": "r"}}
+    )
+
+
+def test_accepted_feedback_is_stored(app, client, issued):
     response = client.post(FEEDBACK, json={"feedback": [accepted()]})
     assert response.status_code == 200
     rows = store(app).rows()
@@ -43,7 +51,7 @@ def test_accepted_feedback_is_stored(app, client):
     assert SUGGESTION in rows[0]["accepted_suggestions"]
 
 
-def test_repeats_are_idempotent(app, client):
+def test_repeats_are_idempotent(app, client, issued):
     for _ in range(3):
         assert client.post(FEEDBACK, json={"feedback": [accepted(), accepted()]}).status_code == 200
     assert len(store(app).rows()) == 1
@@ -51,18 +59,18 @@ def test_repeats_are_idempotent(app, client):
     assert len(store(app).rows()) == 2
 
 
-def test_feedback_survives_a_restart(make_app, settings):
+def test_feedback_survives_a_restart(make_app, settings, issued):
     make_app().test_client().post(FEEDBACK, json={"feedback": [accepted()]})
     assert len(FeedbackStore(settings.feedback_db).rows()) == 1
 
 
-def test_sandbox_override_without_display_is_accepted(app, client):
+def test_sandbox_override_without_display_is_accepted(app, client, issued):
     item = overridden(reason={"code": "not-relevant", "system": "http://example.org/reasons"})
     assert client.post(FEEDBACK, json={"feedback": [item]}).status_code == 200
     assert store(app).rows()[0]["override_code"] == "not-relevant"
 
 
-def test_comments_are_not_stored_by_default(app, client, make_app):
+def test_comments_are_not_stored_by_default(app, client, make_app, issued):
     client.post(FEEDBACK, json={"feedback": [overridden(userComment="pt John Doe refused")]})
     row = store(app).rows()[0]
     assert row["has_comment"] == 1 and row["user_comment"] is None
@@ -169,8 +177,8 @@ def test_kept_connections_serve_threads_and_forked_workers(tmp_path):
         t.join()
     pid = os.fork()
     if pid == 0:  # a gunicorn worker forked after the store was built: it must open its own connection
-        new = feedback.record("svc", parse_feedback({"feedback": [accepted(card="card-3-7")]}))
-        os._exit(0 if new == 1 else 1)
+        recorded = feedback.record("svc", parse_feedback({"feedback": [accepted(card="card-3-7")]}))
+        os._exit(0 if recorded.stored == 1 else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     fresh = FeedbackStore(tmp_path / "fb.sqlite3")

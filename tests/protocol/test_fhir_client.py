@@ -122,3 +122,49 @@ def test_error_outcome_inside_a_page_marks_the_search_incomplete():
         {"resource": {"resourceType": "Condition", "id": "c1"}}, {"resource": outcome}]})
     resources, complete = client().search("Condition?patient=p1")
     assert [r["id"] for r in resources] == ["c1"] and complete is False
+
+
+@responses.activate
+def test_answer_over_the_byte_cap_is_abandoned():
+    from cds_service.protocol.fhir_client import FhirTooLarge
+
+    body = '{"resourceType": "Patient", "id": "p1", "note": "' + "x" * 5000 + '"}'
+    responses.get("https://fhir.example.org/r4/Patient/p1", body=body, content_type="application/fhir+json")
+    with pytest.raises(FhirTooLarge, match="CDS_FHIR_MAX_BYTES"):
+        client(max_bytes=1000).read("Patient/p1")
+    assert client(max_bytes=len(body)).read("Patient/p1")["id"] == "p1"
+
+
+@responses.activate
+def test_byte_cap_is_shared_by_the_calls_of_one_client_and_abandoned_bytes_are_given_back():
+    from cds_service.protocol.fhir_client import FhirTooLarge
+
+    small = '{"resourceType": "Patient", "id": "p1"}'
+    big = '{"resourceType": "Patient", "id": "p2", "note": "' + "x" * 5000 + '"}'
+    responses.get("https://fhir.example.org/r4/Patient/p1", body=small, content_type="application/fhir+json")
+    responses.get("https://fhir.example.org/r4/Patient/p2", body=big, content_type="application/fhir+json")
+    c = client(max_bytes=len(small) * 2 + 10)
+    c.read("Patient/p1")
+    with pytest.raises(FhirTooLarge):
+        c.read("Patient/p2")
+    assert c.bytes_read == len(small)  # the abandoned answer no longer counts
+    c.read("Patient/p1")
+    with pytest.raises(FhirTooLarge):
+        c.read("Patient/p1")  # three small answers are over the call's budget
+
+
+@responses.activate
+@pytest.mark.parametrize("body", ['{"resourceType": "Patient", "id": "p1", "x": NaN}',
+                                  '{"a":' * 5000 + "1" + "}" * 5000, "[1, 2]"])
+def test_non_finite_numbers_absurd_nesting_and_non_resources_are_invalid(body):
+    responses.get("https://fhir.example.org/r4/Patient/p1", body=body, content_type="application/fhir+json")
+    with pytest.raises(FhirAccessError, match="JSON"):
+        client().read("Patient/p1")
+
+
+def test_cancelled_client_makes_no_call():
+    c = client()
+    c.cancel()
+    with responses.RequestsMock() as mock, pytest.raises(FhirAccessError, match="deadline"):
+        c.read("Patient/p1")
+    assert len(mock.calls) == 0

@@ -160,3 +160,18 @@ def test_readme_counts_are_current() -> None:
     """tests/variance/README.md carries the table `python -m tests.variance.report` prints."""
     readme = (Path(__file__).parent / "README.md").read_text(encoding="utf-8")
     assert report.table() in readme, "README counts are stale: run `python -m tests.variance.report`"
+
+
+def test_status_variants_are_not_vacuous(runs: Runs) -> None:
+    """The records the status family marks matter: without them the outcome changes for every
+    red-flag chart whose order does not itself name the symptom (the red flag goes) and for a good
+    share of the others, so 'same as absent' is not the canonical outcome in disguise."""
+    status = [v for v in VARIANTS if v.family == "status"]
+    changed = [v for v in status if runs.reference(v).outcome != runs.canonical(v.chart).outcome]
+    assert len(changed) * 4 >= len(status), f"only {len(changed)} of {len(status)} status variants matter"
+    for chart in RED_FLAG_CHARTS:
+        inputs = canonical_inputs(chart)
+        if T.strip_red_flag_reasons(inputs).orders != [dict(o) for o in chart.orders]:
+            continue  # the order's own reason names the symptom: the red flag rightly stays
+        v = next(x for x in status if x.chart is chart and x.name == "red-flag-symptoms-refuted")
+        assert v in changed, f"{v.id}: removing the red-flag symptoms changed nothing"

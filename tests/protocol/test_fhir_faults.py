@@ -1,0 +1,174 @@
+"""The service against a FHIR server that misbehaves (issue 10, points 2 and 3).
+
+No prefetch is sent, so the service must query the fault server for everything. Each fault must
+end in a 200 (the data marked incomplete, so confidence is lowered) or a 412 OperationOutcome,
+within the deadline plus 0.5 s, with no thread and no socket left behind and, for a huge answer,
+memory bounded by the byte cap, not by the answer's size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+import pytest
+
+from cds_service.app import create_app
+from cds_service.config import Settings
+from cds_service.protocol import views
+
+from .conftest import PATIENT_ID, hook_request
+from .fault_server import running
+
+SELECT = "/cds-services/imaging-appropriateness"
+DEADLINE = 1.5  # seconds: small, so a test waits little
+CAP = 2 * 1024 * 1024  # CDS_FHIR_MAX_BYTES for these tests; the huge answer is 60 MB
+FD_DIR = "/proc/self/fd"
+
+pytestmark = pytest.mark.skipif(not os.path.isdir(FD_DIR), reason="counts sockets in /proc/self/fd")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running(PATIENT_ID) as fault_server:
+        yield fault_server
+
+
+@pytest.fixture(scope="module")
+def service(server, tmp_path_factory):
+    settings = Settings(
+        today=date(2026, 11, 22), feedback_db=tmp_path_factory.mktemp("faults") / "feedback.sqlite3",
+        fhir_allowed_hosts=(server.base_url,), fhir_deadline=DEADLINE, fhir_max_bytes=CAP,
+        strict_responses=True,
+    )
+    app = create_app(settings)
+    app.testing = True
+    client = app.test_client()
+    # Warm up (lazy imports, knowledge caches) so the timed calls measure the FHIR path only.
+    assert client.post(SELECT, json=_body(server.url("ok"))).status_code == 200
+    return client
+
+
+@pytest.fixture
+def records(monkeypatch) -> list[Any]:
+    """The PatientRecord of each call (the real engine still runs)."""
+    seen: list[Any] = []
+    real = views.gather_record
+
+    def spy(*args: Any, **kwargs: Any):
+        record, stats = real(*args, **kwargs)
+        seen.append(record)
+        return record, stats
+
+    monkeypatch.setattr(views, "gather_record", spy)
+    return seen
+
+
+def _body(server_url: str) -> dict[str, Any]:
+    body = hook_request()  # no prefetch: every key must come from the FHIR server
+    body["fhirServer"] = server_url
+    body["fhirAuthorization"] = {"access_token": "tok", "token_type": "Bearer", "expires_in": 300,
+                                 "scope": "patient/*.read", "subject": "cds-service"}
+    return body
+
+
+def _sockets() -> int:
+    count = 0
+    for fd in os.listdir(FD_DIR):
+        with contextlib.suppress(OSError):  # closed between listdir and readlink
+            count += os.readlink(os.path.join(FD_DIR, fd)).startswith("socket:")
+    return count
+
+
+def _settles(check: Callable[[], bool], within: float = 2.5) -> bool:
+    end = time.monotonic() + within
+    while not check():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _call(service, server, mode: str):
+    threads, sockets = threading.active_count(), _sockets()
+    start = time.monotonic()
+    response = service.post(SELECT, json=_body(server.url(mode)))
+    elapsed = time.monotonic() - start
+    # Nothing of the call may stay behind: its query threads and its connections (the fault
+    # server's own handler threads and sockets end as soon as the service hangs up on them).
+    assert _settles(lambda: threading.active_count() <= threads), \
+        [t.name for t in threading.enumerate()]
+    assert _settles(lambda: _sockets() <= sockets), f"{_sockets() - sockets} sockets left open"
+    assert not [t for t in threading.enumerate() if t.name.startswith("fhir")]
+    return response, elapsed
+
+
+def _assert_ok_but_incomplete(response, records, keys: set[str]) -> None:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert "cards" in response.get_json()
+    assert keys <= set(records[-1].incomplete), records[-1].incomplete
+
+
+@pytest.mark.parametrize("mode", ["slow", "drip", "driphead"])
+def test_slow_or_dripping_server_is_cut_off_at_the_deadline(service, server, records, mode):
+    response, elapsed = _call(service, server, mode)
+    assert elapsed <= DEADLINE + 0.5, elapsed
+    assert elapsed >= DEADLINE - 0.2  # it was the deadline that ended the wait, not an error
+    _assert_ok_but_incomplete(response, records, {"conditions", "observations", "procedures"})
+    assert records[-1].patient["id"] == PATIENT_ID  # the Patient read answered normally
+
+
+def test_huge_answer_is_abandoned_at_the_byte_cap(service, server, records):
+    tracemalloc.start()
+    try:
+        response, elapsed = _call(service, server, "huge")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert elapsed <= DEADLINE + 0.5, elapsed
+    assert peak < 3 * CAP, f"peak {peak / 1e6:.1f} MB for a {CAP / 1e6:.1f} MB cap"
+    _assert_ok_but_incomplete(response, records, {"conditions", "observations"})
+
+
+def test_garbage_and_absurdly_deep_json_are_data_that_could_not_be_had(service, server, records):
+    response, elapsed = _call(service, server, "garbage")
+    assert elapsed <= DEADLINE + 0.5
+    _assert_ok_but_incomplete(response, records, {"conditions", "observations"})
+
+
+def test_patient_404_is_412_with_an_operation_outcome(service, server, records):
+    response, elapsed = _call(service, server, "patient404")
+    assert elapsed <= DEADLINE + 0.5
+    assert response.status_code == 412
+    outcome = response.get_json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["code"] == "incomplete"
+
+
+def test_other_patients_data_is_dropped_and_marked_missing(service, server, records):
+    response, _ = _call(service, server, "others")
+    _assert_ok_but_incomplete(response, records, {"conditions", "observations"})
+    record = records[-1]
+    assert record.not_this_patient > 0
+    kept = [r for rs in record.resources.values() for r in rs if r.get("resourceType") != "Patient"]
+    assert kept == []
+
+
+def test_endless_paging_stops_at_the_page_cap(service, server, records):
+    response, elapsed = _call(service, server, "paging")
+    assert elapsed <= DEADLINE + 0.5
+    _assert_ok_but_incomplete(response, records, {"conditions"})
+    # what the pages before the cap brought is kept
+    assert len(records[-1].resources.get("Condition", ())) >= 1
+
+
+def test_well_behaved_server_is_complete(service, server, records):
+    response, _ = _call(service, server, "ok")
+    assert response.status_code == 200
+    assert records[-1].incomplete == ()

@@ -66,9 +66,12 @@ def _text_of(concept: Any) -> str | None:
     return text.strip() if isinstance(text, str) and text.strip() else None
 
 
-def _read_text(text: str, as_of: date, source: str) -> list[tuple[str, Evidence]]:
-    """Concepts the text affirms (negated, hypothetical, historical and family mentions excluded)."""
-    found = affirmed_concepts(text, as_of, source, from_order=True)
+def _read_text(
+    text: str, as_of: date, source: str, valuesets: ValueSets
+) -> list[tuple[str, Evidence]]:
+    """Concepts the text affirms (negated, hypothetical, historical and family mentions excluded),
+    with the text targets of the loaded knowledge base (a site's own cards/ directory included)."""
+    found = affirmed_concepts(text, as_of, source, from_order=True, targets=valuesets.text_targets)
     return [(concept, ev) for concept, evidence in found.items() for ev in evidence]
 
 
@@ -99,7 +102,7 @@ class _Reader:
             self._text(text, source)
 
     def _text(self, text: str, source: str) -> None:
-        for concept_id, evidence in _read_text(text, self.as_of, source):
+        for concept_id, evidence in _read_text(text, self.as_of, source, self.valuesets):
             add_evidence(self.concepts, concept_id, evidence)
 
     # --- reasonReference --------------------------------------------------------------------

@@ -346,6 +346,16 @@ def test_text_reasons_can_raise_a_red_flag_concept():
     assert all(e.from_text and e.from_order for evs in part.concepts.values() for e in evs)
 
 
+def test_text_reasons_are_read_with_the_loaded_knowledge_bases_targets(monkeypatch):
+    """A site's own cards/ directory (CDS_CARDS_DIR) must govern order reasons as it does reports."""
+    seen = []
+    monkeypatch.setattr(
+        "cds_service.facts.indication.affirmed_concepts", lambda *a, **k: seen.append(k["targets"]) or {}
+    )
+    read(order(reasonCode=[{"text": "Low back pain"}]))
+    assert seen and all(t is VALUESETS.text_targets for t in seen)
+
+
 def test_a_coded_reason_is_not_read_again_as_text(monkeypatch):
     calls = []
     monkeypatch.setattr(

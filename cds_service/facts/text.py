@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 import threading
 import types
@@ -181,9 +182,22 @@ def _context_rules(targets: TextTargets, rule_cls: Any) -> list[Any]:
     return rules
 
 
+class _FastNERNoise(logging.Filter):
+    """PyFastNER (inside PyRuSH) logs on the *root* logger, at INFO, a line for every sentence rule it
+    cannot compile, each time it splits a new text: some 60-90 lines per report, in the service's log
+    and on its cold path. Only those records are dropped; everything else on the root logger stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.INFO and f"{os.sep}PyFastNER{os.sep}" in record.pathname)
+
+
+_FASTNER_NOISE = _FastNERNoise()
+
+
 def _quiet_loggers() -> None:
     # PyRuSH and medspaCy log through loguru at DEBUG, one line per token: silence both packages
     # (the service logs through the stdlib `logging`; loguru's own handlers are left alone).
+    logging.getLogger().addFilter(_FASTNER_NOISE)  # idempotent: a logger keeps one copy of a filter
     try:
         from loguru import logger
     except ImportError:  # pragma: no cover - loguru comes with PyRuSH

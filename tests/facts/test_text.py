@@ -268,3 +268,26 @@ def test_the_pipeline_does_not_load_quickumls_or_nltk(targets):
 
     text.mentions("Rule out cord compression.", targets)
     assert "nltk" not in sys.modules  # the never-enabled QuickUMLS component stays out (RSS, start time)
+
+
+def test_reading_a_new_text_adds_no_lines_to_the_service_log():
+    """PyFastNER logs on the root logger for every sentence split; those lines must not reach the log."""
+    import logging
+
+    seen: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    root = logging.getLogger()
+    handler, level = Collect(level=logging.DEBUG), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        text.mentions("New lytic lesion in T11, suspicious for osseous metastasis (log test).")
+        logging.info("the service's own root line")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert [r.getMessage() for r in seen] == ["the service's own root line"]

@@ -98,7 +98,7 @@ def _strings(node, path=""):
 
 def test_rule_texts_cite_source_articles_by_title_never_by_file_id():
     """Cards show rule texts to clinicians: a source article is named so that it can be looked up."""
-    internal = re.compile(r"\bseeds? \d{3}\b|\d{3}_[0-9a-f]{16}\.txt")
+    internal = re.compile(r"\bseeds? \d{3}\b|\d{3}_[0-9a-f]{16}\.txt", re.IGNORECASE)
     files = [*sorted((DEFAULT_CARDS_DIR / "scenarios").glob("*.yaml")), DEFAULT_CARDS_DIR / "pitfalls.yaml"]
     for path in files:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

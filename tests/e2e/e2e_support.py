@@ -36,6 +36,7 @@ SCENARIOS = {
     "breast-early-stage-asymptomatic", "prostate-biochemical-recurrence", "prostate-initial-staging",
     "breast-metastatic-discordant-bone-imaging", "insufficient-data", "no-criteria-apply", *RED_FLAGS,
 }
+WAYS = ("http", "cli", "fallback")
 _RULE_LINK = re.compile(r"/rules/([A-Za-z0-9._-]+)")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -57,6 +58,14 @@ def primary_scenario(case: Mapping[str, Any]) -> str:
 def case_hooks(scenario: str) -> list[tuple[dict[str, Any], str]]:
     """(case, hook) pairs of the cases whose (first) expected scenario is `scenario`."""
     return [(c, h) for c in all_cases() if primary_scenario(c) == scenario for h in c["hooks"]]
+
+
+def named_case_runs(names: Iterable[str]) -> list[tuple[dict[str, Any], str, str]]:
+    """(case, hook, way) for every hook of the named cases, replayed each of the three ways."""
+    wanted = set(names)
+    return [
+        (c, h, way) for c in all_cases() if c["name"] in wanted for h in c["hooks"] for way in WAYS
+    ]
 
 
 def case_id(value: Any) -> str:

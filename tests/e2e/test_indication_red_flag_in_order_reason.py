@@ -10,7 +10,7 @@ is already drafted.
 from __future__ import annotations
 
 import pytest
-from e2e_support import all_cases, case_id, check
+from e2e_support import case_id, check, named_case_runs
 
 CASES = {
     "indication-prostate-mets-back-pain-paresis-mri-lumbar": (
@@ -30,13 +30,7 @@ CASES = {
         "70553",
     ),
 }
-RUNS = [
-    (c, h, way)
-    for c in all_cases()
-    if c["name"] in CASES
-    for h in c["hooks"]
-    for way in ("http", "cli", "fallback")
-]
+RUNS = named_case_runs(CASES)
 
 
 def test_every_case_is_in_the_fixtures():

@@ -10,7 +10,7 @@ variant 6, usually appropriate, over HTTP, the replay CLI and the FHIR-server fa
 from __future__ import annotations
 
 import pytest
-from e2e_support import all_cases, case_id, check
+from e2e_support import all_cases, case_id, check, named_case_runs
 
 SHAPES = (
     "indication-sandbox-single-object-reason-bone-scan",
@@ -18,13 +18,7 @@ SHAPES = (
     "indication-sandbox-text-only-reason-bone-scan",
 )
 TIDY = "indication-breast-neoadjuvant-bone-pain-reason-bone-scan"
-RUNS = [
-    (c, h, way)
-    for c in all_cases()
-    if c["name"] in SHAPES
-    for h in c["hooks"]
-    for way in ("http", "cli", "fallback")
-]
+RUNS = named_case_runs(SHAPES)
 
 
 def test_every_case_is_in_the_fixtures():

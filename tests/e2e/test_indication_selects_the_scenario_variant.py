@@ -9,7 +9,7 @@ is not. The ratings must be the same over HTTP, the replay CLI and the FHIR-serv
 from __future__ import annotations
 
 import pytest
-from e2e_support import all_cases, case_id, check
+from e2e_support import case_id, check, named_case_runs
 
 BN = "breast-neoadjuvant-suspected-metastases"
 SUSPICION = "indication-breast-neoadjuvant-bone-pain-reason-bone-scan"
@@ -17,13 +17,7 @@ LOOK_ALIKES = (
     "indication-breast-neoadjuvant-cancer-reason-bone-scan",
     "indication-refuted-condition-reason-bone-scan",
 )
-RUNS = [
-    (c, h, way)
-    for c in all_cases()
-    if c["name"] in (SUSPICION, *LOOK_ALIKES)
-    for h in c["hooks"]
-    for way in ("http", "cli", "fallback")
-]
+RUNS = named_case_runs((SUSPICION, *LOOK_ALIKES))
 
 
 def test_every_case_is_in_the_fixtures():

@@ -14,10 +14,12 @@ from typing import Any
 
 import jwt
 import pytest
+import responses
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cds_service.app import create_app
 from cds_service.config import Settings
+from cds_service.model import EngineResult
 from cds_service.protocol.discovery import load_prefetch_templates
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -195,3 +197,22 @@ def trusted_file(tmp_path: Path, signer: Signer) -> Path:
     path = tmp_path / "trusted.json"
     path.write_text(json.dumps({signer.iss: {"jwks": signer.jwks}}))
     return path
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The PatientRecord the engine receives (the engine itself is not under test here)."""
+    seen = {}
+
+    def capture(request, record, knowledge, options=None):
+        seen["request"], seen["record"] = request, record
+        return EngineResult()
+
+    monkeypatch.setattr("cds_service.engine.evaluate", capture)
+    return seen
+
+
+@pytest.fixture
+def fhir():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock

@@ -6,7 +6,6 @@ import pytest
 import requests
 import responses
 
-from cds_service.model import EngineResult
 from cds_service.protocol.discovery import load_prefetch_templates
 
 from .conftest import (
@@ -23,25 +22,6 @@ SELECT = "/cds-services/imaging-appropriateness"
 TEMPLATES = load_prefetch_templates()  # one query per template when nothing is prefetched
 SEARCH_TYPES = ("Condition", "Observation", "MedicationRequest", "MedicationAdministration",
                 "MedicationStatement", "Procedure", "DiagnosticReport")
-
-
-@pytest.fixture
-def captured(monkeypatch):
-    """The PatientRecord the engine receives (the engine itself is not under test here)."""
-    seen = {}
-
-    def capture(request, record, knowledge, options=None):
-        seen["request"], seen["record"] = request, record
-        return EngineResult()
-
-    monkeypatch.setattr("cds_service.engine.evaluate", capture)
-    return seen
-
-
-@pytest.fixture
-def fhir():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
 
 
 def with_server(body, server=FHIR, token="secret-access-token"):

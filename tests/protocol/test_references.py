@@ -4,34 +4,14 @@ from __future__ import annotations
 
 import re
 
-import pytest
 import responses
 
-from cds_service.model import EngineResult
 from cds_service.protocol.references import missing_targets
 
 from .conftest import FHIR, PATIENT_ID, full_prefetch, hook_request, service_request
 
 SELECT = "/cds-services/imaging-appropriateness"
 TOKEN = "secret-access-token"
-
-
-@pytest.fixture
-def captured(monkeypatch):
-    seen = {}
-
-    def capture(request, record, knowledge, options=None):
-        seen["record"] = record
-        return EngineResult()
-
-    monkeypatch.setattr("cds_service.engine.evaluate", capture)
-    return seen
-
-
-@pytest.fixture
-def fhir():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
 
 
 def observation(oid: str, pid: str = PATIENT_ID) -> dict:

@@ -86,7 +86,9 @@ def test_inline_jwks_is_used_for_a_sandbox_token_offline(make_app, tmp_path, jku
 
 def test_jku_is_fetched_only_when_no_configured_key_matches_the_kid(make_app, tmp_path):
     other = Signer(kid="rotated-away")
-    sandbox, client = _sandbox_client(make_app, tmp_path, lambda s: {"jwks": other.jwks, "jku": [SANDBOX_JKU]})
+    sandbox, client = _sandbox_client(
+        make_app, tmp_path, lambda s: {"jwks": other.jwks, "jku": [SANDBOX_JKU]}
+    )
     with responses.RequestsMock() as mock:
         mock.get(SANDBOX_JKU, json=sandbox.jwks)
         headers = sandbox.auth(SELECT, headers={"jku": SANDBOX_JKU})

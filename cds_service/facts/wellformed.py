@@ -196,6 +196,9 @@ _MEDICATION: dict[str, Check] = {
 }
 
 
+_MEDICATION_CHOICE = ("medicationCodeableConcept", "medicationReference")
+
+
 class Shape:
     """The checkable elements of one resource type, its required elements and choice groups."""
 
@@ -282,12 +285,12 @@ SHAPES: Mapping[str, Shape] = {
     "MedicationAdministration": Shape(
         {**_MEDICATION, "effectiveDateTime": date_time, "effectivePeriod": period},
         required=("status", "subject"),
-        choices=(("medicationCodeableConcept", "medicationReference"), ("effectiveDateTime", "effectivePeriod")),
+        choices=(_MEDICATION_CHOICE, ("effectiveDateTime", "effectivePeriod")),
     ),
     "MedicationStatement": Shape(
         {**_MEDICATION, "effectiveDateTime": date_time, "effectivePeriod": period, "dosage": _list(dosage)},
         required=("status", "subject"),
-        choices=(("medicationCodeableConcept", "medicationReference"), ("effectiveDateTime", "effectivePeriod")),
+        choices=(_MEDICATION_CHOICE, ("effectiveDateTime", "effectivePeriod")),
     ),
 }
 # Choice groups R4B requires one of (medication[x] everywhere, effective[x] of an administration)

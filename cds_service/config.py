@@ -60,6 +60,14 @@ class Settings:
     quiet_appropriate: bool = True
     # CMS G-code of the qualified CDS mechanism for `pama-rating-qcdsm-consulted`; None: omitted.
     qcdsm_id: str | None = None
+    # Where the checked knowledge base is kept between starts (knowledge/cache.py); None: not on
+    # disk (still shared within the process). From the environment: $XDG_CACHE_HOME/cds-service.
+    cache_dir: Path | None = None
+    # Load the clinical text reader (spaCy/medspaCy) and the R4B validators at start instead of at
+    # first use. Off: a worker starts fast and small, and the first chart with text to read pays
+    # the load (about 1 s, +45 MB) once. On with `cds-service serve` (which builds the app before
+    # forking): loaded once and shared copy-on-write by the workers (README, Workers and memory).
+    preload_readers: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -94,7 +102,17 @@ class Settings:
             strict_responses=_bool(env, "CDS_STRICT_RESPONSES", d.strict_responses),
             quiet_appropriate=_bool(env, "CDS_QUIET_APPROPRIATE", d.quiet_appropriate),
             qcdsm_id=(env.get("CDS_QCDSM_ID") or "").strip() or None,
+            cache_dir=_cache_dir(env),
+            preload_readers=_bool(env, "CDS_PRELOAD_READERS", d.preload_readers),
         )
+
+
+def _cache_dir(env: Mapping[str, str]) -> Path | None:
+    raw = env.get("CDS_CACHE_DIR")
+    if raw is None:
+        base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return Path(base) / "cds-service"
+    return None if raw.strip().lower() in _FALSE | {"none"} else Path(raw.strip())
 
 
 def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:

@@ -16,13 +16,16 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
+from cds_service import yaml_load
 from cds_service.knowledge import KnowledgeError
 from cds_service.knowledge.text_targets import load_text_targets
+
+if TYPE_CHECKING:
+    import jsonschema
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SNOMED = "http://snomed.info/sct"
@@ -215,7 +218,7 @@ class ValueSets:
 def _read_yaml(path: Path) -> Any:
     try:
         with path.open(encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
+            return yaml_load.safe_load(fh)
     except (OSError, yaml.YAMLError) as exc:
         raise KnowledgeError(f"{path.name}: cannot read YAML: {exc}") from exc
 
@@ -226,6 +229,8 @@ def _schema(cards_dir: Path, name: str) -> jsonschema.protocols.Validator:
         schema = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise KnowledgeError(f"{path.name}: cannot read schema: {exc}") from exc
+    import jsonschema  # here: a start served from the knowledge cache never needs it
+
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)

@@ -57,6 +57,7 @@ SYSTEM_SYNONYMS: Mapping[str, str] = {
 # URIs are URLs or OIDs. Anything longer is garbage that cannot match a value set: it is skipped
 # before any string work, so its length never shows up in the time a request takes.
 MAX_CODE_CHARS = 64
+_MEMO_SIZE = 20_000  # distinct (system, code) answers kept per loaded knowledge base
 MAX_SYSTEM_CHARS = 512
 
 SCHEMA_DIR = "schema"
@@ -147,6 +148,10 @@ class ValueSets:
     # target phrases for reading report / problem text (cards/text/targets.yaml); None: the built-in
     text_targets: Any = None  # cds_service.knowledge.text_targets.TextTargets
     max_prefix_len: int = 8  # longest key of `prefixes` / `excluded` (set by load_valuesets)
+    # (system, code) -> ids_for's answer: a chart repeats the same few hundred codings (issue 11)
+    _memo: dict[tuple[str, str], frozenset[str]] = field(
+        default_factory=dict, compare=False, repr=False, hash=False
+    )
 
     def kind_of(self, set_id: str) -> str | None:
         vs = self.sets.get(set_id)
@@ -154,6 +159,17 @@ class ValueSets:
 
     def ids_for(self, system: str | None, code: str | None) -> frozenset[str]:
         """Value-set ids containing this coding (exact code, or ICD-10-CM prefix)."""
+        if type(system) is str and type(code) is str:
+            memo = self._memo
+            found = memo.get((system, code))
+            if found is None:
+                if len(memo) >= _MEMO_SIZE:  # bounded whatever codes a client sends
+                    memo.clear()
+                found = memo[(system, code)] = self._ids_for(system, code)
+            return found
+        return self._ids_for(system, code)
+
+    def _ids_for(self, system: str | None, code: str | None) -> frozenset[str]:
         key = _key(system, code)
         if key is None:
             return frozenset()
@@ -172,13 +188,19 @@ class ValueSets:
 
     def ids_for_concept(self, concept: Mapping[str, Any] | None) -> frozenset[str]:
         """All codings of a CodeableConcept are synonyms: the union of their value sets."""
-        if not isinstance(concept, Mapping):
+        # type(...) is dict first: JSON gives dicts, and an ABC isinstance is ten times slower
+        if type(concept) is not dict and not isinstance(concept, Mapping):
             return frozenset()
-        found: set[str] = set()
-        for coding in coding_list(concept):
-            if isinstance(coding, Mapping):
-                found.update(self.ids_for(coding.get("system"), coding.get("code")))
-        return frozenset(found)
+        codings = concept.get("coding")
+        if type(codings) is not list:
+            return frozenset()
+        found: frozenset[str] = frozenset()
+        for coding in codings:
+            if type(coding) is dict or isinstance(coding, Mapping):
+                ids = self.ids_for(coding.get("system"), coding.get("code"))
+                if ids:
+                    found = found | ids if found else ids
+        return found
 
     def value_in(self, set_id: str, concept: Mapping[str, Any] | None) -> list[str | float]:
         """The `value`s the codings of `concept` carry in value set `set_id` (answer lists)."""

@@ -71,13 +71,12 @@ CREATE TABLE IF NOT EXISTS card_subject (
 );
 CREATE INDEX IF NOT EXISTS card_subject_age ON card_subject(created_at);
 CREATE TABLE IF NOT EXISTS snooze (
-    service_id TEXT NOT NULL,
     patient_key TEXT NOT NULL,
     order_codes TEXT NOT NULL,
     rule_id TEXT NOT NULL,
     verdict TEXT NOT NULL,
     snoozed_at REAL NOT NULL,
-    PRIMARY KEY (service_id, patient_key, order_codes, rule_id, verdict)
+    PRIMARY KEY (patient_key, order_codes, rule_id, verdict)
 );
 CREATE INDEX IF NOT EXISTS snooze_age ON snooze(snoozed_at);
 """
@@ -233,7 +232,7 @@ class FeedbackStore:
                     [(uuid, service_id, *subject, at) for uuid, subject in subjects.items()],
                 )
 
-    def snoozed(self, service_id: str, subjects: Iterable[CardSubject], since: float) -> set[CardSubject]:
+    def snoozed(self, subjects: Iterable[CardSubject], since: float) -> set[CardSubject]:
         wanted = set(subjects)
         found: set[CardSubject] = set()
         with self._connect() as db:
@@ -241,8 +240,8 @@ class FeedbackStore:
                 found.update(
                     CardSubject(*row) for row in db.execute(
                         "SELECT patient_key, order_codes, rule_id, verdict FROM snooze "
-                        "WHERE service_id = ? AND patient_key = ? AND snoozed_at >= ?",
-                        (service_id, key, since),
+                        "WHERE patient_key = ? AND snoozed_at >= ?",
+                        (key, since),
                     )
                 )
         return found & wanted
@@ -287,7 +286,7 @@ class FeedbackStore:
                 new += cursor.rowcount
                 if cursor.rowcount and item.outcome == "overridden" and snooze_at is not None:
                     snoozes += db.execute(
-                        "INSERT INTO snooze SELECT service_id, patient_key, order_codes, rule_id, verdict, ? "
+                        "INSERT INTO snooze SELECT patient_key, order_codes, rule_id, verdict, ? "
                         "FROM card_subject WHERE card_uuid = ? AND service_id = ? AND true "
                         "ON CONFLICT DO UPDATE SET snoozed_at = max(snoozed_at, excluded.snoozed_at)",
                         (snooze_at, item.card, service_id),

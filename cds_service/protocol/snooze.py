@@ -3,7 +3,8 @@
 An edge stage between the engine's output and the response; the engine stays pure. After
 feedback `overridden` on a card (with or without an overrideReason: the CDS Hooks sandbox reports
 a dismissal that way), the same card for the same patient is left out of later responses for
-`CDS_SNOOZE_HOURS` (default 24). "The same card" is its subject:
+`CDS_SNOOZE_HOURS` (default 24), from either service: a card dismissed when the order was selected
+is not shown again when it is signed. "The same card" is its subject:
 
   patient key   HMAC-SHA256(CDS_STATE_SECRET, fhirServer + patient id): never the id in clear
   order codes   "system|code" of the orders the card is about (all codings)
@@ -49,7 +50,7 @@ class CardSubject(NamedTuple):
 class SnoozeStore(Protocol):
     """Where snoozes live (FeedbackStore: the feedback database, shared by workers and replicas)."""
 
-    def snoozed(self, service_id: str, subjects: Iterable[CardSubject], since: float) -> set[CardSubject]:
+    def snoozed(self, subjects: Iterable[CardSubject], since: float) -> set[CardSubject]:
         """The subjects among `subjects` overridden at or after `since` (unix seconds)."""
         ...
 
@@ -119,7 +120,6 @@ class Snoozer:
 
     def filter(
         self,
-        service_id: str,
         hook_instance: str,
         fhir_server: str | None,
         patient_id: str,
@@ -135,7 +135,7 @@ class Snoozer:
         if not subjects:
             return Shown(body, index, subjects)
         try:
-            snoozed = self.store.snoozed(service_id, subjects.values(), self.clock() - self.window_seconds)
+            snoozed = self.store.snoozed(subjects.values(), self.clock() - self.window_seconds)
         except sqlite3.Error as exc:
             # Guidance first: show every card. The message names no patient, only the call.
             log.error("snooze store unavailable, cards shown (hookInstance=%s): %s", hook_instance[:100],

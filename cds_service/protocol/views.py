@@ -143,7 +143,7 @@ def invoke(service_id: str) -> Response:
     )
     result = engine.evaluate(call.request, record, state.knowledge, state.engine_options)
     response_body, _ = enforce_contract(build_body(result), strict=state.settings.strict_responses)
-    shown = _snooze(state, service.id, call, response_body, result.card_index)
+    shown = _snooze(state, call, response_body, result.card_index)
     response_body = shown.body
     try:
         state.feedback.index_cards(
@@ -190,14 +190,10 @@ def _has_service_requests(req: HookRequest) -> bool:
     return any(r.get("resourceType") == "ServiceRequest" for r in req.draft_orders)
 
 
-def _snooze(
-    state: ServiceState, service_id: str, call: ParsedCall, body: dict[str, Any], card_index: Any
-) -> Shown:
+def _snooze(state: ServiceState, call: ParsedCall, body: dict[str, Any], card_index: Any) -> Shown:
     """Leave out the cards the clinician dismissed for this patient (protocol/snooze.py)."""
     if state.snoozer is None:
         uuids = {c["uuid"] for c in body["cards"] if isinstance(c, dict) and isinstance(c.get("uuid"), str)}
         return Shown(body, {u: m for u, m in card_index.items() if u in uuids}, {})
     req = call.request
-    return state.snoozer.filter(
-        service_id, req.hook_instance, call.fhir_server, req.patient_id, body, card_index
-    )
+    return state.snoozer.filter(req.hook_instance, call.fhir_server, req.patient_id, body, card_index)

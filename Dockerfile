@@ -8,7 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    CDS_FEEDBACK_DB=/data/feedback.sqlite3
+    CDS_FEEDBACK_DB=/data/feedback.sqlite3 \
+    CDS_CACHE_DIR=/data/cache
 
 WORKDIR /src
 

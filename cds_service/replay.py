@@ -291,9 +291,14 @@ def _with(settings: Any, **changes: Any) -> Any:
 
 
 def _allow_host(settings: Any, fhir_server: str) -> Any:
-    """Add the replay FHIR server's host[:port] to the allowlist of an in-process service."""
+    """Add the replay FHIR server's host[:port] to the allowlist of an in-process service.
+
+    A plain-http server (`cds-service fhir-serve` on localhost) is allowed as `http://host:port`:
+    the allowlist takes bare hosts as https only.
+    """
     current = getattr(settings, "fhir_allowed_hosts", None)
-    host = urlsplit(fhir_server).netloc
+    parts = urlsplit(fhir_server)
+    host = parts.netloc if parts.scheme != "http" else f"http://{parts.netloc}"
     if current is None or not host:
         return settings
     if isinstance(current, str):

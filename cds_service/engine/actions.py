@@ -4,7 +4,9 @@ Rating actions follow the Argonaut CDS Hooks for PAMA convention: the draft Serv
 back whole and unchanged except for its rating extensions (`pama-rating`, `pama-rating-consult-id`,
 optionally `pama-rating-qcdsm-consulted`) plus this project's own extension
 `{canonical_base}/StructureDefinition/imaging-appropriateness` with sub-extensions `category` (ACR
-category, when rated), `scenario`, `rule`, `procedure` and `knowledgeVersion` (docs/knowledge.md).
+category, when rated), `scenario`, `rule`, `procedure`, `unknownFact` (one per fact the record does not
+give that no value of would change the rating, engine/completions.py) and `knowledgeVersion`
+(docs/knowledge.md).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class RatingInfo:
     scenario_id: str
     rule_id: str
     procedure_id: str | None
+    unknown_facts: tuple[str, ...] = ()  # "rated with the T category unknown": ("t-category",)
 
 
 def rating_extensions(info: RatingInfo, knowledge: Knowledge, options: EngineOptions) -> list[dict]:
@@ -63,6 +66,7 @@ def rating_extensions(info: RatingInfo, knowledge: Knowledge, options: EngineOpt
     detail += [{"url": "scenario", "valueCode": info.scenario_id}, {"url": "rule", "valueCode": info.rule_id}]
     if info.procedure_id:
         detail.append({"url": "procedure", "valueCode": info.procedure_id})
+    detail += [{"url": "unknownFact", "valueCode": fact} for fact in info.unknown_facts]
     detail.append({"url": "knowledgeVersion", "valueString": knowledge.version})
     extensions.append({"url": knowledge.texts.rating_extension_url, "extension": detail})
     return extensions
@@ -79,6 +83,7 @@ def rating_action(
         rated.scenario_id,
         rated.rule_id,
         rated.procedure.id if rated.procedure else None,
+        tuple(u.id for u in rated.unknown_facts),
     )
     resource["extension"] = _extensions(resource, {PAMA_RATING, PAMA_CONSULT_ID, PAMA_QCDSM, ours}) + (
         rating_extensions(info, knowledge, options)

@@ -169,7 +169,7 @@ def test_rated_with_unknown_fact_is_machine_readable_and_on_the_card():
     [action] = result.system_actions
     ext = next(e for e in action["resource"]["extension"] if e["url"].endswith("imaging-appropriateness"))
     assert {"url": "unknownFact", "valueCode": "t-subcategory"} in ext["extension"]
-    assert ours(action)["category"] == "usually-not-appropriate"
+    assert ours(action)["translatedCategory"] == "usually-not-appropriate"  # AUA statement 6, translated
     [card] = result.cards
     assert "Rated with the T2 sub-category unknown" in card["detail"]
 

@@ -28,9 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--log-level", default=os.environ.get("CDS_LOG_LEVEL", "INFO"))
     sub.add_parser("replay", help="replay fixture scenarios (see cds_service.replay)", add_help=False)
     sub.add_parser("check", help="load the knowledge base and configuration, then exit")
+    sub.add_parser("report", help="report figures over the fixture cases: `report rated-share` (issue 9)",
+                   add_help=False)
 
     if args[:1] == ["replay"]:
         return _replay(args[1:])
+    if args[:1] == ["report"]:
+        from cds_service import coverage_report
+
+        return coverage_report.main(args[1:])
     parsed = parser.parse_args(args)
     if parsed.command == "check":
         return _check()

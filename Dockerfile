@@ -9,7 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     CDS_CARDS_DIR=/app/cards \
-    CDS_FEEDBACK_DB=/data/feedback.sqlite3
+    CDS_FEEDBACK_DB=/data/feedback.sqlite3 \
+    CDS_CACHE_DIR=/data/cache
 
 WORKDIR /app
 

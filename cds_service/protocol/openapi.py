@@ -10,9 +10,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
 from flask import Blueprint, Response, current_app, jsonify
 
+from cds_service import yaml_load
 from cds_service.protocol.errors import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ _CANDIDATES = (
 def load_description(candidates: tuple[Path, ...] = _CANDIDATES) -> dict[str, Any] | None:
     for path in candidates:
         if path.is_file():
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml_load.safe_load(path.read_text(encoding="utf-8"))
             if not isinstance(data, dict) or "openapi" not in data:
                 raise ValueError(f"{path}: not an OpenAPI document")
             return data

@@ -335,3 +335,32 @@ def test_exp_as_string_is_401_even_when_far_in_the_future(secured, signer):
     assert_bare_401(call(secured, signer.auth(SELECT, exp=str(int(time.time()) + 300))))
     # a float is a JSON number
     assert call(secured, signer.auth(SELECT, exp=time.time() + 300.5)).status_code == 200
+
+
+def test_jti_store_keeps_one_connection_per_thread_and_process(tmp_path):
+    """Issue 11: the jti store is off the hot path like the card index (a kept WAL connection per
+    thread and process), and still catches a replay across threads and forked workers."""
+    import os
+    import threading
+
+    from cds_service.protocol.auth import SqliteReplayCache
+
+    cache = SqliteReplayCache(tmp_path / "jti.sqlite3")
+    exp = time.time() + 300
+    assert cache._connect() is cache._connect()  # kept, not reopened per call
+    assert cache._connect().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert cache._connect().execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(cache.first_use("iss", "same", exp)))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]
+    pid = os.fork()
+    if pid == 0:  # a forked worker opens its own connection and sees the parent's jti
+        os._exit(0 if not cache.first_use("iss", "same", exp) and cache.first_use("iss", "new", exp) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not cache.first_use("iss", "new", exp)  # the child's insert is visible here

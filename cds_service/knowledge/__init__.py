@@ -41,7 +41,18 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_CARDS_DIR", "Knowledge", "KnowledgeError", "load_knowledge"]
 
-DEFAULT_CARDS_DIR = Path(__file__).resolve().parents[2] / "cards"
+
+
+def _builtin_cards_dir() -> Path:
+    # A source checkout (or editable install) reads cards/ in place, so edits show without a
+    # reinstall; an installed wheel carries the same files as package data (pyproject.toml).
+    checkout = Path(__file__).resolve().parents[2] / "cards"
+    if (checkout / "VERSION").is_file():
+        return checkout
+    return Path(__file__).resolve().parents[1] / "_cards"
+
+
+DEFAULT_CARDS_DIR = _builtin_cards_dir()
 
 
 @dataclass(frozen=True)

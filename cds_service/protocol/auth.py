@@ -284,16 +284,25 @@ class Authenticator:
         return Caller(iss=client.iss, tenant=tenant if isinstance(tenant, str) else None)
 
     def _key(self, client: TrustedClient, kid: str, jku: Any) -> dict[str, Any]:
-        if jku is not None:
-            if not isinstance(jku, str) or (jku not in client.jku and jku != client.jwks_url):
+        """The issuer's key for `kid`: keys configured out of band first, the token's `jku` last.
+
+        A `jku` header is only a hint where to fetch keys. Keys the site configured (an inline JWKS or
+        `jwks_url`) are used whenever they hold the `kid`, so a client that always sends a `jku` (the
+        CDS Hooks sandbox does) works behind an egress firewall. The `jku` is fetched only when no
+        configured key matches, and only from the issuer's allowlist. A `jku` that is not on a
+        configured allowlist is refused outright: the site declared which URLs that issuer uses.
+        """
+        if jku is not None and (not isinstance(jku, str) or (client.jku and jku not in client.jku)):
+            raise AuthError("jku not on the issuer's allowlist")
+        key = None
+        if client.jwks is not None:
+            key = _index(client.jwks).get(kid)
+        if key is None and client.jwks_url is not None:
+            key = self.jwks.key(client.jwks_url, kid)
+        if key is None and jku is not None:
+            if jku not in client.jku and jku != client.jwks_url:
                 raise AuthError("jku not on the issuer's allowlist")
             key = self.jwks.key(jku, kid)
-        elif client.jwks is not None:
-            key = _index(client.jwks).get(kid)
-        elif client.jwks_url is not None:
-            key = self.jwks.key(client.jwks_url, kid)
-        else:
-            raise AuthError("no jku in header and no out-of-band JWKS for issuer")
         if key is None:
             raise AuthError("kid not found in the issuer's JWKS")
         return key

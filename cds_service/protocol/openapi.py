@@ -19,10 +19,10 @@ log = logging.getLogger(__name__)
 
 blueprint = Blueprint("openapi", __name__)
 
-# The source tree first; then the working directory (the Docker image runs from /app, pip-installed).
+# The source tree first; then the copy an installed wheel carries as package data (pyproject.toml).
 _CANDIDATES = (
     Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml",
-    Path("docs") / "openapi.yaml",
+    Path(__file__).resolve().parents[1] / "_docs" / "openapi.yaml",
 )
 
 

@@ -107,16 +107,13 @@ def test_every_procedure_but_uncodable_ones_can_be_ordered():
 
 @pytest.mark.parametrize("path", PATIENTS, ids=lambda p: p.stem)
 def test_every_catalog_procedure_gets_a_rating_or_a_card(path):
-    recognised_for = 0
     problems: list[str] = []
     for pid in ORDERABLE:
         recognised, scenarios, issues = answers(path, pid)
         if recognised:
-            recognised_for += 1
             problems += [f"{issue} ({scenarios})" for issue in issues]
     assert not problems, f"{path.stem}: silent orders: {problems}"
-    # a patient in a recognised scenario is recognised whatever is ordered (the scenario is the chart's)
-    assert recognised_for in (0, len(ORDERABLE)), f"{path.stem}: scenario depends on the order"
+    # (with partial facts some studies are decided and others wait for a fact: both count as answered)
 
 
 def test_most_fixture_patients_are_in_a_recognised_scenario():

@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from cds_service.knowledge.model import Procedure, Rating
+from cds_service.knowledge.model import UNVERIFIED_MARK, Procedure, Rating
 
 SUMMARY_MAX = 139
 DETAIL_MAX_LINES = 12
 MAX_FACTS = 4
-UNVERIFIED_MARK = "[I]"
 
 # A sentence ends at . ! or ? followed by a space and a capital or an opening bracket; "vs." and
 # "et al." are not followed by a capital in the rule texts, and decimals have no space.

@@ -150,9 +150,8 @@ def test_not_appropriate_card_replaces_the_order_with_the_preferred_alternative(
     assert set(pama(result).values()) == {"not-appropriate"} and len(result.system_actions) == 3
     [card] = result.cards
     assert card["indicator"] == "warning"
-    assert card["summary"].startswith(
-        "MRI chest, abdomen and pelvis without and with IV contrast is usually not"
-    )
+    assert card["summary"].startswith("MRI chest/abdomen/pelvis with and without contrast is usually not")
+    assert card["summary"].endswith("consider Bone scan whole body")  # the preferred alternative
     assert card["selectionBehavior"] == "at-most-one"
     first = card["suggestions"][0]
     assert first["isRecommended"] and "Bone scan" in first["label"]

@@ -273,6 +273,8 @@ def _study_summary(ctx: RenderContext, rated: StudyRating) -> str:
         short = rated.pitfalls[0].pitfall.short
         with_better = [f"{n}: {short}; consider {b}" for n, b in names if b]
         return ct.fit(*with_better, *(f"{n}: {short}" for n, _ in names))
+    if rated.coverage:  # a part of a rated combination, or a variant the scenario does not rate
+        return ct.fit(rated.coverage.summary)
     return ct.fit(*(f"{n}: not rated; report or problem text suggests {scenario.label}" for n, _ in names))
 
 
@@ -285,6 +287,8 @@ def _verdict(ctx: RenderContext, rated: StudyRating) -> str:
         )
     if rated.text_note:
         return "**Not rated**: on the coded record alone no scenario rates this study."
+    if rated.coverage:
+        return _md(rated.coverage.note)
     return f"**Not rated** for {_md(scenario.label)}: no criteria apply to this study."
 
 
@@ -306,7 +310,7 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
     quiet = not rated.pitfalls and not rated.text_note  # a text-held-back rating is always shown
     if category == "usually-appropriate" and quiet and ctx.options.quiet_appropriate:
         return
-    if category is None and quiet:
+    if category is None and quiet and rated.coverage is None:
         return
     scenario = match.scenario
     warn = category == "usually-not-appropriate" or any(
@@ -327,7 +331,7 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         )
 
     detail = _fit_detail(build)
-    suggestions = _replacement_suggestions(ctx, rated, rated.replacements)
+    suggestions = _replacement_suggestions(ctx, rated, rated.replacements) + _coverage_suggestions(ctx, rated)
     if category == "usually-not-appropriate" and not suggestions:
         removal = [
             {
@@ -353,6 +357,28 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         orders=rated.study.to_rate,
     )
     out.rule_ids += [p.pitfall.id for p in rated.pitfalls]
+
+
+def _coverage_suggestions(ctx: RenderContext, rated: StudyRating) -> list[dict]:
+    """Complete a part into the rated study (add the missing parts), or order the rated study instead."""
+    cov = rated.coverage
+    if cov is None or cov.related is None or cov.related_rating is None or cov.inherited:
+        return []
+    whole = Alternative(cov.related, cov.related_rating.category, cov.related_rating.rationale)
+    add = [p for p in cov.add if p.id not in _drafted_parts(ctx)]
+    label = _category_label(ctx, whole.category).lower()
+    if add:
+        template = rated.study.to_rate[0].resource
+        actions = [
+            {"type": "create", "description": f"Order {o['code']['text']}", "resource": o}
+            for p in add
+            for o in new_orders(p, template, ctx.knowledge, ctx.options, rating=_alt_rating(rated, whole))
+        ]
+        names = " and ".join(p.display for p in add)
+        return [_suggestion(ctx, f"Add {names} ({cov.related.display}: {label})", actions, True)]
+    if cov.replace_with is not None:
+        return _replacement_suggestions(ctx, rated, [whole])
+    return []
 
 
 def _unknown_line(rated: StudyRating) -> str:

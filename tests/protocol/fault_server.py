@@ -192,7 +192,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, _searchset([_resource(rtype, f"x{i}", OTHER_PATIENT) for i in range(3)]))
             return
         elif mode == "serial":
-            time.sleep(SERIAL_S)
+            if self._client_gone(SERIAL_S):  # the queue behind clears once the service hung up
+                return
         elif mode == "latency":
             page = int(query.get("page", "1")) if query.get("page", "1").isdigit() else 1
             following = urlencode({**query, "page": str(page + 1)})

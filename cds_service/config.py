@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -43,6 +43,12 @@ class Settings:
     fhir_max_bytes: int = 20 * 1024 * 1024
     feedback_db: Path = Path("var/feedback.sqlite3")
     feedback_store_comments: bool = False  # free-text override comments may contain PHI
+    # No nagging (issue 9.7): after an override/dismissal the same card (patient, order code, rule,
+    # verdict) is not shown again for this many hours; 0: never snoozed. Red flags never are.
+    snooze_hours: float = 24.0
+    # Key of the HMAC that stands in for patient ids in kept state (snoozes). None: a random key per
+    # process (warned about; snoozes then end at a restart and are not shared between replicas).
+    state_secret: str | None = field(default=None, repr=False)
     trusted_clients: Path | None = None  # JSON file; None: open (development) mode
     jwt_algorithms: tuple[str, ...] = ("ES384", "RS384")
     jwt_leeway: int = 30  # seconds of clock skew accepted on exp / iat
@@ -81,6 +87,8 @@ class Settings:
             fhir_max_bytes=_int(env, "CDS_FHIR_MAX_BYTES", d.fhir_max_bytes),
             feedback_db=_path(env, "CDS_FEEDBACK_DB", d.feedback_db) or d.feedback_db,
             feedback_store_comments=_bool(env, "CDS_FEEDBACK_STORE_COMMENTS", d.feedback_store_comments),
+            snooze_hours=_hours(env, "CDS_SNOOZE_HOURS", d.snooze_hours),
+            state_secret=_secret(env, "CDS_STATE_SECRET"),
             trusted_clients=_path(env, "CDS_TRUSTED_CLIENTS", None),
             jwt_algorithms=_list(env, "CDS_JWT_ALGORITHMS", d.jwt_algorithms),
             jwt_leeway=_int(env, "CDS_JWT_LEEWAY", d.jwt_leeway),
@@ -145,6 +153,34 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise ConfigError(f"{name} must be positive")
     return value
+
+
+def _hours(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number of hours, got {raw!r}") from exc
+    if not 0 <= value <= 24 * 365:  # also refuses nan and inf
+        raise ConfigError(f"{name} must be between 0 (off) and 8760 hours")
+    return value
+
+
+STATE_SECRET_MIN_CHARS = 32
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if len(raw) < STATE_SECRET_MIN_CHARS:
+        # a short key can be brute-forced together with the small space of patient ids
+        raise ConfigError(
+            f"{name} must be at least {STATE_SECRET_MIN_CHARS} characters (e.g. `openssl rand -hex 32`)"
+        )
+    return raw
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

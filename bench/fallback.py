@@ -163,14 +163,15 @@ def _log_lines(log: Path) -> dict[str, dict[str, Any]]:
 
 
 def run_arms(requests: int = 40, slow_requests: int = 6, synthea: Path | None = None,
-             logdir: Path | None = None) -> tuple[str, list[stats.Verdict]]:
-    """Run both arms; returns (markdown section, budget verdicts)."""
+             logdir: Path | None = None, slots: int | None = None) -> tuple[str, list[stats.Verdict]]:
+    """Run both arms; returns (markdown section, budget verdicts). `slots`: the simulated servers
+    work on at most that many queries at once (the rest queue), as a server's database pool does."""
     from bench import run as bench_run  # noqa: PLC0415 - bench.run imports this module
 
     synthea = synthea or fhir_sim.SYNTHEA_DIR / fhir_sim.SYNTHEA_PATIENT
     description, patient, resources = chart_source(synthea)
     sims = {
-        name: fhir_sim.start(fhir_sim.FhirSim(patient, resources, delay_s=delay, token=TOKEN))
+        name: fhir_sim.start(fhir_sim.FhirSim(patient, resources, delay_s=delay, token=TOKEN, slots=slots))
         for name, delay in (("fallback-50ms", FAST_S), ("fallback-1s", SLOW_S))
     }
     logdir = logdir or bench_run.ROOT / "var" / "bench"
@@ -214,6 +215,8 @@ def run_arms(requests: int = 40, slow_requests: int = 6, synthea: Path | None = 
             result.fhir_calls.append(int(line.get("fhir_calls") or 0))
         results.append(result)
     compute_summary = stats.summarize(compute.latencies_ms, compute.errors, sum(compute.latencies_ms) / 1000)
+    if slots:
+        description += f", at most {slots} queries worked on at once"
     return _report(description, compute_summary, compute.cpu_ms / max(1, len(compute.ids)), results,
                    load_before)
 
@@ -261,8 +264,9 @@ def main() -> None:
                         help="measured calls of the 50 ms arm (and compute)")
     parser.add_argument("--slow-requests", type=int, default=6, help="measured calls of the 1 s arm")
     parser.add_argument("--synthea", type=Path, default=None, help="Synthea transaction Bundle to serve")
+    parser.add_argument("--slots", type=int, default=0, help="queries the server works on at once (0: all)")
     args = parser.parse_args()
-    section, verdicts = run_arms(args.requests, args.slow_requests, args.synthea)
+    section, verdicts = run_arms(args.requests, args.slow_requests, args.synthea, slots=args.slots or None)
     print(section)
     print()
     print("| budget item | budget | measured | verdict |\n|---|---|---|---|")

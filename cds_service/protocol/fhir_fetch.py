@@ -8,9 +8,9 @@ decide whether a call gets complete data in time:
   arrival order answers it first, and no slow search can hold it back into a 412.
 - The Observation templates that differ only in their `code=` list become one query with the lists
   joined (one slow search instead of three); the answer is split back per template by matching each
-  Observation's codings on (system, code). A server that refuses the joined query (400/413/414/422,
-  or an OperationOutcome for a Bundle) gets the templates one by one instead, and is remembered, so
-  later calls ask it per template at once.
+  Observation's codings on (system, code). A server that refuses the joined query (400/404/413/414/
+  422, or an OperationOutcome for a Bundle) gets the templates one by one instead, and is remembered
+  for the life of the process (at most 1,024 servers), so later calls ask it per template at once.
 - Every other query (and each key's chain of `next` pages) runs in one bounded pool, all at once;
   the follow-up reads (order reasons, referenced Medications) run in parallel too, in one wave.
 
@@ -29,7 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from cds_service.protocol.fhir_client import FhirAccessError, FhirClient, FhirRejected
+from cds_service.protocol.fhir_client import FhirAccessError, FhirClient, FhirNotFound, FhirRejected
 
 log = logging.getLogger(__name__)
 
@@ -252,11 +252,11 @@ def _collect(
             query = jobs[future]
             try:
                 outcome: Outcome | FhirAccessError = future.result()
-            except FhirRejected as exc:
-                if not query.joined:
-                    outcome = exc
-                else:
-                    # Asked another way, the server may answer: each template on its own.
+            except FhirAccessError as exc:
+                # A search is never "not found": a 404 to the joined one is a URL refused for its
+                # length (IIS answers 404.15), like a 400/414. Asked another way, the server may
+                # answer: each template on its own.
+                if query.joined and isinstance(exc, (FhirRejected, FhirNotFound)):
                     remember_refusal(client.base_url)
                     log.info("joined search refused (%s); asking per template", exc)
                     for single in unjoin(query, searches):
@@ -264,7 +264,6 @@ def _collect(
                         jobs[new] = single
                         pending.add(new)
                     continue
-            except FhirAccessError as exc:
                 outcome = exc
             report(query, outcome)
     for future in pending:

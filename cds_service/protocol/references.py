@@ -15,8 +15,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cds_service.fhir_refs import Ref, parse_reference
-from cds_service.protocol.fhir_client import FhirClient
-from cds_service.protocol.fhir_fetch import read_many
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +73,3 @@ def accepted_targets(
             continue
         found.append(resource)
     return found
-
-
-def fetch_reason_targets(
-    client: FhirClient, draft_orders: Iterable[Any], have: Iterable[tuple[str, str]], max_workers: int = 4
-) -> list[dict[str, Any]]:
-    """Read the missing reasonReference targets in parallel; what fails (404, timeout, deadline)
-    is skipped."""
-    wanted = missing_targets(draft_orders, have, client.base_url)
-    return accepted_targets(wanted, read_many(client, [f"{t}/{i}" for t, i in wanted], max_workers))

@@ -17,6 +17,7 @@ gets past the 412 and the fault hits the searches:
               takes SERIAL_S, the Patient read none
   latency     every query (the Patient read too) takes LATENCY_S; each search has PAGES pages
   refusejoin  a `code=` list longer than JOIN_LIMIT codes is refused with 400 (shorter ones answer)
+  iis404      the same refused with 404, as IIS does for a query string over its limit (404.15)
   elsewhere   searches answer one resource and a `next` link to `server.elsewhere` (another origin)
 
 Every request is logged (`server.requests`: path, Authorization header, start and end times), and
@@ -42,7 +43,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 MODES = ("ok", "slow", "drip", "driphead", "huge", "garbage", "patient404", "others", "paging", "serial",
-         "latency", "refusejoin", "elsewhere")
+         "latency", "refusejoin", "iis404", "elsewhere")
 SERIAL_S = 0.5
 LATENCY_S = 0.2
 PAGES = 3
@@ -201,9 +202,9 @@ class _Handler(BaseHTTPRequestHandler):
             tag = f"{len(query.get('code', ''))}-{len(query.get('value-concept', ''))}-p{page}"
             self._json(200, _searchset(_answers(rtype, query, pid, tag), next_url))
             return
-        elif mode == "refusejoin":
+        elif mode in ("refusejoin", "iis404"):
             if len(query.get("code", "").split(",")) > JOIN_LIMIT:
-                self._json(400, _outcome("too many values in code"))
+                self._json(400 if mode == "refusejoin" else 404, _outcome("too many values in code"))
             else:
                 self._json(200, _searchset(_answers(rtype, query, pid, "r")))
             return

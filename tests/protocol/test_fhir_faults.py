@@ -241,20 +241,21 @@ def test_code_filtered_observation_templates_are_one_query(service, server, reco
     assert {"2857-1", TEMPLATES["symptom-observations"].codes[-1][1]} <= codes, codes
 
 
-def test_a_server_refusing_the_joined_query_is_asked_per_template(service, server, records):
+@pytest.mark.parametrize("mode", ["refusejoin", "iis404"])
+def test_a_server_refusing_the_joined_query_is_asked_per_template(service, server, records, mode):
     forget_refusals()
     server.reset_log()
-    response, _ = _call(service, server, "refusejoin")
+    response, _ = _call(service, server, mode)
     assert response.status_code == 200
     assert records[-1].incomplete == (), records[-1].incomplete
-    lengths = sorted(_code_searches(server, "refusejoin"))
+    lengths = sorted(_code_searches(server, mode))
     assert len(lengths) == 4 and lengths[-1] > JOIN_LIMIT >= lengths[-2]  # refused, then 3 templates
     kept = {c["code"] for o in records[-1].resources["Observation"] for c in o["code"]["coding"]}
     assert {"2857-1", "399537006"} <= kept  # the first code of `observations`, of `staging-observations`
     # remembered: the next call asks per template at once
     server.reset_log()
-    response, _ = _call(service, server, "refusejoin")
-    lengths = _code_searches(server, "refusejoin")
+    response, _ = _call(service, server, mode)
+    lengths = _code_searches(server, mode)
     assert len(lengths) == 3 and max(lengths) <= JOIN_LIMIT
     forget_refusals()
 

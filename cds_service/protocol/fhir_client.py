@@ -187,8 +187,8 @@ class FhirClient:
     allowed: tuple[AllowedHost, ...]
     access_token: str | None = field(default=None, repr=False)
     connect_timeout: float = 1.5
-    read_timeout: float = 3.0
-    deadline: float = field(default_factory=lambda: time.monotonic() + 4.0)  # monotonic seconds
+    read_timeout: float = 4.0
+    deadline: float = field(default_factory=lambda: time.monotonic() + 5.0)  # monotonic seconds
     page_cap: int = 10
     max_bytes: int = DEFAULT_MAX_BYTES  # response bodies of this hook call, all queries together
     calls: int = 0  # outbound requests made (for the log line)

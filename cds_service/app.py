@@ -27,13 +27,15 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the service. Raises (refuses to start) on an invalid knowledge base or configuration."""
     settings = settings or Settings.from_env()
-    knowledge = load_knowledge(settings.cards_dir)
+    knowledge = load_knowledge(settings.cards_dir, settings.cache_dir)
     cards_dir = settings.cards_dir
     if cards_dir is None or not (cards_dir / "prefetch.yaml").is_file():
         cards_dir = DEFAULT_CARDS_DIR
     templates = load_prefetch_templates(cards_dir)
-    # Build the R4B validators and the text pipeline now, so the first hook call does not pay.
-    facts.warm_up(knowledge.valuesets)
+    facts.check_installed()
+    if settings.preload_readers:
+        # Build the R4B validators and the text pipeline now, so no hook call pays for them.
+        facts.warm_up(knowledge.valuesets)
     authenticator = None
     if settings.trusted_clients is not None:
         _require_public_url(settings)

@@ -914,8 +914,10 @@ def main(argv: list[str] | None = None) -> None:
     # other processes on the machine skew latency: say how busy it was
     notes.append(f"load average (1 min) {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after.")
     text = report(rows, notes, args)
-    if not args.no_fallback_arms and not args.floor_only:
-        from bench import fallback  # noqa: PLC0415 - its own module (issue 11 point 3)
+    fallback_arms = {"fallback-50ms", "fallback-1s"}  # bench.fallback (issue 11 point 3)
+    wanted = not args.only or fallback_arms & set(args.only)
+    if wanted and not args.no_fallback_arms and not args.floor_only:
+        from bench import fallback  # noqa: PLC0415 - its own module
 
         section, fallback_verdicts = fallback.run_arms()
         text += "\n" + section + "\n\n" + budget_table(fallback_verdicts) + "\n"

@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import json
 import logging
+import os
 import re
 import sys
 import uuid
@@ -38,31 +40,30 @@ PAMA_RATING_URL = "http://fhir.org/argonaut/StructureDefinition/pama-rating"
 TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 USER_ID = "Practitioner/replay-clinician"
 
-# CPT imaging codes replay can turn into a draft order from the command line (display only; the
-# service's catalog decides what they mean). Other codings: pass `system|code` or a ServiceRequest file.
-CPT_DISPLAY = {
-    "78306": "Bone and/or joint imaging; whole body",
-    "78815": "PET with concurrently acquired CT; skull base to mid-thigh",
-    "78816": "PET with concurrently acquired CT; whole body",
-    "78830": "SPECT with concurrently acquired CT, single area",
-    "78832": "SPECT with concurrently acquired CT, 2 or more areas",
-    "71045": "Radiologic examination, chest; single view",
-    "71046": "Radiologic examination, chest; 2 views",
-    "71250": "Computed tomography, thorax; without contrast material",
-    "71260": "Computed tomography, thorax; with contrast material(s)",
-    "74176": "Computed tomography, abdomen and pelvis; without contrast material",
-    "74177": "Computed tomography, abdomen and pelvis; with contrast material(s)",
-    "74178": "Computed tomography, abdomen and pelvis; without then with contrast",
-    "70450": "Computed tomography, head or brain; without contrast material",
-    "70551": "Magnetic resonance imaging, brain; without contrast material",
-    "70553": "Magnetic resonance imaging, brain; without contrast material, followed by contrast",
-    "72141": "Magnetic resonance imaging, cervical spinal canal; without contrast material",
-    "72156": "Magnetic resonance imaging, cervical spinal canal; without then with contrast",
-    "72157": "Magnetic resonance imaging, thoracic spinal canal; without then with contrast",
-    "72158": "Magnetic resonance imaging, lumbar spinal canal; without then with contrast",
-    "72148": "Magnetic resonance imaging, lumbar spinal canal; without contrast material",
-    "77065": "Diagnostic mammography, unilateral",
-}
+
+
+@functools.cache
+def catalog_codes(cards_dir: Path | None = None) -> dict[str, tuple[str, str, str]]:
+    """Bare code -> (system, code, display) for every code of the procedure catalog.
+
+    The catalog (cards/procedures.yaml, or CDS_CARDS_DIR's) is the one list of codes the service
+    knows; replay accepts exactly those, displayed with the catalog's own study name (CPT
+    descriptors are AMA-licensed and not stored). A bare code known in two systems is ambiguous
+    and must be given as system|code.
+    """
+    from cds_service.knowledge import load_knowledge  # the knowledge base only when a code is used
+
+    catalog = load_knowledge(cards_dir).catalog
+    found: dict[str, list[tuple[str, str, str]]] = {}
+    for proc in catalog.procedures.values():
+        for c in proc.codes:
+            found.setdefault(c.code, []).append((c.system, c.code, proc.display))
+    return {code: hits[0] for code, hits in found.items() if len({h[0] for h in hits}) == 1}
+
+
+def _cards_dir() -> Path | None:
+    value = os.environ.get("CDS_CARDS_DIR", "").strip()
+    return Path(value) if value else None
 
 
 class ReplayError(Exception):
@@ -79,6 +80,7 @@ class Replay:
     selections: list[str] | None = None  # ServiceRequest ids; default all (order-select)
     expected: Mapping[str, Any] | None = None  # from a case file
     order_names: list[str] = field(default_factory=list)  # order file stems (case files)
+    today: date | None = None  # --today; None: the bundle's timestamp date
 
     @property
     def patient_id(self) -> str:
@@ -86,7 +88,7 @@ class Replay:
 
     @property
     def as_of(self) -> date:
-        return as_of_date(self.bundle)
+        return self.today or as_of_date(self.bundle)
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -127,7 +129,7 @@ def load_bundle(path: Path) -> dict[str, Any]:
 
 
 def order_from_arg(value: str, index: int = 1) -> dict[str, Any]:
-    """A draft ServiceRequest from a file path, a CPT code, or `system|code`."""
+    """A draft ServiceRequest from a file path, a code of the procedure catalog, or `system|code`."""
     path = Path(value)
     if path.suffix == ".json" or path.exists():
         data = _read_json(path, "order file")
@@ -139,14 +141,17 @@ def order_from_arg(value: str, index: int = 1) -> dict[str, Any]:
         if not system or not code:
             raise ReplayError(f"order code must be system|code: {value}")
         coding = {"system": system, "code": code}
-    elif re.fullmatch(r"\d{5}", value):
-        if value not in CPT_DISPLAY:
-            known = ", ".join(sorted(CPT_DISPLAY))
-            raise ReplayError(f"unknown order code: {value} (known CPT codes: {known}; "
+    elif re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,19}", value) and any(ch.isdigit() for ch in value):
+        known = catalog_codes(_cards_dir())
+        if value not in known:
+            cpt = ", ".join(sorted(c for c, (system, _, _) in known.items() if system == CPT))
+            raise ReplayError(f"unknown order code: {value} (codes of the procedure catalog, e.g. CPT {cpt}; "
                               "or give system|code or a ServiceRequest file)")
-        coding = {"system": CPT, "code": value, "display": CPT_DISPLAY[value]}
+        system, code, display = known[value]
+        coding = {"system": system, "code": code, "display": display}
     else:
-        raise ReplayError(f"unknown order: {value} (give a CPT code, system|code or a ServiceRequest file)")
+        raise ReplayError(f"unknown order: {value} (give a catalog code, system|code or a ServiceRequest "
+                          "file)")
     return {"resourceType": "ServiceRequest", "id": f"replay-order-{index}", "status": "draft",
             "intent": "order", "code": {"coding": [coding]}}
 
@@ -291,9 +296,14 @@ def _with(settings: Any, **changes: Any) -> Any:
 
 
 def _allow_host(settings: Any, fhir_server: str) -> Any:
-    """Add the replay FHIR server's host[:port] to the allowlist of an in-process service."""
+    """Add the replay FHIR server's host[:port] to the allowlist of an in-process service.
+
+    A plain-http server (`cds-service fhir-serve` on localhost) is allowed as `http://host:port`:
+    the allowlist takes bare hosts as https only.
+    """
     current = getattr(settings, "fhir_allowed_hosts", None)
-    host = urlsplit(fhir_server).netloc
+    parts = urlsplit(fhir_server)
+    host = parts.netloc if parts.scheme != "http" else f"http://{parts.netloc}"
     if current is None or not host:
         return settings
     if isinstance(current, str):
@@ -458,7 +468,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cds-service replay", description=__doc__.split("\n\n")[0])
     p.add_argument("input", help="patient Bundle (fixtures/patients/*.json) or case (fixtures/cases/*.json)")
     p.add_argument("--order", action="append", default=[],
-                   help="CPT code, system|code, or ServiceRequest JSON file (repeatable)")
+                   help="a code of the procedure catalog (e.g. CPT 78306), system|code, or ServiceRequest "
+                   "JSON file (repeatable)")
     p.add_argument("--hook", choices=sorted(SERVICE_IDS),
                    help="default: order-select (or the case's first hook)")
     p.add_argument("--url", help="base URL of a running service, e.g. http://127.0.0.1:8080 "
@@ -468,7 +479,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fhir-server", help="fhirServer to send (required with --no-prefetch)")
     p.add_argument("--fhir-token", help="bearer token to send as fhirAuthorization (never logged)")
     p.add_argument("--json", action="store_true", help="print the raw response JSON")
+    p.add_argument("--today", type=_iso_date, metavar="YYYY-MM-DD",
+                   help="evaluate as of this date (default: the bundle's timestamp date)")
+    p.add_argument("--print-request", action="store_true",
+                   help="print the hook request (prefetch filled) instead of sending it: paste it into "
+                        "curl or the CDS Hooks sandbox")
     return p
+
+
+def _iso_date(raw: str) -> date:
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {raw!r}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -486,7 +509,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ReplayError("no draft order: give --order CODE|FILE (or replay a case file)")
         if args.hook:
             replay.hook = args.hook
+        replay.today = args.today
+        if args.url and replay.as_of != date.today():
+            # A running service rates as of its own date: say so, or a 6-week-old therapy change
+            # silently becomes 10 weeks old and the card changes or disappears.
+            print(f"replay: note: {args.url} rates as of its own date, not {replay.as_of.isoformat()}; "
+                  f"start it with CDS_TODAY={replay.as_of.isoformat()} to match", file=sys.stderr)
+        if not args.url and sys.stderr.isatty():  # building the app takes seconds: say why it waits
+            print("replay: loading the knowledge base...", file=sys.stderr, flush=True)
         transport = Remote(args.url) if args.url else InProcess(replay.as_of, args.fhir_server, quiet=True)
+        if args.print_request:
+            request = build_request(replay, args.fhir_server, args.fhir_token)
+            if not args.no_prefetch:
+                templates = discovery_templates(transport, SERVICE_IDS[replay.hook])
+                fill_prefetch(request, templates, BundleStore(replay.bundle))
+            print(json.dumps(request, indent=2))
+            return 0
         status, body, request = run(replay, transport, prefetch=not args.no_prefetch,
                                     fhir_server=args.fhir_server, fhir_token=args.fhir_token)
     except ReplayError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,26 @@ def test_input_errors(argv, message, capsys):
     assert message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("code", ["72197", "77049", "78814", "76641", "74160", "78300", "25031-6"])
+def test_codes_the_service_rates_are_accepted(code):
+    """Issue 9/12: replay knows the codes of the procedure catalog, not a list of its own."""
+    order = replay.order_from_arg(code)
+    assert order["code"]["coding"][0]["code"] == code
+
+
+def test_replay_accepts_every_catalog_code_and_nothing_else():
+    from cds_service.knowledge import load_knowledge
+
+    catalog = load_knowledge().catalog
+    for proc in catalog.procedures.values():
+        for c in proc.codes:
+            coding = replay.order_from_arg(c.code)["code"]["coding"][0]
+            assert (coding["system"], coding["code"]) == (c.system, c.code)
+            assert coding["display"] == proc.display  # the catalog's name, never an AMA descriptor
+    with pytest.raises(replay.ReplayError, match="unknown order code"):
+        replay.order_from_arg("70010")  # a radiology CPT code the catalog does not list
+
+
 def test_not_json_and_no_patient(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -125,7 +146,7 @@ def test_build_request_order_select():
     assert [e["id"] for e in entries] == ["replay-order-1", "pet-ct-1"]
     assert all(e["subject"] == {"reference": "Patient/prostate-mets-adt-rising-psa"} for e in entries)
     assert entries[0]["code"]["coding"][0] == {"system": replay.CPT, "code": "78306",
-                                               "display": replay.CPT_DISPLAY["78306"]}
+                                               "display": "Bone scan whole body (Tc-99m MDP)"}
     assert ctx["selections"] == ["ServiceRequest/replay-order-1", "ServiceRequest/pet-ct-1"]
     assert "prefetch" not in req and "fhirServer" not in req
     assert replay.build_request(rp)["hookInstance"] != req["hookInstance"]
@@ -175,8 +196,8 @@ def test_prefetch_is_filled_from_templates_via_bundle_search():
 @responses.activate
 def test_text_output_and_prefetch_sent(capsys):
     serve()
-    code, out, err = run([CASE, "--url", URL], capsys)
-    assert code == 0 and err == ""
+    code, out, err = run([CASE, "--url", URL, "--today", date.today().isoformat()], capsys)
+    assert code == 0 and err == ""  # evaluated as of the server's date: no date note
     body = sent()
     assert responses.calls[0].request.url == f"{URL}/cds-services"
     assert responses.calls[-1].request.url == f"{URL}/cds-services/imaging-appropriateness"
@@ -265,3 +286,31 @@ def test_in_process_fallback_reads_the_fhir_server(app_env, capsys):
     urls = [c.request.url for c in responses.calls]
     assert any("/Patient/prostate-mets-adt-rising-psa" in u for u in urls)
     assert any("/Condition?" in u for u in urls)
+
+
+# --- --print-request, --today, the --url date note ------------------------------------------------
+
+@responses.activate
+def test_print_request_prints_the_filled_request_and_sends_nothing(capsys):
+    serve()
+    code, out, _ = run([CASE, "--url", URL, "--print-request"], capsys)
+    assert code == 0
+    request = json.loads(out)
+    assert request["hook"] == "order-select" and request["prefetch"]["patient"]["resourceType"] == "Patient"
+    assert [c.request.method for c in responses.calls] == ["GET"]  # discovery only, no hook call
+
+
+@responses.activate
+def test_today_moves_the_evaluation_date_and_a_remote_service_is_warned_about(capsys):
+    serve()
+    code, out, err = run([CASE, "--url", URL, "--today", "2027-01-05"], capsys)
+    assert code == 0
+    assert "as of 2027-01-05" in out.splitlines()[0]
+    assert "rates as of its own date" in err and "CDS_TODAY=2027-01-05" in err
+
+
+def test_today_must_be_a_date(capsys):
+    with pytest.raises(SystemExit) as stop:
+        replay.main([str(CASE), "--today", "next week"])
+    assert stop.value.code == 2
+    assert "not a date YYYY-MM-DD" in capsys.readouterr().err

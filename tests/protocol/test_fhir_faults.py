@@ -210,8 +210,8 @@ def test_patient_read_is_not_starved_by_searches_that_queue(service, server, rec
 
 
 def test_pages_of_different_keys_are_fetched_in_parallel_within_the_deadline(service, server, records):
-    # 0.2 s per query and 3 pages per search: one key after another would take 8 x 3 x 0.2 = 4.8 s,
-    # far past the 1.5 s deadline; in parallel it is 3 x 0.2 s (the Patient read overlaps).
+    # 0.1 s per query and 3 pages per search: one key after another would take 8 x 3 x 0.1 = 2.4 s,
+    # past the 1.5 s deadline; in parallel it is 3 x 0.1 s (the Patient read overlaps).
     server.reset_log()
     response, elapsed = _call(service, server, "latency")
     assert response.status_code == 200

@@ -60,7 +60,9 @@ def test_psa_rising_below_recurrence_threshold_recommends_psma_pet_without_a_rat
 
 def test_psa_0_15_not_rising_and_psa_0_2_rising_are_not_the_early_rule():
     stable = facts("prostate-cancer", procedures=RP, psa=psa(0.15, 0.15))
-    assert select_scenario(stable, KNOWLEDGE).outcome != "prostate-post-prostatectomy-early-rising-psa"
+    assert select_scenario(stable, KNOWLEDGE).outcome == "prostate-post-prostatectomy-undetectable-psa"
+    single = facts("prostate-cancer", procedures=RP, psa=psa(0.15))  # one value: rising or not is unknown
+    assert select_scenario(single, KNOWLEDGE).outcome == "insufficient-data"
     recurrence = facts("prostate-cancer", procedures=RP, psa=psa(0.1, 0.15, 0.25))
     assert select_scenario(recurrence, KNOWLEDGE).outcome == "prostate-biochemical-recurrence"
 
@@ -70,6 +72,9 @@ def test_undetectable_psa_after_prostatectomy_says_no_criteria_apply_on_a_card()
     [r] = rate(f, psma_pet())
     assert r.scenario_id == "prostate-post-prostatectomy-undetectable-psa"
     assert r.category is None and pitfall_ids(r) == {"undetectable-psa-imaging-low-yield"}
+    # "<0.1" keeps its bound as the value: a PSA that stays at "<0.1" is not rising
+    below_assay = facts("prostate-cancer", procedures=RP, psa=psa(0.1, 0.1))
+    assert select_scenario(below_assay, KNOWLEDGE).outcome == "prostate-post-prostatectomy-undetectable-psa"
     # with bone pain the undetectable-PSA advice must not be given (pain is its own question)
     painful = facts("prostate-cancer", "bone-pain", procedures=RP, psa=psa(0.02, 0.01))
     assert select_scenario(painful, KNOWLEDGE).outcome != "prostate-post-prostatectomy-undetectable-psa"

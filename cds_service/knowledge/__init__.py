@@ -13,12 +13,13 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from jsonschema import Draft202012Validator
 
+from cds_service import yaml_load
 from cds_service.knowledge import predicates
 from cds_service.knowledge.errors import KnowledgeError
 from cds_service.knowledge.model import (
@@ -35,9 +36,23 @@ from cds_service.knowledge.model import (
     Variant,
 )
 
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+
 __all__ = ["DEFAULT_CARDS_DIR", "Knowledge", "KnowledgeError", "load_knowledge"]
 
-DEFAULT_CARDS_DIR = Path(__file__).resolve().parents[2] / "cards"
+
+
+def _builtin_cards_dir() -> Path:
+    # A source checkout (or editable install) reads cards/ in place, so edits show without a
+    # reinstall; an installed wheel carries the same files as package data (pyproject.toml).
+    checkout = Path(__file__).resolve().parents[2] / "cards"
+    if (checkout / "VERSION").is_file():
+        return checkout
+    return Path(__file__).resolve().parents[1] / "_cards"
+
+
+DEFAULT_CARDS_DIR = _builtin_cards_dir()
 
 
 @dataclass(frozen=True)
@@ -58,9 +73,22 @@ class Knowledge:
         return {p.id: p.modality for p in self.catalog.procedures.values()}
 
 
-def load_knowledge(cards_dir: Path | None = None) -> Knowledge:
-    """Read, schema-check and cross-check every file under `cards_dir` (default: the built-in base)."""
+def load_knowledge(cards_dir: Path | None = None, cache_dir: Path | None = None) -> Knowledge:
+    """Read, schema-check and cross-check every file under `cards_dir` (default: the built-in base).
+
+    The result is kept in this process and, with `cache_dir`, on disk, under a hash of every file
+    and of the loader's code (knowledge/cache.py): an unchanged base loads in milliseconds, a
+    changed one is loaded and checked in full.
+    """
+    from cds_service.knowledge import cache
+
     root = Path(cards_dir) if cards_dir is not None else DEFAULT_CARDS_DIR
+    if not root.is_dir():
+        return _load(root)  # the full load names what is missing
+    return cache.cached(root, cache_dir, lambda: _load(root), Knowledge)
+
+
+def _load(root: Path) -> Knowledge:
     reader = _Reader(root)
     version_file = root / "VERSION"
     if not version_file.is_file():
@@ -115,12 +143,13 @@ class _Reader:
         path = self.root / relative
         try:
             raw = path.read_bytes()
-            data = yaml.safe_load(raw)
+            data = yaml_load.safe_load(raw)
         except OSError as exc:
             raise KnowledgeError(f"{path}: cannot read ({exc.strerror})") from exc
         except yaml.YAMLError as exc:
             raise KnowledgeError(f"{path}: invalid YAML: {exc}") from exc
         self._hash.update(relative.encode() + b"\0" + raw)
+        data = _dates_as_text(data)
         errors = sorted(self._validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
         if errors:
             first = errors[0]
@@ -130,6 +159,9 @@ class _Reader:
         return data
 
     def _validator(self, name: str) -> Draft202012Validator:
+        # imported here: a start served from the knowledge cache never needs jsonschema (~0.15 s)
+        from jsonschema import Draft202012Validator
+
         if name not in self._validators:
             schema_path = self.root / "schema" / f"{name}.schema.json"
             try:
@@ -141,6 +173,15 @@ class _Reader:
 
     def digest(self) -> str:
         return self._hash.hexdigest()[:12]
+
+
+def _dates_as_text(data: Any) -> Any:
+    """YAML reads `reviewed: 2026-11-30` as a date; the schemas and the model keep ISO text."""
+    if isinstance(data, dict):
+        return {k: _dates_as_text(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_dates_as_text(v) for v in data]
+    return data.isoformat() if isinstance(data, date) else data
 
 
 def _fail(file: str | Path, path: str, message: str) -> KnowledgeError:
@@ -228,6 +269,9 @@ def _pitfalls(data: dict[str, Any], catalog: Catalog) -> dict[str, Pitfall]:
             sources=tuple(p["sources"]),
             prefer=prefer_ids,
             prefer_contrast_not=prefer.get("contrast_not") if isinstance(prefer, dict) else None,
+            source_kind=p["source_kind"],
+            guideline=p.get("guideline"),
+            reviewed=p["reviewed"],
         )
     return out
 
@@ -259,7 +303,20 @@ def _scenario(
         for pid, r in v["ratings"].items():
             if pid not in catalog.procedures or catalog.procedures[pid].component_only:
                 raise _fail(file, f"{here}.ratings.{pid}", f"unknown or unratable procedure id {pid!r}")
-            ratings[pid] = Rating(pid, r["category"], r["rationale"], r["source"])
+            acr = r.get("acr") or data["acr"]
+            if r["source_kind"] == "acr" and not acr:
+                raise _fail(
+                    file, f"{here}.ratings.{pid}.acr", "an ACR rating needs the ACR topic and variant"
+                )
+            ratings[pid] = Rating(
+                pid,
+                r["category"],
+                r["rationale"],
+                r["source"],
+                source_kind=r["source_kind"],
+                guideline=r.get("guideline"),
+                acr=acr if r["source_kind"] == "acr" else None,
+            )
         when = _check_predicate(file, v["when"], f"{here}.when") if "when" in v else None
         preferred = _check_ids(file, v["preferred"], catalog, f"{here}.preferred")
         variants.append(Variant(v["id"], v["title"], when, ratings, preferred))
@@ -292,4 +349,5 @@ def _scenario(
         recommended=dict(recommended),
         urgent_procedure=urgent,
         evidence=data.get("evidence"),
+        reviewed=data["reviewed"],
     )

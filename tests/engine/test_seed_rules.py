@@ -175,3 +175,19 @@ def test_early_breast_contrast_ct_with_egfr_24_carries_the_kidney_warning():
     orders = (cpt("ch", "71260", reason=CANCER_REASON), cpt("ap", "74177", reason=CANCER_REASON))
     [normal_rated] = rate(normal, *orders)
     assert not normal_rated.pitfalls
+
+
+def test_untraced_pet_is_answered_where_the_scenario_rates_no_tracer():
+    # The scenario rates and recommends no tracer-specific PET: the tracer cannot change the answer,
+    # so a PET/CT without a tracer is no longer a silent no-criteria-apply (the coverage check).
+    untraced = cpt("pet", "78815", reason=CANCER_REASON)
+    undetectable = facts("prostate-cancer", procedures=RP, psa=psa(0.02, 0.01))
+    [r] = rate(undetectable, untraced)
+    assert r.rule_id == "prostate-post-prostatectomy-undetectable-psa" and r.pama == "no-criteria-apply"
+    assert pitfall_ids(r) == {"undetectable-psa-imaging-low-yield"}
+    low_risk_pain = facts("prostate-cancer", "bone-pain", grade_group=1, tnm={"T": "T1c"}, psa=psa(5.0))
+    [r] = rate(low_risk_pain, untraced)
+    assert r.pama == "no-criteria-apply" and r.coverage is not None and r.category is None
+    # where the scenario rates tracers differently, the tracer is still asked for
+    early = facts("prostate-cancer", procedures=RP, psa=psa(0.04, 0.08, 0.15))
+    assert rate(early, untraced)[0].rule_id == "pet-tracer-unspecified"

@@ -113,6 +113,9 @@ class Settings:
     quiet_appropriate: bool = True
     # CMS G-code of the qualified CDS mechanism for `pama-rating-qcdsm-consulted`; None: omitted.
     qcdsm_id: str | None = None
+    # Root of our own FHIR extension and CodeSystem URLs (rating extension, rule and override-reason
+    # codes); None: `canonical_base` of cards/texts/general.yaml (a placeholder until a site sets it).
+    canonical_base: str | None = None
     # Where the checked knowledge base is kept between starts (knowledge/cache.py); None: not on
     # disk (still shared within the process). From the environment: $XDG_CACHE_HOME/cds-service.
     cache_dir: Path | None = None
@@ -191,6 +194,7 @@ class Settings:
             strict_responses=_bool(env, "CDS_STRICT_RESPONSES", d.strict_responses),
             quiet_appropriate=_bool(env, "CDS_QUIET_APPROPRIATE", d.quiet_appropriate),
             qcdsm_id=(env.get("CDS_QCDSM_ID") or "").strip() or None,
+            canonical_base=_canonical(env, "CDS_CANONICAL_BASE"),
             cache_dir=_cache_dir(env),
             preload_readers=_bool(env, "CDS_PRELOAD_READERS", d.preload_readers),
         )
@@ -209,6 +213,15 @@ def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[
     if raw is None:
         return default
     return tuple(item.strip() for item in raw.replace(";", ",").split(",") if item.strip())
+
+
+def _canonical(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip().rstrip("/")
+    if not raw:
+        return None
+    if not raw.startswith(("https://", "http://")) or " " in raw:
+        raise ConfigError(f"{name} must be an absolute http(s) URL, got {raw!r}")
+    return raw
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:

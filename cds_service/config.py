@@ -79,8 +79,12 @@ class Settings:
     # (http allowed, for development). No port means any port on that host.
     fhir_allowed_hosts: tuple[str, ...] = ()
     fhir_connect_timeout: float = 1.5  # seconds
-    fhir_read_timeout: float = 3.0  # seconds, per response
-    fhir_deadline: float = 4.0  # seconds for all outbound FHIR calls of one hook call
+    # Seconds to wait for an answer's next bytes. A server that queues queries (a database pool)
+    # answers the last of a call's 9 queries after several rounds: 4 s covers 3 rounds at 1 s/query.
+    fhir_read_timeout: float = 4.0
+    # Seconds for all outbound FHIR calls of one hook call: 1 s/query servers need up to ~3 rounds
+    # (first page + Patient, next pages, follow-up reads) plus compute (README "Sizing the FHIR timeouts").
+    fhir_deadline: float = 5.0
     fhir_page_cap: int = 10  # Bundle pages followed per prefetch key
     fhir_max_workers: int = 12  # concurrent FHIR queries per hook call (>= templates: one wave)
     # Response bodies read from the FHIR server per hook call, all queries and pages together: an

@@ -4,7 +4,9 @@ Rating actions follow the Argonaut CDS Hooks for PAMA convention: the draft Serv
 back whole and unchanged except for its rating extensions (`pama-rating`, `pama-rating-consult-id`,
 optionally `pama-rating-qcdsm-consulted`) plus this project's own extension
 `{canonical_base}/StructureDefinition/imaging-appropriateness` with sub-extensions `category` (ACR
-category, when rated), `scenario`, `rule`, `procedure` and `knowledgeVersion` (docs/knowledge.md).
+category, only for a rating of source kind `acr`), `translatedCategory` (the project's translation of
+another guideline's statement, never sent as `category`), `sourceKind`, `scenario`, `rule`,
+`procedure` and `knowledgeVersion` (docs/knowledge.md).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class RatingInfo:
     scenario_id: str
     rule_id: str
     procedure_id: str | None
+    source_kind: str | None = None  # acr | translated (knowledge/model.py Rating.source_kind)
 
 
 def rating_extensions(info: RatingInfo, knowledge: Knowledge, options: EngineOptions) -> list[dict]:
@@ -59,7 +62,13 @@ def rating_extensions(info: RatingInfo, knowledge: Knowledge, options: EngineOpt
     ]
     if options.qcdsm_id:
         extensions.append({"url": PAMA_QCDSM, "valueString": options.qcdsm_id})
-    detail = [{"url": "category", "valueCode": info.category}] if info.category else []
+    detail: list[dict] = []
+    if info.category and info.source_kind == "acr":
+        detail.append({"url": "category", "valueCode": info.category})
+    elif info.category:  # another guideline's statement translated by the project: not an ACR category
+        detail.append({"url": "translatedCategory", "valueCode": info.category})
+    if info.category and info.source_kind:
+        detail.append({"url": "sourceKind", "valueCode": info.source_kind})
     detail += [{"url": "scenario", "valueCode": info.scenario_id}, {"url": "rule", "valueCode": info.rule_id}]
     if info.procedure_id:
         detail.append({"url": "procedure", "valueCode": info.procedure_id})
@@ -79,6 +88,7 @@ def rating_action(
         rated.scenario_id,
         rated.rule_id,
         rated.procedure.id if rated.procedure else None,
+        rated.rating.source_kind if rated.rating else None,
     )
     resource["extension"] = _extensions(resource, {PAMA_RATING, PAMA_CONSULT_ID, PAMA_QCDSM, ours}) + (
         rating_extensions(info, knowledge, options)

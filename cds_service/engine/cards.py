@@ -415,7 +415,9 @@ def _alt_rating(rated: StudyRating, alt: Alternative) -> RatingInfo:
     """The rating a proposed alternative carries: what the same scenario says about it."""
     scenario_id = rated.match.scenario.id if rated.match else rated.scenario_id
     pama = PAMA_BY_CATEGORY.get(alt.category or "", "no-criteria-apply")
-    return RatingInfo(pama, alt.category, scenario_id, scenario_id, alt.procedure.id)
+    rating = rated.match.variant.ratings.get(alt.procedure.id) if rated.match else None
+    kind = rating.source_kind if rating else None
+    return RatingInfo(pama, alt.category, scenario_id, scenario_id, alt.procedure.id, kind)
 
 
 def _urgent_rating(flag: ScenarioMatch) -> RatingInfo:
@@ -423,7 +425,8 @@ def _urgent_rating(flag: ScenarioMatch) -> RatingInfo:
     rating = flag.variant.ratings.get(procedure_id)
     category = rating.category if rating else None
     pama = PAMA_BY_CATEGORY.get(category or "", "no-criteria-apply")
-    return RatingInfo(pama, category, flag.scenario.id, flag.scenario.id, procedure_id)
+    kind = rating.source_kind if rating else None
+    return RatingInfo(pama, category, flag.scenario.id, flag.scenario.id, procedure_id, kind)
 
 
 def _add_only(

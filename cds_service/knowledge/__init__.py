@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,7 @@ class _Reader:
         except yaml.YAMLError as exc:
             raise KnowledgeError(f"{path}: invalid YAML: {exc}") from exc
         self._hash.update(relative.encode() + b"\0" + raw)
+        data = _dates_as_text(data)
         errors = sorted(self._validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
         if errors:
             first = errors[0]
@@ -141,6 +143,15 @@ class _Reader:
 
     def digest(self) -> str:
         return self._hash.hexdigest()[:12]
+
+
+def _dates_as_text(data: Any) -> Any:
+    """YAML reads `reviewed: 2026-11-30` as a date; the schemas and the model keep ISO text."""
+    if isinstance(data, dict):
+        return {k: _dates_as_text(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_dates_as_text(v) for v in data]
+    return data.isoformat() if isinstance(data, date) else data
 
 
 def _fail(file: str | Path, path: str, message: str) -> KnowledgeError:
@@ -228,6 +239,9 @@ def _pitfalls(data: dict[str, Any], catalog: Catalog) -> dict[str, Pitfall]:
             sources=tuple(p["sources"]),
             prefer=prefer_ids,
             prefer_contrast_not=prefer.get("contrast_not") if isinstance(prefer, dict) else None,
+            source_kind=p["source_kind"],
+            guideline=p.get("guideline"),
+            reviewed=p["reviewed"],
         )
     return out
 
@@ -259,7 +273,20 @@ def _scenario(
         for pid, r in v["ratings"].items():
             if pid not in catalog.procedures or catalog.procedures[pid].component_only:
                 raise _fail(file, f"{here}.ratings.{pid}", f"unknown or unratable procedure id {pid!r}")
-            ratings[pid] = Rating(pid, r["category"], r["rationale"], r["source"])
+            acr = r.get("acr") or data["acr"]
+            if r["source_kind"] == "acr" and not acr:
+                raise _fail(
+                    file, f"{here}.ratings.{pid}.acr", "an ACR rating needs the ACR topic and variant"
+                )
+            ratings[pid] = Rating(
+                pid,
+                r["category"],
+                r["rationale"],
+                r["source"],
+                source_kind=r["source_kind"],
+                guideline=r.get("guideline"),
+                acr=acr if r["source_kind"] == "acr" else None,
+            )
         when = _check_predicate(file, v["when"], f"{here}.when") if "when" in v else None
         preferred = _check_ids(file, v["preferred"], catalog, f"{here}.preferred")
         variants.append(Variant(v["id"], v["title"], when, ratings, preferred))
@@ -292,4 +319,5 @@ def _scenario(
         recommended=dict(recommended),
         urgent_procedure=urgent,
         evidence=data.get("evidence"),
+        reviewed=data["reviewed"],
     )

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from cds_service.knowledge import DEFAULT_CARDS_DIR, Knowledge, load_knowledge
-from cds_service.knowledge.model import Scenario
+from cds_service.knowledge.cases import DEFAULT_CASES_DIR, RuleCases, cases_by_rule
+from cds_service.knowledge.model import Rating, Scenario
 
 DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "knowledge.md"
 SHORT = {"usually-appropriate": "UA", "may-be-appropriate": "MBA", "usually-not-appropriate": "UNA"}
@@ -41,8 +42,48 @@ SYSTEM_LABELS = {
 }
 
 
+KIND_LABELS = {
+    "acr": "ACR rating",
+    "translated": "another guideline's statement translated by the project (not an ACR rating)",
+    "seed": "source-article recommendation without a category",
+}
+MAX_LISTED_CASES = 12
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _rating_kind(r: Rating) -> str:
+    return "ACR" if r.is_acr else f"translated ({r.guideline})"
+
+
+def _scenario_kinds(s: Scenario) -> str:
+    kinds = []
+    for kind in s.source_kinds:
+        label = KIND_LABELS[kind]
+        if kind == "translated":
+            label += " from " + ", ".join(s.translated_from)
+        kinds.append(label)
+    return "; ".join(kinds) or "none"
+
+
+def _case_names(names: tuple[str, ...], rule_id: str) -> str:
+    if len(names) > MAX_LISTED_CASES:
+        return f"{len(names)} cases (listed on `/rules/{rule_id}`)"
+    return ", ".join(f"`{n}`" for n in names)
+
+
+def case_lines(rule_id: str, cases: RuleCases | None) -> list[str]:
+    """The e2e fixture cases (fixtures/cases/) that pin this rule firing and not firing."""
+    if not cases:
+        return ["- e2e cases: none"]
+    out = []
+    if cases.fires:
+        out.append(f"- e2e cases where it fires: {_case_names(cases.fires, rule_id)}")
+    if cases.absent:
+        out.append(f"- e2e cases where it must not fire: {_case_names(cases.absent, rule_id)}")
+    return out
 
 
 def _overview(k: Knowledge) -> list[str]:
@@ -61,15 +102,18 @@ def _overview(k: Knowledge) -> list[str]:
     return lines
 
 
-def _scenario(s: Scenario, k: Knowledge) -> list[str]:
+def _scenario(s: Scenario, k: Knowledge, cases: RuleCases | None = None) -> list[str]:
     procs = k.catalog.procedures
     out = [
         f"### `{s.id}`: {s.title}",
         "",
         _cell(s.description),
         "",
+        f"- Source kind: {_scenario_kinds(s)}",
         f"- Source: {s.acr_citation}; source articles: {'; '.join(k.texts.cite(x) for x in s.seeds)}",
+        f"- Reviewed: {s.reviewed}",
         f"- Kind: {s.kind}, priority {s.priority}",
+        *case_lines(s.id, cases),
     ]
     if s.requires:
         out.append("- Facts required: " + "; ".join(r.label for r in s.requires))
@@ -80,10 +124,10 @@ def _scenario(s: Scenario, k: Knowledge) -> list[str]:
     for v in s.variants:
         out += ["", f"**{v.title}**" + (" (when the variant criteria hold)" if v.when else ""), ""]
         if v.ratings:
-            out += ["| Study | Category | RRL | Source |", "|---|---|---|---|"]
+            out += ["| Study | Category | Source kind | RRL | Source |", "|---|---|---|---|---|"]
             out += [
                 f"| {_cell(procs[r.procedure_id].display)} | {k.texts.category_labels[r.category]} | "
-                f"{procs[r.procedure_id].rrl_text} | {_cell(r.source)} |"
+                f"{_rating_kind(r)} | {procs[r.procedure_id].rrl_text} | {_cell(r.source)} |"
                 for r in v.ratings.values()
             ]
         else:
@@ -187,8 +231,9 @@ def _text_facts(cards_dir: Path) -> list[str]:
     return out + [""]
 
 
-def render(k: Knowledge, cards_dir: Path = DEFAULT_CARDS_DIR) -> str:
+def render(k: Knowledge, cards_dir: Path = DEFAULT_CARDS_DIR, cases_dir: Path = DEFAULT_CASES_DIR) -> str:
     texts = k.texts
+    cases = cases_by_rule(cases_dir)
     lines = [
         "# Knowledge base",
         "",
@@ -199,6 +244,14 @@ def render(k: Knowledge, cards_dir: Path = DEFAULT_CARDS_DIR) -> str:
         "scenario does not list is rated `no-criteria-apply`; no category is ever invented. RRL is the "
         "ACR adult relative radiation level (O = 0 mSv ... ☢☢☢☢☢ = 30-100 mSv).",
         "",
+        "Source kinds: **ACR** = an ACR Appropriateness Criteria category (topic, variant, version); "
+        "**translated** = a statement of another guideline (AUA, NCCN, EAU, CMS eCQM) that the project "
+        "translated into a category: the card says so and the rating extension carries it as "
+        "`translatedCategory`, never as the ACR `category`; **seed** = a recommendation of a source "
+        "article without a category. *Reviewed* is the date the rule's ratings and citations were last "
+        "checked against its sources. *e2e cases* are the fixture cases in `fixtures/cases/` that pin "
+        "the rule firing or not firing.",
+        "",
         "## Scenario × procedure",
         "",
         *_overview(k),
@@ -207,16 +260,23 @@ def render(k: Knowledge, cards_dir: Path = DEFAULT_CARDS_DIR) -> str:
         "",
     ]
     for s in k.scenarios:
-        lines += _scenario(s, k)
+        lines += _scenario(s, k, cases.get(s.id))
     lines += [
         "## Pitfalls and modifiers",
         "",
-        "| Id | Applies to | Indicator | Sources |",
-        "|---|---|---|---|",
+        "| Id | Applies to | Indicator | Source kind | Reviewed | e2e cases (fires / must not fire) "
+        "| Sources |",
+        "|---|---|---|---|---|---|---|",
     ]
     for p in k.pitfalls.values():
         applies = sorted(p.applies_procedures) + [f"{c} contrast" for c in sorted(p.applies_contrast)]
-        lines.append(f"| `{p.id}` | {', '.join(applies)} | {p.indicator} | {_cell('; '.join(p.sources))} |")
+        kind = p.source_kind + (f" ({p.guideline})" if p.guideline else "")
+        pc = cases.get(p.id) or RuleCases()
+        used = f"{_case_names(pc.fires, p.id) or 'none'} / {_case_names(pc.absent, p.id) or 'none'}"
+        lines.append(
+            f"| `{p.id}` | {', '.join(applies)} | {p.indicator} | {kind} | {p.reviewed} | {used} | "
+            f"{_cell('; '.join(p.sources))} |"
+        )
     lines += [
         "",
         "## Procedure catalog",
@@ -239,7 +299,9 @@ def render(k: Knowledge, cards_dir: Path = DEFAULT_CARDS_DIR) -> str:
         "## Identifiers used in responses",
         "",
         f"- Rating extension on each rated ServiceRequest: `{texts.rating_extension_url}` with "
-        "sub-extensions `category` (valueCode, ACR category; absent when not rated), `scenario`, `rule`, "
+        "sub-extensions `category` (valueCode, ACR category; only for a rating of source kind ACR), "
+        "`translatedCategory` (valueCode, the project's translation of another guideline's statement), "
+        "`sourceKind` (valueCode: acr or translated; absent when not rated), `scenario`, `rule`, "
         "`procedure` (valueCode) and `knowledgeVersion` (valueString), next to the Argonaut "
         "`pama-rating` and `pama-rating-consult-id` extensions.",
         f"- Card override reasons: CodeSystem `{texts.override_system}`: "

@@ -76,12 +76,38 @@ class Catalog:
         return tuple(sorted(combos, key=lambda p: -len(p.components)))
 
 
+SOURCE_KINDS = ("acr", "translated", "seed")
+
+
+def acr_reference(acr: Mapping[str, Any]) -> str:
+    """ACR topic, variant and version as a clinician looks them up on acsearch.acr.org."""
+    topic_id = f" (TopicId {acr['topic_id']})" if acr.get("topic_id") else ""
+    variant = f"variant {acr['variant']}"
+    return f"ACR Appropriateness Criteria: {acr['topic']}{topic_id}, {variant}, {acr['version']}"
+
+
 @dataclass(frozen=True)
 class Rating:
     procedure_id: str
     category: str
     rationale: str
     source: str
+    # acr: an ACR category (topic/variant/version in `acr`); translated: the project's translation of
+    # another guideline's statement (`guideline`), which is never sent as an ACR category
+    source_kind: str = "acr"
+    guideline: str | None = None
+    acr: Mapping[str, Any] | None = None  # resolved: the rating's own, else the scenario's
+
+    @property
+    def is_acr(self) -> bool:
+        return self.source_kind == "acr"
+
+    @property
+    def provenance(self) -> str:
+        """One line saying what kind of rating this is, for cards, rule pages and docs."""
+        if self.source_kind == "translated":
+            return f"project translation of a {self.guideline} statement, not an ACR rating"
+        return acr_reference(self.acr) if self.acr else "ACR Appropriateness Criteria"
 
 
 @dataclass(frozen=True)
@@ -118,16 +144,32 @@ class Scenario:
     recommended: Mapping[str, str] = field(default_factory=dict)  # unrated source recommendations
     urgent_procedure: str | None = None
     evidence: str | None = None
+    reviewed: str = ""  # YYYY-MM-DD: ratings and citations last checked against the sources
 
     @property
     def acr_citation(self) -> str:
         if not self.acr:
             return "No ACR Appropriateness Criteria variant covers this scenario"
-        topic_id = f" (TopicId {self.acr['topic_id']})" if self.acr.get("topic_id") else ""
-        return (
-            f"ACR Appropriateness Criteria: {self.acr['topic']}{topic_id}, variant {self.acr['variant']}, "
-            f"{self.acr['version']}"
+        return acr_reference(self.acr)
+
+    @property
+    def source_kinds(self) -> tuple[str, ...]:
+        """The kinds of source behind this rule: acr / translated ratings, seed recommendations."""
+        kinds = {r.source_kind for v in self.variants for r in v.ratings.values()}
+        if self.recommended:
+            kinds.add("seed")
+        return tuple(k for k in SOURCE_KINDS if k in kinds)
+
+    @property
+    def translated_from(self) -> tuple[str, ...]:
+        names = (
+            name.strip()
+            for v in self.variants
+            for r in v.ratings.values()
+            for name in (r.guideline or "").split(" and ")
+            if name.strip()
         )
+        return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
@@ -143,6 +185,9 @@ class Pitfall:
     sources: tuple[str, ...]
     prefer: tuple[str, ...] = ()
     prefer_contrast_not: str | None = None
+    source_kind: str = "seed"  # acr | translated | seed (a source article)
+    guideline: str | None = None  # translated only
+    reviewed: str = ""
 
     def applies_to(self, procedure: Procedure) -> bool:
         return procedure.id in self.applies_procedures or procedure.contrast in self.applies_contrast

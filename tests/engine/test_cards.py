@@ -121,6 +121,7 @@ def test_rating_action_returns_the_order_whole_with_pama_and_our_extension():
     )  # only when configured
     assert ours(action) == {
         "category": "usually-appropriate",
+        "sourceKind": "acr",
         "scenario": "prostate-metastatic-systemic-therapy",
         "rule": "prostate-metastatic-systemic-therapy",
         "procedure": "bone-scan-whole-body",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from cds_service.knowledge import load_knowledge
 from cds_service.knowledge.docs import DOCS_PATH, main, render
 
@@ -48,3 +50,28 @@ def test_text_section_lists_what_the_text_targets_file_says(tmp_path):
     assert "| `cord-compression` | `cord` |" in text
     assert "| `bone-metastases` | `mets` |" in text
     assert "\nnone\n" not in text[text.index("## Facts that may come from text") :]
+
+
+def test_docs_show_per_rule_its_source_kind_review_date_and_e2e_cases():
+    knowledge = load_knowledge()
+    text = render(knowledge)
+    for scenario in knowledge.scenarios:
+        section = text[text.index(f"### `{scenario.id}`") :].split("\n### ")[0]
+        assert "- Source kind: " in section and f"- Reviewed: {scenario.reviewed}" in section
+        assert "- e2e cases" in section, scenario.id
+    staging = text[text.index("### `prostate-initial-staging`") :].split("\n### ")[0]
+    assert "another guideline's statement translated by the project (not an ACR rating) from AUA" in staging
+    assert "| translated (AUA) |" in staging and "| ACR |" in staging
+    assert "`prostate-low-risk-bone-scan`" in staging  # an e2e case that fires the rule
+    flare = next(line for line in text.splitlines() if line.startswith("| `flare-phenomenon` |"))
+    assert "| seed |" in flare and "`prostate-mets-flare-bone-scan`" in flare
+
+
+def test_docs_list_e2e_cases_from_the_cases_directory(tmp_path):
+    case = {"name": "made-up-case", "expected": {"scenario": "prostate-initial-staging", "orders": {},
+                                                 "red_flags": [], "red_flags_absent": []}}
+    (tmp_path / "made-up-case.json").write_text(json.dumps(case))
+    text = render(load_knowledge(), cases_dir=tmp_path)
+    staging = text[text.index("### `prostate-initial-staging`") :].split("\n### ")[0]
+    assert "- e2e cases where it fires: `made-up-case`" in staging
+    assert "`prostate-low-risk-bone-scan`" not in text

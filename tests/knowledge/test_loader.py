@@ -151,7 +151,14 @@ def test_digest_changes_when_a_file_changes(cards: Path):
         (
             "scenarios/prostate-initial-staging.yaml",
             lambda d: d["variants"][0]["ratings"].update(
-                {"pet-mri": {"category": "usually-appropriate", "rationale": "x" * 12, "source": "seed 002"}}
+                {
+                    "pet-mri": {
+                        "category": "usually-appropriate",
+                        "rationale": "x" * 12,
+                        "source": "seed 002",
+                        "source_kind": "acr",
+                    }
+                }
             ),
             "unknown or unratable procedure id 'pet-mri'",
         ),

@@ -89,9 +89,9 @@ def _receptor(arg: Any) -> str | None:
 
 
 def _concept_window(arg: Any) -> str | None:
-    if not isinstance(arg, dict) or set(arg) != {"concept", "days"}:
-        return "expected {concept: <concept id>, days: N}"
-    return _one_of(voc.CONCEPTS, "concept")(arg["concept"]) or _number(arg["days"])
+    if not isinstance(arg, dict) or set(arg) != {"concepts", "days"}:
+        return "expected {concepts: [<concept id>, ...], days: N}"
+    return _list_of(voc.CONCEPTS, "concept")(arg["concepts"]) or _number(arg["days"])
 
 
 def _t_categories(arg: Any) -> str | None:
@@ -367,19 +367,22 @@ def _t_in(arg: list[str], facts: Facts, _ctx: Context) -> Match:
     return Match(ok, (line,) if ok else ())
 
 
-def diagnosis_date(concept: str, facts: Facts) -> date | None:
-    """When the chart first records `concept`: the earliest dated evidence. The order's own
-    indication is dated today by definition and says nothing about when the disease was found."""
-    dates = [e.date for e in facts.concepts.get(concept, ()) if e.date and not e.from_order]
+def diagnosis_date(concepts: list[str], facts: Facts) -> date | None:
+    """When the chart first records the cancer: the earliest dated evidence of any of `concepts`
+    (e.g. the cancer and its "history of" code) or of its staging (grade group, TNM, stage group,
+    which are recorded at diagnosis). The order's own indication is dated today by definition and
+    says nothing about when the disease was found."""
+    dates = [e.date for c in concepts for e in facts.concepts.get(c, ()) if e.date and not e.from_order]
+    dates += [e.date for e in facts.staging_evidence.values() if e.date]
     return min(dates) if dates else None
 
 
 def _diagnosis_age(arg: Mapping[str, Any], facts: Facts) -> tuple[int | None, str]:
-    when = diagnosis_date(arg["concept"], facts)
+    when = diagnosis_date(arg["concepts"], facts)
     if when is None:
         return None, ""
     days = (facts.as_of - when).days
-    return days, f"{arg['concept'].replace('-', ' ')} first recorded on {when.isoformat()} ({days} days ago)"
+    return days, f"cancer first recorded on {when.isoformat()} ({days} days ago)"
 
 
 def _diagnosed_within(arg: Mapping[str, Any], facts: Facts, _ctx: Context) -> Match:

@@ -114,6 +114,28 @@ def test_the_orders_own_indication_is_not_a_diagnosis_date():
     assert outcome(f) != STAGING
 
 
+def test_a_history_code_or_staging_record_dates_the_diagnosis():
+    """The cancer is as old as its first record: a "history of" code (Z85.x) or the staging
+    observations (grade group, TNM, stage group are recorded at diagnosis) count; an order-only
+    cancer code with an old history code is not newly diagnosed."""
+    order = Evidence("C50.912", days_ago(0), "ServiceRequest/bs", from_order=True)
+    history = Evidence("Z85.3", days_ago(2 * 365), "Condition/h")
+    f = replace(
+        facts(stage_group="IA"), concepts={"breast-cancer": (order,), "history-of-breast-cancer": (history,)}
+    )
+    assert outcome(f) == NO_CRITERIA_APPLY
+    staged = replace(
+        facts(stage_group="IA"),
+        concepts={"breast-cancer": (order,)},
+        staging_evidence={"stage_group": Evidence("stage group IA", days_ago(20), "Observation/s")},
+    )
+    assert outcome(staged) == EARLY_BREAST
+    old_staging = replace(
+        staged, staging_evidence={"stage_group": Evidence("IA", days_ago(400), "Observation/s")}
+    )
+    assert outcome(old_staging) == NO_CRITERIA_APPLY
+
+
 def test_staging_card_names_the_recent_diagnosis():
     f = diagnosed("prostate-cancer", 26, **DIAGNOSIS_TIME_LOW_RISK)
     match = select_scenario(f, KNOWLEDGE).match
@@ -236,8 +258,8 @@ def test_psma_pet_is_never_shown_with_more_radiation_than_conventional_staging()
 @pytest.mark.parametrize(
     ("pred", "problem"),
     [
-        ({"diagnosed_within_days": {"concept": "prostate-cancer"}}, "expected {concept"),
-        ({"diagnosed_over_days_ago": {"concept": "prostate-cancr", "days": 183}}, "unknown concept"),
+        ({"diagnosed_within_days": {"concept": "prostate-cancer", "days": 183}}, "expected {concepts"),
+        ({"diagnosed_over_days_ago": {"concepts": ["prostate-cancr"], "days": 183}}, "unknown concept"),
         ({"t_category_in": ["T2d"]}, "unknown T category"),
         ({"psa_above": -1}, "non-negative number"),
     ],

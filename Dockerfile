@@ -8,22 +8,23 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    CDS_CARDS_DIR=/app/cards \
-    CDS_FEEDBACK_DB=/data/feedback.sqlite3
+    CDS_FEEDBACK_DB=/data/feedback.sqlite3 \
+    CDS_CACHE_DIR=/data/cache
 
-WORKDIR /app
+WORKDIR /src
 
-# Dependencies first, so code changes do not reinstall them.
+# The package carries the built-in knowledge base (cards/) and the OpenAPI document as package data;
+# a site's own knowledge base can still be mounted and named with CDS_CARDS_DIR.
 COPY pyproject.toml README.md ./
 COPY cds_service ./cds_service
-RUN pip install . \
-    && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin cds \
-    && mkdir -p /data && chown cds /data
-
-# The knowledge base is data, read at start (CDS_CARDS_DIR).
 COPY cards ./cards
-# Served at GET /openapi.json (found relative to the working directory).
 COPY docs/openapi.yaml ./docs/openapi.yaml
+RUN pip install . \
+    && rm -rf /src \
+    && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin cds \
+    && mkdir -p /app /data && chown cds /data
+
+WORKDIR /app
 
 USER cds
 VOLUME ["/data"]

@@ -6,16 +6,20 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint bench docs clean
 
+PORT ?= 8080
+
+# A failed install removes the half-made venv, so the next `make` starts clean instead of reusing it.
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; found " + sys.version.split()[0] + ": run make PYTHON=python3.11 (or newer)")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	{ $(BIN)/pip install --quiet --upgrade pip && $(BIN)/pip install --quiet -e '.[test,bench]'; } \
+		|| { rm -rf $(VENV); exit 1; }
 	touch $(STAMP)
 
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/cds-service serve --host 127.0.0.1 --port 8080
+	$(BIN)/cds-service serve --host 127.0.0.1 --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/ruff check cds_service tests bench

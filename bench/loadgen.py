@@ -7,7 +7,8 @@ measured. Prints one JSON object: latencies (ms), status counts, measured wall t
 
 With a body file of several lines (one JSON body per line), every measured request sends a body no
 other request sent (the first-seen chart: no cache of the service has seen it); warm-ups send the
-last line, and the budget is capped so that no body is sent twice.
+last line, and the budget is capped so that no body is sent twice. With `--cycle` the lines are
+sent round-robin instead, as often as the budget allows (the fixture cases: a mix of charts).
 
 `python -m bench.loadgen --url http://127.0.0.1:8081/cds-services/x --body req.json -c 1 -n 500 -t 3`
 """
@@ -33,16 +34,17 @@ def _one(conn: http.client.HTTPConnection, path: str, body: bytes) -> int:
     return response.status
 
 
-def _worker(url: str, bodies: list[bytes], warmup: int, budget, deadline_s: float, start, out) -> None:  # type: ignore[no-untyped-def]
+def _worker(url: str, bodies: list[bytes], warmup: int, budget, deadline_s: float, start, out, cycle=False) -> None:  # type: ignore[no-untyped-def]  # noqa: E501
     parts = urlsplit(url)
     body = bodies[-1]
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     errors = 0
-    for _ in range(warmup):
+    # a mix warms up on every one of its bodies (what a worker loads at first use is not measured)
+    for n in range(max(warmup, len(bodies)) if cycle and warmup else warmup):
         try:
-            _one(conn, parts.path, body)
+            _one(conn, parts.path, bodies[n % len(bodies)] if cycle else body)
         except (OSError, http.client.HTTPException):
             conn.close()
     start.wait()
@@ -53,7 +55,9 @@ def _worker(url: str, bodies: list[bytes], warmup: int, budget, deadline_s: floa
             if budget.value <= 0:
                 break
             budget.value -= 1
-            if len(bodies) > 1:  # the budget counts down through the distinct bodies
+            if cycle:
+                body = bodies[budget.value % len(bodies)]
+            elif len(bodies) > 1:  # the budget counts down through the distinct bodies
                 body = bodies[budget.value]
         t0 = time.perf_counter()
         try:
@@ -88,17 +92,18 @@ def run(
     requests: int = 1000,
     duration_s: float = 3.0,
     warmup: int = 5,
+    cycle: bool = False,
 ) -> dict[str, object]:
     """Drive `url`; returns the merged result of all load processes."""
     bodies = body if isinstance(body, list) else [body]
-    if len(bodies) > 1:
+    if len(bodies) > 1 and not cycle:
         requests = min(requests, len(bodies) - 1)  # the last body is the warm-up's
     ctx = mp.get_context("fork")
     budget = ctx.Value("i", requests)
     start = ctx.Barrier(concurrency)
     out = ctx.Queue()
     procs = [
-        ctx.Process(target=_worker, args=(url, bodies, warmup, budget, duration_s, start, out))
+        ctx.Process(target=_worker, args=(url, bodies, warmup, budget, duration_s, start, out, cycle))
         for _ in range(concurrency)
     ]
     for p in procs:
@@ -126,10 +131,11 @@ def main() -> None:
     parser.add_argument("-n", "--requests", type=int, default=1000, help="measured request budget")
     parser.add_argument("-t", "--duration", type=float, default=3.0, help="measured time limit, seconds")
     parser.add_argument("-w", "--warmup", type=int, default=5, help="unmeasured requests per process")
+    parser.add_argument("--cycle", action="store_true", help="body lines round-robin, repeats allowed")
     args = parser.parse_args()
     lines = [line for line in args.body.read_bytes().splitlines() if line.strip()]
     body: bytes | list[bytes] = lines if len(lines) > 1 else args.body.read_bytes()
-    result = run(args.url, body, args.concurrency, args.requests, args.duration, args.warmup)
+    result = run(args.url, body, args.concurrency, args.requests, args.duration, args.warmup, args.cycle)
     json.dump(result, sys.stdout)
 
 

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +39,7 @@ from bench.workloads import (
     SCALING_SIZES,
     SIZES,
     build_request,
+    case_requests,
     first_seen,
     generate_chart,
     pick_service,
@@ -48,11 +49,14 @@ from bench.workloads import (
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE_APP = "cds_service.wsgi:app"
 FLOOR_APP = "bench.floor_app:app"
-# The one gunicorn configuration both apps get; sync workers are gunicorn's default and what
-# `make run` and the Dockerfile serve with, so the bench measures the deployed shape.
-GUNICORN_ARGS = ["--worker-class", "sync", "--timeout", "60", "--log-level", "warning"]
+# The one gunicorn configuration both apps get: sync workers, the app built before the workers
+# fork (`--preload`), as `cds-service serve` (`make run`, the Dockerfile) runs it, so the bench
+# measures the deployed shape.
+GUNICORN_ARGS = ["--worker-class", "sync", "--preload", "--timeout", "60", "--log-level", "warning"]
 STUB_DELAY_S = 0.05
 FIRST_SEEN_CHARTS = 400  # distinct bodies of the first-seen workload (more than one run sends)
+FIRST_SEEN_LARGE = 40  # distinct 2,000-resource bodies (2.3 MB each)
+STARTUP_S: dict[int, float] = {}  # workers -> the service's start-up to the first 200 (this run)
 
 
 @dataclass
@@ -66,6 +70,9 @@ class Row:
     summary: stats.Summary
     peak_rss_mb: float | None
     notes: list[str] = field(default_factory=list)
+    cpu_ms: float | None = None  # worker CPU (user + system) per request served
+    pss_mb: float | None = None  # after the workload: proportional share (shared pages split)
+    uss_mb: float | None = None  # after the workload: pages of this worker alone
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -113,6 +120,37 @@ def reset_peak_rss(pids: list[int]) -> bool:
     return ok
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the processes so far (/proc/<pid>/stat, clock ticks)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def pss_uss_mb(pids: list[int]) -> tuple[float | None, float | None]:
+    """Largest PSS and USS among the workers now (/proc/<pid>/smaps_rollup). RSS counts every page
+    a worker maps, also those it shares copy-on-write with the master and the other workers; PSS
+    splits shared pages among their users, USS counts only the worker's own."""
+    pss: list[int] = []
+    uss: list[int] = []
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        values = {
+            line.split(":")[0]: int(line.split()[1]) for line in text.splitlines()[1:] if line.endswith("kB")
+        }
+        pss.append(values.get("Pss", 0))
+        uss.append(values.get("Private_Clean", 0) + values.get("Private_Dirty", 0))
+    return (max(pss) / 1024 if pss else None, max(uss) / 1024 if uss else None)
+
+
 def peak_rss_mb(pids: list[int]) -> float | None:
     """Largest VmHWM among the workers: the budget is per worker."""
     peaks = [kb for pid in pids if (kb := _status_kb(pid, "VmHWM")) is not None]
@@ -126,6 +164,7 @@ class Server:
     port: int
     proc: subprocess.Popen[bytes]
     log: Path
+    startup_s: float | None = None  # from launching gunicorn to the first 200 of /healthz
 
     @property
     def base(self) -> str:
@@ -160,6 +199,7 @@ def gunicorn(app: str, workers: int, env: dict[str, str], logdir: Path) -> Itera
         *GUNICORN_ARGS,
         app,
     ]
+    launched = time.monotonic()
     with log.open("wb") as logfile:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logfile, stderr=subprocess.STDOUT)
     server = Server(app, workers, port, proc, log)
@@ -171,13 +211,15 @@ def gunicorn(app: str, workers: int, env: dict[str, str], logdir: Path) -> Itera
                     f"gunicorn {app} exited with {proc.returncode}; see {log}:\n" + log.read_text()[-2000:]
                 )
             try:
-                if _get(port, "/healthz")[0] == 200 and len(server.worker_pids()) >= workers:
-                    break
+                if _get(port, "/healthz")[0] == 200:
+                    server.startup_s = server.startup_s or time.monotonic() - launched
+                    if len(server.worker_pids()) >= workers:
+                        break
             except OSError:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"gunicorn {app} did not answer /healthz within 30 s; see {log}")
-            time.sleep(0.1)
+            time.sleep(0.02)
         yield server
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -198,8 +240,9 @@ def service_env(
     env.pop("CDS_TRUSTED_CLIENTS", None)  # open mode: JWT checks are measured by their own tests
     env.update(extra or {})
     if stub_url:
-        # "http://host:port" entries allow plain http to that host (development form, config.py)
-        env["CDS_FHIR_ALLOWED_HOSTS"] = stub_url
+        # "http://host" allows plain http to any port of that host (development form, config.py):
+        # every FHIR stub of the bench (one per query delay) listens on loopback
+        env["CDS_FHIR_ALLOWED_HOSTS"] = "http://" + stub_url.split("://", 1)[-1].rsplit(":", 1)[0]
     return env
 
 
@@ -207,9 +250,17 @@ def service_env(
 
 
 def drive(
-    server: Server, url_path: str, body_file: Path, requests: int, duration: float, warmup: int
+    server: Server,
+    url_path: str,
+    body_file: Path,
+    requests: int,
+    duration: float,
+    warmup: int,
+    clients: int | None = None,
+    cycle: bool = False,
 ) -> dict[str, Any]:
-    """One load-generator run against `server`: closed loop, one client per worker (no queueing)."""
+    """One load-generator run against `server`: closed loop, one client per worker (no queueing)
+    unless `clients` says otherwise."""
     cmd = [
         sys.executable,
         "-m",
@@ -219,13 +270,14 @@ def drive(
         "--body",
         str(body_file),
         "-c",
-        str(server.workers),
+        str(clients or server.workers),
         "-n",
         str(requests),
         "-t",
         str(duration),
         "-w",
         str(warmup),
+        *(["--cycle"] if cycle else []),
     ]
     done = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)}
@@ -235,10 +287,14 @@ def drive(
     return json.loads(done.stdout)
 
 
-def round_files(bodies: list[bytes], rounds: int, tmp: Path) -> list[Path]:
+def round_files(bodies: list[bytes], rounds: int, tmp: Path, cycle: bool = False) -> list[Path]:
     """The body file of each round. One body: the same file every round. Several (first-seen
     charts): each round gets its own share, plus the last body for the warm-ups, so no body is
-    measured twice on a server."""
+    measured twice on a server. `cycle` (a mix sent round-robin): all bodies every round."""
+    if cycle:
+        path = tmp / "cycle.jsonl"
+        path.write_bytes(b"\n".join(bodies) + b"\n")
+        return [path] * rounds
     if len(bodies) == 1:
         path = tmp / "body.json"
         path.write_bytes(bodies[0])
@@ -253,6 +309,15 @@ def round_files(bodies: list[bytes], rounds: int, tmp: Path) -> list[Path]:
     return files
 
 
+@dataclass
+class Measured:
+    summary: stats.Summary
+    peak_rss_mb: float | None
+    cpu_ms: float | None  # worker CPU per request served (warm-ups included in both terms)
+    pss_mb: float | None
+    uss_mb: float | None
+
+
 def measure(
     servers: dict[str, Server],
     url_path: str,
@@ -260,44 +325,59 @@ def measure(
     args: argparse.Namespace,
     tmp: Path,
     duration: float,
-) -> dict[str, tuple[stats.Summary, float | None]]:
+    clients: int | None = None,
+    cycle: bool = False,
+) -> dict[str, Measured]:
     """Measure every server on its bodies, alternating short rounds between them.
 
     The machine is shared (other processes come and go); alternating service and floor round by
     round spreads that drift over both instead of biasing the ratio. The first round of each
     server starts with the warm-up requests; RSS peaks are reset first so they are this workload's.
+    Worker CPU is read from /proc before and after, divided by every request served (measured,
+    failed and warm-up): the cost of a request whatever the machine's load does to its latency.
     """
-    files = round_files(bodies, max(1, args.rounds), tmp)
+    rounds = max(1, args.rounds)
+    files = round_files(bodies, rounds, tmp, cycle)
     pids = {label: server.worker_pids() for label, server in servers.items()}
     for worker_pids in pids.values():
         reset_peak_rss(worker_pids)
     merged: dict[str, dict[str, Any]] = {
-        label: {"latencies_ms": [], "statuses": {}, "errors": 0, "wall_s": 0.0} for label in servers
+        label: {"latencies_ms": [], "statuses": {}, "errors": 0, "wall_s": 0.0, "served": 0, "cpu_s": 0.0}
+        for label in servers
     }
-    rounds = max(1, args.rounds)
     for i in range(rounds):
         for label, server in servers.items():
+            warmup = args.warmup if i == 0 else 1
+            cpu_before = cpu_seconds(pids[label])
             result = drive(
                 server,
                 url_path,
                 files[i],
                 max(1, args.requests // rounds),
                 duration / rounds,
-                args.warmup if i == 0 else 1,
+                warmup,
+                clients,
+                cycle,
             )
             m = merged[label]
+            m["cpu_s"] += cpu_seconds(pids[label]) - cpu_before
+            m["served"] += sum(result["statuses"].values()) + warmup * (clients or server.workers)
             m["latencies_ms"].extend(result["latencies_ms"])
             m["errors"] += result["errors"]
             m["wall_s"] += result["wall_s"]
             for k, v in result["statuses"].items():
                 m["statuses"][k] = m["statuses"].get(k, 0) + v
-    return {
-        label: (
+    out = {}
+    for label, m in merged.items():
+        pss, uss = pss_uss_mb(pids[label])
+        out[label] = Measured(
             stats.summarize(m["latencies_ms"], m["errors"], m["wall_s"], m["statuses"]),
             peak_rss_mb(pids[label]),
+            m["cpu_s"] * 1000 / m["served"] if m["served"] else None,
+            pss,
+            uss,
         )
-        for label, m in merged.items()
-    }
+    return out
 
 
 def prefetched_count(request: dict[str, Any]) -> int:
@@ -317,22 +397,75 @@ def discover(server: Server) -> dict[str, Any]:
 
 
 @dataclass
+class Bench:
+    """What a workload's body builder may use: the discovered service, the charts, the stubs."""
+
+    service_entry: dict[str, Any]
+    charts: dict[int, Any]  # resources -> generated Chart
+    stub_url: Callable[[float], str]  # base URL of a FHIR stub answering with that delay (s/query)
+    card_cases: dict[str, Any] = field(default_factory=dict)  # fixture case -> request that gets a card
+
+
+@dataclass
 class Workload:
+    """One arm of the bench. Add an arm by appending to `workloads()`; a new kind of request body
+    needs only a `bodies` builder (see `fixture_case_bodies`)."""
+
     name: str
     resources: int
     prefetch: bool = True
     scaling: bool = False
     text: bool = False  # 3 reports as text only and a text-only order reason (issue 8)
-    first_seen: int = 0  # > 0: that many distinct charts, each sent once (no cache has seen it)
+    first_seen: int = 0  # > 0: that many distinct charts (patients), each sent once: no cache has seen it
+    cycle: bool = False  # several bodies sent round-robin, repeats allowed (a mix, e.g. fixture cases)
+    clients: int | None = None  # concurrent load clients; None: one per worker (no queueing)
+    workers: tuple[int, ...] | None = None  # only with these worker counts; None: every count run
+    stub_delay_s: float = STUB_DELAY_S  # the FHIR stub's delay per query (fallback arms)
+    bodies: Callable[[Bench], list[bytes]] | None = None  # custom request bodies; None: the chart's
+
+
+def fixture_case_bodies(bench: Bench) -> list[bytes]:
+    """The fixture cases (fixtures/cases) whose call gets a card, as the EHR sends them: set by
+    `run_bench` after asking the service which do (`cards_from_cases`)."""
+    return [json.dumps(r).encode() for r in bench.card_cases.values()]
 
 
 def workloads(args: argparse.Namespace) -> list[Workload]:
-    out = [Workload(name, n) for name, n in SIZES.items()]
-    out.append(Workload("fallback", SIZES["typical"], prefetch=False))
-    out.append(Workload("typical-text", SIZES["typical"], text=True))
-    out.append(Workload("text-cold", SIZES["typical"], text=True, first_seen=FIRST_SEEN_CHARTS))
+    """The arms, in run order. Arms that read text come last: the text reader loads at first use
+    and stays, so the arms before them show the lean worker (memory, issue 11)."""
+    typical = SIZES["typical"]
+    out = [Workload(name, n) for name, n in SIZES.items()]  # repeated chart: the same body again
+    out += [
+        Workload("cold", typical, first_seen=FIRST_SEEN_CHARTS),  # issue 11: first-seen charts
+        Workload("large-cold", SIZES["large"], first_seen=FIRST_SEEN_LARGE),
+        Workload("fallback", typical, prefetch=False),
+    ]
     if not args.no_scaling:
         out += [Workload(f"scale-{n}", n, scaling=True) for n in SCALING_SIZES]
+        # issue 11 memory: four 5,000-resource charts at once on one worker
+        out.append(Workload("concurrent-5000", SCALING_SIZES[-1], clients=4, workers=(1,)))
+    out += [
+        # fixture cases with cards; some read text, so they come with the text arms
+        Workload("cases", 0, cycle=True, bodies=fixture_case_bodies),
+        Workload("typical-text", typical, text=True),
+        Workload("text-cold", typical, text=True, first_seen=FIRST_SEEN_CHARTS),
+    ]
+    return out
+
+
+def cards_from_cases(server: Server, path: str, requests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The cases whose call the running service answers with at least one card."""
+    out = {}
+    for name, request in requests.items():
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            conn.request("POST", path, body=json.dumps(request), headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            body = response.read()
+        finally:
+            conn.close()
+        if response.status == 200 and json.loads(body).get("cards"):
+            out[name] = request
     return out
 
 
@@ -350,24 +483,48 @@ def run_bench(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any], list
     service_entry: dict[str, Any] = dict(DEFAULT_DISCOVERY)
     logdir = ROOT / "var" / "bench"
     logdir.mkdir(parents=True, exist_ok=True)
-    charts = {w.resources: generate_chart(w.resources) for w in workloads(args)}
+    arms = [w for w in workloads(args) if not args.only or w.name in args.only]
+    charts = {w.resources: generate_chart(w.resources) for w in arms if w.resources and not w.bodies}
+    charts.setdefault(SIZES["typical"], generate_chart(SIZES["typical"]))
+    stubs: dict[float, Any] = {}
+    card_cases: dict[str, Any] = {}
+
+    def stub_url(delay_s: float) -> str:
+        if delay_s not in stubs:
+            stubs[delay_s] = fhir_stub.start(charts[SIZES["typical"]], delay_s=delay_s)
+        return str(stubs[delay_s].base_url)
+
     with tempfile.TemporaryDirectory(prefix="cds-bench-") as tmpname:
         tmp = Path(tmpname)
-        stub = fhir_stub.start(charts[SIZES["typical"]], delay_s=STUB_DELAY_S)
         try:
-            env_service = service_env(stub.base_url, tmp / "feedback.sqlite3", dict(args.service_env))
+            extra_env = dict(args.service_env)
+            env_service = service_env(stub_url(STUB_DELAY_S), tmp / "feedback.sqlite3", extra_env)
             env_floor = service_env(None, tmp / "floor.sqlite3")
             if has_service:
                 with gunicorn(service_app, 1, env_service, logdir) as probe:
                     service_entry = discover(probe)
+                    path = f"/cds-services/{service_entry.get('id', 'imaging-appropriateness')}"
+                    if any(w.bodies is fixture_case_bodies for w in arms):
+                        cases = case_requests(service_entry)
+                        card_cases = cards_from_cases(probe, path, cases)
+                        notes.append(
+                            f"fixture cases: {len(card_cases)} of {len(cases)} order-select cases get a "
+                            "card; the `cases` arm sends those round-robin"
+                        )
                 notes.append(
                     f"service `{service_entry.get('id')}` ({service_entry.get('hook')}), prefetch keys: "
                     + ", ".join(sorted(service_entry.get("prefetch") or {}))
                 )
+                notes.append(f"start-up to the first 200 (probe, 1 worker): {_f(probe.startup_s, 2)} s")
             path = f"/cds-services/{service_entry.get('id', 'imaging-appropriateness')}"
+            bench = Bench(service_entry, charts, stub_url, card_cases)
             bodies: dict[str, list[bytes]] = {}
             sent: dict[str, int] = {}
-            for w in workloads(args):
+            for w in arms:
+                if w.bodies is not None:
+                    bodies[w.name] = w.bodies(bench)
+                    sent[w.name] = 0
+                    continue
                 chart = text_only_reports(charts[w.resources]) if w.text else charts[w.resources]
                 variants = [first_seen(chart, k) for k in range(w.first_seen)] if w.first_seen else [chart]
                 requests = [
@@ -375,13 +532,16 @@ def run_bench(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any], list
                         service_entry,
                         c,
                         prefetch=w.prefetch,
-                        fhir_server=None if w.prefetch else stub.base_url,
+                        fhir_server=None if w.prefetch else stub_url(w.stub_delay_s),
                         text_reason=w.text,
+                        # a new hookInstance per call, as an EHR sends it
+                        **({"hook_instance": f"00000000-0000-4000-8000-{k:012d}"} if w.first_seen else {}),
                     )
-                    for c in variants
+                    for k, c in enumerate(variants)
                 ]
                 bodies[w.name] = [json.dumps(r).encode() for r in requests]
                 sent[w.name] = prefetched_count(requests[0])
+                del requests, variants
             for workers in args.workers:
                 with contextlib.ExitStack() as stack:
                     servers = {}
@@ -389,9 +549,17 @@ def run_bench(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any], list
                         servers["service"] = stack.enter_context(
                             gunicorn(service_app, workers, env_service, logdir)
                         )
+                        started = servers["service"].startup_s
+                        if started is not None:
+                            STARTUP_S[workers] = started
+                            notes.append(
+                                f"start-up to the first 200 (service, {workers} worker(s)): {started:.2f} s"
+                            )
                     servers["floor"] = stack.enter_context(gunicorn(FLOOR_APP, workers, env_floor, logdir))
-                    for w in workloads(args):
-                        if w.scaling and workers != 1:
+                    for w in arms:
+                        if (w.scaling and workers != 1) or (w.workers and workers not in w.workers):
+                            continue
+                        if not bodies[w.name]:
                             continue
                         # the floor fetches nothing: there is no floor for the fallback path
                         targets = (
@@ -399,36 +567,50 @@ def run_bench(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any], list
                         )
                         if not targets:
                             continue
-                        queries_before = stub.queries
+                        stub = stubs.get(w.stub_delay_s)
+                        queries_before = stub.queries if stub else 0
                         duration = args.duration * (2 if w.resources >= 2000 else 1)
-                        measured = measure(targets, path, bodies[w.name], args, tmp, duration)
-                        for label, (summary, rss) in measured.items():
+                        load_before = os.getloadavg()[0]
+                        measured = measure(
+                            targets, path, bodies[w.name], args, tmp, duration, w.clients, w.cycle
+                        )
+                        for label, m in measured.items():
+                            summary = m.summary
                             row = Row(
                                 w.name,
                                 workers,
                                 label,
                                 w.resources,
-                                len(bodies[w.name][0]),
+                                max(len(b) for b in bodies[w.name]),
                                 sent[w.name],
                                 summary,
-                                rss,
+                                m.peak_rss_mb,
+                                cpu_ms=m.cpu_ms,
+                                pss_mb=m.pss_mb,
+                                uss_mb=m.uss_mb,
                             )
-                            if not w.prefetch:
+                            row.notes.append(f"load {load_before:.1f}")
+                            if w.clients:
+                                row.notes.append(f"{w.clients} concurrent clients")
+                            if not w.prefetch and stub is not None:
                                 calls = summary.n + summary.errors + (args.warmup + args.rounds - 1) * workers
                                 row.notes.append(
                                     f"{(stub.queries - queries_before) / calls:.1f} FHIR queries/call"
                                 )
                             rows.append(row)
                             print(
-                                f"  {label:7} w={workers} {w.name:10} n={summary.n:5} "
+                                f"  {label:7} w={workers} {w.name:15} n={summary.n:5} "
                                 f"p50={summary.p50_ms:8.2f} ms p99={summary.p99_ms:8.2f} ms "
-                                f"{summary.throughput:7.1f} req/s errors={summary.errors}",
+                                f"{summary.throughput:7.1f} req/s cpu={_f(m.cpu_ms, 2)} ms/req "
+                                f"rss={_f(m.peak_rss_mb)} pss={_f(m.pss_mb)} uss={_f(m.uss_mb)} MB "
+                                f"errors={summary.errors} load={load_before:.1f}",
                                 file=sys.stderr,
                                 flush=True,
                             )
         finally:
-            stub.shutdown()
-            stub.server_close()
+            for stub in stubs.values():
+                stub.shutdown()
+                stub.server_close()
     return rows, service_entry, notes
 
 
@@ -449,8 +631,9 @@ def main_table(rows: list[Row]) -> str:
     lines = [
         "| workload | chart / prefetched res. | body KiB | workers | service p50 / p95 / p99 ms "
         "| floor p50 / p95 / p99 ms "
-        "| p50 ratio | service req/s | floor req/s | req/s ratio | service RSS MB | floor RSS MB | errors |",
-        "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| p50 ratio | service req/s | floor req/s | req/s ratio | service CPU ms/req "
+        "| service peak RSS / PSS / USS MB | floor RSS MB | errors, notes |",
+        "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     keys = []
     for r in rows:
@@ -480,7 +663,9 @@ def main_table(rows: list[Row]) -> str:
             f"| {_f(stats.ratio(s and s.summary.p50_ms, f and f.summary.p50_ms), 2)} "
             f"| {_f(s and s.summary.throughput)} | {_f(f and f.summary.throughput)} "
             f"| {_f(stats.ratio(s and s.summary.throughput, f and f.summary.throughput), 2)} "
-            f"| {_f(s and s.peak_rss_mb)} | {_f(f and f.peak_rss_mb)} | {'; '.join(errs + notes) or '0'} |"
+            f"| {_f(s and s.cpu_ms, 2)} "
+            f"| {_f(s and s.peak_rss_mb)} / {_f(s and s.pss_mb)} / {_f(s and s.uss_mb)} "
+            f"| {_f(f and f.peak_rss_mb)} | {'; '.join(errs + notes) or '0'} |"
         )
     return "\n".join(lines)
 
@@ -555,8 +740,7 @@ def verdicts(rows: list[Row], lin: stats.Linearity | None, lin_label: str) -> li
         stats.at_most("large p99 (1 worker)", large and large.summary.p99_ms, 250, "ms"),
         stats.at_most("fallback p50, 50 ms/query (1 worker)", fb and fb.summary.p50_ms, 120, "ms"),
     ]
-    rss = [r.peak_rss_mb for r in rows if r.app == "service" and r.peak_rss_mb is not None]
-    out.append(stats.at_most("peak RSS per worker (all workloads)", max(rss) if rss else None, 150, "MB"))
+    out += issue11_verdicts(rows, STARTUP_S.get(1))
     if lin is None or lin_label != "service":
         out.append(
             stats.Verdict(
@@ -577,6 +761,54 @@ def verdicts(rows: list[Row], lin: stats.Linearity | None, lin_label: str) -> li
         )
     if any(r.summary.errors for r in rows if r.app == "service"):
         out.append(stats.Verdict("no errors under load", "0 non-2xx", "see errors column", False))
+    return out
+
+
+# arms whose charts have no text to read: their workers never load the text reader
+_NO_TEXT_ARMS = frozenset(
+    {*SIZES, "cold", "large-cold", "fallback", "concurrent-5000", *(f"scale-{n}" for n in SCALING_SIZES)}
+)
+
+
+def issue11_verdicts(rows: list[Row], startup_s: float | None = None) -> list[stats.Verdict]:
+    """Issue 11's budget (first-seen charts, cards, start-up, memory), 1 worker."""
+
+    def valid(workload: str, app: str = "service") -> Row | None:
+        r = _find(rows, workload, 1, app)
+        return r if r and r.summary.n and not r.summary.errors else None
+
+    cold, cold_floor, typ, cases = valid("cold"), valid("cold", "floor"), valid("typical"), valid("cases")
+    large_cold, big, big_floor = valid("large-cold"), valid("scale-5000"), valid("scale-5000", "floor")
+    out = [
+        stats.at_most("first-seen typical: worker CPU per request", cold and cold.cpu_ms, 8, "ms"),
+        stats.at_most("first-seen typical p50", cold and cold.summary.p50_ms, 10, "ms"),
+        stats.at_most("first-seen typical p99", cold and cold.summary.p99_ms, 25, "ms"),
+        stats.at_least(
+            "first-seen typical throughput / floor",
+            stats.ratio(cold and cold.summary.throughput, cold_floor and cold_floor.summary.throughput),
+            1 / 3,
+            "×",
+        ),
+        stats.at_most("repeated typical chart p50", typ and typ.summary.p50_ms, 6, "ms"),
+        stats.at_most("fixture cases with cards p50", cases and cases.summary.p50_ms, 6, "ms"),
+        stats.at_most("first-seen 2,000 resources p99", large_cold and large_cold.summary.p99_ms, 150, "ms"),
+        stats.at_most(
+            "5,000 resources p50 / floor",
+            stats.ratio(big and big.summary.p50_ms, big_floor and big_floor.summary.p50_ms),
+            4,
+            "×",
+        ),
+    ]
+    out.append(stats.at_most("start-up to the first 200 (1 worker)", startup_s, 1.5, "s"))
+    rss = [r.peak_rss_mb for r in rows if r.app == "service" and r.peak_rss_mb is not None]
+    out.append(stats.at_most("peak RSS per worker (all workloads)", max(rss) if rss else None, 120, "MB"))
+    lean = [
+        r.peak_rss_mb for r in rows
+        if r.app == "service" and r.peak_rss_mb is not None and r.workload in _NO_TEXT_ARMS
+    ]
+    out.append(
+        stats.at_most("peak RSS per worker, charts without text", max(lean) if lean else None, 120, "MB")
+    )
     return out
 
 
@@ -633,7 +865,7 @@ def report(rows: list[Row], notes: list[str], args: argparse.Namespace) -> str:
             if any(r.workload.startswith("scale-") for r in rows)
             else []
         ),
-        "Budget (issue 5; 1 worker):",
+        "Budget (issues 5 and 11; 1 worker):",
         "",
         budget_table(verdicts(rows, lin, lin_label)),
         "",
@@ -657,6 +889,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="alternating service/floor rounds per workload")
     parser.add_argument("--no-scaling", action="store_true", help="skip the 100/1,000/5,000 scaling runs")
     parser.add_argument("--floor-only", action="store_true", help="measure the floor alone")
+    parser.add_argument("--only", nargs="+", metavar="ARM", help="run only these arms (workload names)")
     parser.add_argument(
         "--service-app", default=SERVICE_APP, help="gunicorn app of the service (module:attr)"
     )

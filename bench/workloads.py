@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import random
 import re
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 Resource = dict[str, Any]
 
-AS_OF = date(2026, 11, 1)  # the chart's "today"; the service is started with CDS_TODAY set to it
+# The chart's "today"; the service is started with CDS_TODAY set to it. The fixtures' bundles
+# carry the same date, so the fixture-case arm is rated as in tests/e2e.
+AS_OF = date(2026, 11, 15)
 PATIENT_ID = "bench-prostate-1"
 USER_ID = "Practitioner/bench-oncologist"
 ENCOUNTER_ID = "bench-encounter-1"
@@ -83,8 +88,8 @@ def _cc(*codings: tuple[str, str, str], text: str | None = None) -> dict[str, An
     return out
 
 
-def _ref() -> dict[str, str]:
-    return {"reference": f"Patient/{PATIENT_ID}"}
+def _ref(patient_id: str = PATIENT_ID) -> dict[str, str]:
+    return {"reference": f"Patient/{patient_id}"}
 
 
 def _day(days_ago: int) -> str:
@@ -442,12 +447,17 @@ def text_only_reports(chart: Chart, count: int = 3) -> Chart:
 
 
 def first_seen(chart: Chart, k: int) -> Chart:
-    """The same chart as if never seen: every resource id and every report text differs by `k`, so
-    no content-keyed cache of the service (validation verdicts, text readings) can answer it."""
+    """The same chart as if never seen: another patient (id and every subject), and every resource
+    id and every report text differs by `k`, so no content-keyed cache of the service (validation
+    verdicts, text readings) can answer it: what an EHR sends for each new patient."""
     out = copy.deepcopy(chart)
+    patient_id = f"{chart.patient['id']}-v{k}"
+    out.patient["id"] = patient_id
     for resources in out.resources.values():
         for r in resources:
             r["id"] = f"{r['id']}-v{k}"
+            if isinstance(r.get("subject"), dict):
+                r["subject"] = _ref(patient_id)
             if isinstance(r.get("conclusion"), str):
                 r["conclusion"] += f" Accession {k}."
                 for form in r.get("presentedForm") or ():
@@ -462,7 +472,7 @@ TEXT_REASON = "New back pain, rule out progression of bone metastases"
 # --- the draft order and the hook request ---------------------------------------------------
 
 
-def draft_bone_scan(text_reason: bool = False) -> Resource:
+def draft_bone_scan(text_reason: bool = False, patient_id: str = PATIENT_ID) -> Resource:
     """An order-select draft: whole-body bone scan (CPT 78306), reason C61 with bone metastases
     (or, with `text_reason`, a reason given as text only, read by the text reader)."""
     order = {
@@ -472,7 +482,7 @@ def draft_bone_scan(text_reason: bool = False) -> Resource:
         "intent": "order",
         "category": [_cc((SNOMED, "363679005", "Imaging"))],
         "code": _cc((CPT, "78306", "Bone and/or joint imaging; whole body"), text="NM bone scan whole body"),
-        "subject": _ref(),
+        "subject": _ref(patient_id),
         "encounter": {"reference": f"Encounter/{ENCOUNTER_ID}"},
         "authoredOn": AS_OF.isoformat(),
         "requester": {"reference": USER_ID},
@@ -589,11 +599,13 @@ def prefetch_for(service: Mapping[str, Any], chart: Chart, context: Mapping[str,
     return out
 
 
-def hook_context(service: Mapping[str, Any], text_reason: bool = False) -> dict[str, Any]:
-    order = draft_bone_scan(text_reason)
+def hook_context(
+    service: Mapping[str, Any], text_reason: bool = False, patient_id: str = PATIENT_ID
+) -> dict[str, Any]:
+    order = draft_bone_scan(text_reason, patient_id)
     context: dict[str, Any] = {
         "userId": USER_ID,
-        "patientId": PATIENT_ID,
+        "patientId": patient_id,
         "encounterId": ENCOUNTER_ID,
         "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": order}]},
     }
@@ -615,7 +627,8 @@ def build_request(
 
     With `prefetch=False` no prefetch is sent and the service must query `fhir_server`.
     """
-    context = hook_context(service, text_reason)
+    patient_id = str(chart.patient.get("id") or PATIENT_ID)
+    context = hook_context(service, text_reason, patient_id)
     body: dict[str, Any] = {
         "hookInstance": hook_instance,
         "hook": service.get("hook", "order-select"),
@@ -629,7 +642,7 @@ def build_request(
             "expires_in": 300,
             "scope": "patient/*.read",
             "subject": "bench",
-            "patient": PATIENT_ID,
+            "patient": patient_id,
         }
     if prefetch:
         body["prefetch"] = prefetch_for(service, chart, context)
@@ -646,3 +659,29 @@ def pick_service(discovery: Mapping[str, Any], preferred: str = "imaging-appropr
         if s.get("hook") == "order-select":
             return dict(s)
     raise LookupError("the service lists no order-select service in discovery")
+
+
+# --- fixture cases (issue 11): the e2e fixtures as an EHR would send them -------------------------
+
+CASES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "cases"
+
+
+def case_requests(service: Mapping[str, Any], cases_dir: Path = CASES_DIR) -> dict[str, dict[str, Any]]:
+    """case name -> a CDS Hooks call of `service`'s hook for every fixture case that has it, with
+    prefetch filled from the case's bundle by the service's own templates (cds_service.replay)."""
+    from cds_service import replay
+    from cds_service.bundle_search import BundleStore
+
+    hook = service.get("hook", "order-select")
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(cases_dir.glob("*.json")):
+        case = json.loads(path.read_text(encoding="utf-8"))
+        if hook not in (case.get("hooks") or ["order-select"]):
+            continue
+        call = replay.load_case(path)
+        call.hook = hook
+        request = replay.build_request(call)
+        request["hookInstance"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-case/{path.stem}"))
+        templates = service.get("prefetch") or {}
+        out[path.stem] = replay.fill_prefetch(request, templates, BundleStore(call.bundle))
+    return out

@@ -18,6 +18,7 @@ from cds_service.protocol.discovery import load_prefetch_templates
 from cds_service.protocol.errors import ProtocolError, operation_outcome
 from cds_service.protocol.feedback import FeedbackStore
 from cds_service.protocol.response import ResponseContractError
+from cds_service.protocol.snooze import Snoozer, state_secret
 from cds_service.protocol.views import ServiceState, Unauthorized, blueprint
 
 log = logging.getLogger(__name__)
@@ -26,13 +27,15 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the service. Raises (refuses to start) on an invalid knowledge base or configuration."""
     settings = settings or Settings.from_env()
-    knowledge = load_knowledge(settings.cards_dir)
+    knowledge = load_knowledge(settings.cards_dir, settings.cache_dir)
     cards_dir = settings.cards_dir
     if cards_dir is None or not (cards_dir / "prefetch.yaml").is_file():
         cards_dir = DEFAULT_CARDS_DIR
     templates = load_prefetch_templates(cards_dir)
-    # Build the R4B validators and the text pipeline now, so the first hook call does not pay.
-    facts.warm_up(knowledge.valuesets)
+    facts.check_installed()
+    if settings.preload_readers:
+        # Build the R4B validators and the text pipeline now, so no hook call pays for them.
+        facts.warm_up(knowledge.valuesets)
     authenticator = None
     if settings.trusted_clients is not None:
         _require_public_url(settings)
@@ -53,15 +56,17 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
+    feedback = FeedbackStore(settings.feedback_db, settings.feedback_store_comments)
     app.extensions["cds"] = ServiceState(
         settings=settings,
         knowledge=knowledge,
         templates=templates,
         authenticator=authenticator,
-        feedback=FeedbackStore(settings.feedback_db, settings.feedback_store_comments),
+        feedback=feedback,
         engine_options=EngineOptions(
             quiet_appropriate=settings.quiet_appropriate, qcdsm_id=settings.qcdsm_id
         ),
+        snoozer=Snoozer(feedback, state_secret(settings.state_secret), settings.snooze_hours * 3600),
     )
     access_log.init_app(app)
     cors.init_app(app, settings.cors_origins)

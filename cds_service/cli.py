@@ -4,28 +4,47 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import importlib
 import io
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from cds_service.config import ConfigError, check_log_level
+
+# Raised while reading settings or the knowledge base before anything serves (all ValueErrors with
+# a message written for the operator).
+_SETTINGS_ERRORS = (ConfigError,)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Every usage or settings error is one line on stderr and exit status 2, never a traceback."""
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except _SETTINGS_ERRORS as exc:
+        print(f"cds-service: refusing to start: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the CDS Hooks endpoints with gunicorn")
     serve.add_argument("--host", default=os.environ.get("CDS_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("CDS_PORT", "8080")))
+    # Read when serving, not while building the parser: a bad CDS_PORT must not break `replay --help`.
+    serve.add_argument("--port", type=_port, default=None, help="default: CDS_PORT or 8080")
     serve.add_argument("--workers", type=int, default=_env_int("CDS_WORKERS", 4))
     serve.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)  # ignored: sync workers
     serve.add_argument("--timeout", type=int, default=_env_int("CDS_WORKER_TIMEOUT", 30),
                        help="seconds a request may run before its worker is killed and replaced")
     serve.add_argument("--graceful-timeout", type=int, default=_env_int("CDS_GRACEFUL_TIMEOUT", 10))
-    serve.add_argument("--log-level", default=os.environ.get("CDS_LOG_LEVEL", "INFO"))
+    serve.add_argument("--log-level", type=_log_level, default=None, help="default: CDS_LOG_LEVEL or INFO")
     sub.add_parser("replay", help="replay fixture scenarios (see cds_service.replay)", add_help=False)
     sub.add_parser("check", help="load the knowledge base and configuration, then exit")
 
@@ -57,21 +76,42 @@ def _replay(argv: list[str]) -> int:
 
 
 def _check() -> int:
-    app = _build_app()
-    if app is None:
-        return 2
-    version = getattr(app.extensions["cds"].knowledge, "version", "?")
-    print(f"ok: knowledge version {version}")
+    """Load everything a start would load, print the effective configuration, write nothing."""
+    from cds_service.config import Settings
+
+    settings = Settings.from_env()
+    # Opening the real state file would create it (and its directory): check a throw-away copy.
+    with tempfile.TemporaryDirectory() as scratch:
+        app = _build_app(dataclasses.replace(settings, feedback_db=Path(scratch) / "check.sqlite3"))
+        if app is None:
+            return 2
+        knowledge = app.extensions["cds"].knowledge
+    print(f"ok: knowledge version {knowledge.version} ({len(knowledge.scenarios)} scenarios)")
+    for name, value in effective_settings(settings).items():
+        print(f"  {name} = {value}")
     return 0
 
 
-def _build_app() -> Any:
+def effective_settings(settings: Any) -> dict[str, str]:
+    """The settings as an operator reads them; anything secret is shown only as set / unset."""
+    shown = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name.rsplit("_", 1)[-1] in {"secret", "token", "password"}:
+            value = "(set)" if value else "(unset)"
+        elif isinstance(value, tuple):
+            value = ", ".join(map(str, value)) or "(none)"
+        shown[f.name] = "(default)" if value is None else str(value)
+    return shown
+
+
+def _build_app(settings: Any = None) -> Any:
     from cds_service.app import create_app
     from cds_service.protocol.access_log import configure_logging
 
-    configure_logging(os.environ.get("CDS_LOG_LEVEL", "INFO"))
+    configure_logging(check_log_level(os.environ.get("CDS_LOG_LEVEL", "INFO")))
     try:
-        return create_app()
+        return create_app(settings)
     except (ValueError, OSError) as exc:  # KnowledgeError, ConfigError, TrustConfigError, ...
         print(f"cds-service: refusing to start: {exc}", file=sys.stderr)
         return None
@@ -80,6 +120,10 @@ def _build_app() -> Any:
 def _serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
+    if args.port is None:
+        args.port = _port(os.environ.get("CDS_PORT", "").strip() or "8080", "CDS_PORT")
+    if args.log_level is None:
+        args.log_level = check_log_level(os.environ.get("CDS_LOG_LEVEL", "INFO"))
     os.environ["CDS_LOG_LEVEL"] = args.log_level
     app = _build_app()  # built once in the master (preload): a bad knowledge base stops here
     if app is None:
@@ -130,6 +174,36 @@ def gunicorn_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _port(raw: str, name: str = "--port") -> int:
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise (argparse.ArgumentTypeError if name == "--port" else ConfigError)(
+            f"{name} must be a TCP port 1-65535, got {raw!r}"
+        )
+    return port
+
+
+def _log_level(raw: str) -> str:
+    try:
+        return check_log_level(raw, "--log-level")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _version() -> str:
+    from cds_service import __version__
+    from cds_service.knowledge import DEFAULT_CARDS_DIR
+
+    try:
+        kb = (DEFAULT_CARDS_DIR / "VERSION").read_text(encoding="utf-8").strip()
+    except OSError:
+        kb = "missing"
+    return f"cds-service {__version__} (knowledge base {kb})"
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -137,7 +211,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise SystemExit(f"cds-service: {name} must be an integer, got {raw!r}") from None
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
 def _json_logging(level: str) -> dict[str, Any]:

@@ -6,9 +6,10 @@ knowledge base in development mode (open, no outbound FHIR calls). See README "C
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -20,8 +21,54 @@ class ConfigError(ValueError):
     """An environment variable has a value the service cannot use."""
 
 
+# Read by the `serve` command (cds_service/cli.py) rather than by Settings; listed so that a CDS_*
+# variable nobody reads is caught as a typo (tests/protocol/test_settings_errors.py keeps this true).
+SERVE_VARIABLES = frozenset({
+    "CDS_HOST", "CDS_PORT", "CDS_WORKERS", "CDS_WORKER_TIMEOUT", "CDS_GRACEFUL_TIMEOUT",
+    "CDS_LIMIT_REQUEST_LINE", "CDS_LIMIT_REQUEST_FIELDS", "CDS_LIMIT_REQUEST_FIELD_SIZE", "CDS_LOG_LEVEL",
+})
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Per-user data directory (XDG): state never lands in whatever directory a command runs in."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME", "").strip() or str(Path.home() / ".local" / "share")
+    return Path(base) / "cds-imaging-appropriateness"
+
+
+class _Recording(Mapping[str, str]):
+    """The environment, remembering which variables the settings read."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env, self.read = env, set[str]()
+
+    def __getitem__(self, key: str) -> str:
+        self.read.add(key)
+        return self.env[key]
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.read.add(key)
+        return self.env.get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.env)
+
+    def __len__(self) -> int:
+        return len(self.env)
+
+
+def check_log_level(raw: str, name: str = "CDS_LOG_LEVEL") -> str:
+    level = raw.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{name} must be one of {', '.join(LOG_LEVELS)}; got {raw!r}")
+    return level
+
+
 @dataclass(frozen=True)
 class Settings:
+    # "production" refuses settings that are only safe on a developer's machine (production_problems).
+    environment: str = "development"
     cards_dir: Path | None = None  # None: the knowledge base shipped in the repo
     today: date | None = None  # fixes "today" for the rules (tests, replay); None: the UTC date
     public_base_url: str | None = None  # e.g. "https://cds.example.org"; None: the request's root URL
@@ -39,8 +86,14 @@ class Settings:
     # Response bodies read from the FHIR server per hook call, all queries and pages together: an
     # answer that would go over it is abandoned unparsed and its data marked incomplete.
     fhir_max_bytes: int = 20 * 1024 * 1024
-    feedback_db: Path = Path("var/feedback.sqlite3")
+    feedback_db: Path = default_state_dir() / "feedback.sqlite3"
     feedback_store_comments: bool = False  # free-text override comments may contain PHI
+    # No nagging (issue 9.7): after an override/dismissal the same card (patient, order code, rule,
+    # verdict) is not shown again for this many hours; 0: never snoozed. Red flags never are.
+    snooze_hours: float = 24.0
+    # Key of the HMAC that stands in for patient ids in kept state (snoozes). None: a random key per
+    # process (warned about; snoozes then end at a restart and are not shared between replicas).
+    state_secret: str | None = field(default=None, repr=False)
     trusted_clients: Path | None = None  # JSON file; None: open (development) mode
     jwt_algorithms: tuple[str, ...] = ("ES384", "RS384")
     jwt_leeway: int = 30  # seconds of clock skew accepted on exp / iat
@@ -60,12 +113,54 @@ class Settings:
     quiet_appropriate: bool = True
     # CMS G-code of the qualified CDS mechanism for `pama-rating-qcdsm-consulted`; None: omitted.
     qcdsm_id: str | None = None
+    # Where the checked knowledge base is kept between starts (knowledge/cache.py); None: not on
+    # disk (still shared within the process). From the environment: $XDG_CACHE_HOME/cds-service.
+    cache_dir: Path | None = None
+    # Load the clinical text reader (spaCy/medspaCy) and the R4B validators at start instead of at
+    # first use. Off: a worker starts fast and small, and the first chart with text to read pays
+    # the load (about 1 s, +45 MB) once. On with `cds-service serve` (which builds the app before
+    # forking): loaded once and shared copy-on-write by the workers (README, Workers and memory).
+    preload_readers: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
+        """Every CDS_* variable checked: a bad value or an unknown name is a one-line ConfigError."""
+        env = _Recording(os.environ if environ is None else environ)
+        settings = cls._read(env)
+        unknown = sorted(k for k in env.env if k.startswith("CDS_") and k not in env.read | SERVE_VARIABLES)
+        if unknown:
+            # A misspelt CDS_TRUSTED_CLIENTS would otherwise leave the service open without a word.
+            known = sorted(env.read | SERVE_VARIABLES)
+            hint = difflib.get_close_matches(unknown[0], known, n=1)
+            raise ConfigError(
+                f"{unknown[0]} is not a setting" + (f" (did you mean {hint[0]}?)" if hint else "")
+                + "; see README, Configuration"
+            )
+        check_log_level(env.env.get("CDS_LOG_LEVEL", "INFO"))
+        problems = settings.production_problems() if settings.environment == "production" else []
+        if problems:
+            raise ConfigError("CDS_ENV=production: " + "; ".join(problems))
+        return settings
+
+    def production_problems(self) -> list[str]:
+        """What makes these settings unfit to face a real EHR (empty: fit)."""
+        problems = []
+        if self.trusted_clients is None:
+            problems.append("CDS_TRUSTED_CLIENTS is not set (the service would be open to anyone)")
+        plain = [h for h in self.fhir_allowed_hosts if h.lower().startswith("http://")]
+        if plain:
+            problems.append(
+                f"CDS_FHIR_ALLOWED_HOSTS allows plain http ({', '.join(plain)}): tokens would travel in clear"
+            )
+        if "*" in self.cors_origins:
+            problems.append("CDS_CORS_ORIGINS is '*': name the EHR origins that may call from a browser")
+        return problems
+
+    @classmethod
+    def _read(cls, env: Mapping[str, str]) -> Settings:
         d = cls()
         return cls(
+            environment=_choice(env, "CDS_ENV", ("development", "production"), d.environment),
             cards_dir=_path(env, "CDS_CARDS_DIR", d.cards_dir),
             today=_date(env, "CDS_TODAY"),
             public_base_url=(env.get("CDS_PUBLIC_BASE_URL") or "").rstrip("/") or None,
@@ -79,6 +174,8 @@ class Settings:
             fhir_max_bytes=_int(env, "CDS_FHIR_MAX_BYTES", d.fhir_max_bytes),
             feedback_db=_path(env, "CDS_FEEDBACK_DB", d.feedback_db) or d.feedback_db,
             feedback_store_comments=_bool(env, "CDS_FEEDBACK_STORE_COMMENTS", d.feedback_store_comments),
+            snooze_hours=_hours(env, "CDS_SNOOZE_HOURS", d.snooze_hours),
+            state_secret=_secret(env, "CDS_STATE_SECRET"),
             trusted_clients=_path(env, "CDS_TRUSTED_CLIENTS", None),
             jwt_algorithms=_list(env, "CDS_JWT_ALGORITHMS", d.jwt_algorithms),
             jwt_leeway=_int(env, "CDS_JWT_LEEWAY", d.jwt_leeway),
@@ -94,7 +191,17 @@ class Settings:
             strict_responses=_bool(env, "CDS_STRICT_RESPONSES", d.strict_responses),
             quiet_appropriate=_bool(env, "CDS_QUIET_APPROPRIATE", d.quiet_appropriate),
             qcdsm_id=(env.get("CDS_QCDSM_ID") or "").strip() or None,
+            cache_dir=_cache_dir(env),
+            preload_readers=_bool(env, "CDS_PRELOAD_READERS", d.preload_readers),
         )
+
+
+def _cache_dir(env: Mapping[str, str]) -> Path | None:
+    raw = env.get("CDS_CACHE_DIR")
+    if raw is None:
+        base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return Path(base) / "cds-service"
+    return None if raw.strip().lower() in _FALSE | {"none"} else Path(raw.strip())
 
 
 def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -102,6 +209,15 @@ def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[
     if raw is None:
         return default
     return tuple(item.strip() for item in raw.replace(";", ",").split(",") if item.strip())
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {raw!r}")
+    return raw
 
 
 def _path(env: Mapping[str, str], name: str, default: Path | None) -> Path | None:
@@ -143,6 +259,34 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise ConfigError(f"{name} must be positive")
     return value
+
+
+def _hours(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number of hours, got {raw!r}") from exc
+    if not 0 <= value <= 24 * 365:  # also refuses nan and inf
+        raise ConfigError(f"{name} must be between 0 (off) and 8760 hours")
+    return value
+
+
+STATE_SECRET_MIN_CHARS = 32
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if len(raw) < STATE_SECRET_MIN_CHARS:
+        # a short key can be brute-forced together with the small space of patient ids
+        raise ConfigError(
+            f"{name} must be at least {STATE_SECRET_MIN_CHARS} characters (e.g. `openssl rand -hex 32`)"
+        )
+    return raw
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

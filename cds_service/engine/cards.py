@@ -24,7 +24,7 @@ from cds_service.engine.rating import PAMA_BY_CATEGORY, Alternative, StudyRating
 from cds_service.engine.scenario import INSUFFICIENT_DATA, ScenarioMatch, Selection
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.model import Procedure, Scenario
-from cds_service.model import Facts, HookRequest, PatientRecord
+from cds_service.model import Facts, HookRequest, ImagingOrder, PatientRecord
 
 SUMMARY_MAX = 139
 
@@ -117,6 +117,7 @@ def _card(
     indicator: str,
     suggestions: list[dict] | None = None,
     also_explained: Iterable[tuple[str, str]] = (),
+    orders: Iterable[ImagingOrder] = (),
 ) -> None:
     texts = ctx.knowledge.texts
     base = ctx.request.base_url.rstrip("/")
@@ -150,7 +151,25 @@ def _card(
         "scenario_id": scenario_id,
         "knowledge_version": ctx.knowledge.version,
         "procedure_id": procedure_id,
+        "order_codes": order_codes(orders),  # the protocol layer's snooze key (issue 9.7)
     }
+
+
+def order_codes(orders: Iterable[ImagingOrder]) -> str:
+    """The codes of the orders a card is about, "system|code" (all codings; text when uncoded),
+    order-independent: the same order placed again, under a new id, gives the same string."""
+    keys = []
+    for order in orders:
+        code = order.resource.get("code")
+        code = code if isinstance(code, Mapping) else {}
+        codings = code.get("coding") if isinstance(code.get("coding"), list) else []
+        parts = sorted({
+            f"{c.get('system') or ''}|{c['code']}" for c in codings
+            if isinstance(c, Mapping) and isinstance(c.get("code"), str) and c["code"]
+        })
+        text = code.get("text")
+        keys.append(",".join(parts) or (f"text|{text.strip().lower()}" if isinstance(text, str) else ""))
+    return " + ".join(sorted(k for k in keys if k))
 
 
 def _suggestion(ctx: RenderContext, label: str, actions: list[dict], recommended: bool) -> dict:
@@ -271,6 +290,7 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         indicator="warning" if warn else "info",
         suggestions=suggestions,
         also_explained=[(p.pitfall.id, f"Pitfall: {p.pitfall.title}") for p in rated.pitfalls],
+        orders=rated.study.to_rate,
     )
     out.rule_ids += [p.pitfall.id for p in rated.pitfalls]
 
@@ -310,6 +330,7 @@ def _tracer_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         indicator="warning",
         suggestions=suggestions,
         also_explained=[(scenario.id, f"Scenario: {scenario.title}")] if scenario else (),
+        orders=rated.study.to_rate,
     )
     out.rule_ids.append(outcome.id)
 
@@ -471,6 +492,7 @@ def _insufficient_card(
         summary=f"No rating: record is missing {first.missing[0]}",
         detail=detail,
         indicator="info",
+        orders=[o for r in ratings for o in r.study.to_rate],
     )
 
 
@@ -517,6 +539,7 @@ def _data_notice_card(ctx: RenderContext, out: Rendered, ratings: list[StudyRati
         "so this imaging advice may be incomplete",
         detail=detail,
         indicator="info",
+        orders=[o for r in ratings for o in r.study.to_rate],
     )
     out.rule_ids.append(outcome.id)
 

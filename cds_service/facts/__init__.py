@@ -102,6 +102,11 @@ def extract_facts(
     return derive_active_cancer(facts)
 
 
+def check_installed() -> None:
+    """The text reader's packages are installed (checked at start, loaded at first use)."""
+    text.check_installed()
+
+
 def warm_up(valuesets: ValueSets | None = None) -> None:
     """Build the R4B validators and the text pipeline once, at application start, so the first
     hook call pays for neither."""
@@ -109,4 +114,4 @@ def warm_up(valuesets: ValueSets | None = None) -> None:
     text.warm_up(valuesets.text_targets if valuesets is not None else None)
 
 
-__all__ = ["extract_facts", "warm_up"]
+__all__ = ["check_installed", "extract_facts", "warm_up"]

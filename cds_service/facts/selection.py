@@ -18,10 +18,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
-
-from cds_service.facts import text
+from cds_service.facts import text, wellformed
 from cds_service.facts._util import codings, id_hash
 from cds_service.facts.stage_notation import STAGING_TEXT, is_text_staging_code
 from cds_service.identity import PatientIdentity, belongs, usable
@@ -80,6 +77,10 @@ class Selection:
 
 @cache
 def _model(resource_type: str) -> Any:
+    # imported at first need (~0.5 s with pydantic): plain resources never reach the model
+    # (facts/wellformed.py), so a worker may serve many charts without it
+    from fhir.resources.R4B import get_fhir_model_class
+
     return get_fhir_model_class(resource_type)
 
 
@@ -179,6 +180,8 @@ def clear_verdicts() -> None:
 
 def _validate(rtype: str, data: dict[str, Any]) -> tuple[bool, Any]:
     """(valid, location of the first error for the log line)."""
+    from pydantic import ValidationError
+
     try:
         _model(rtype).model_validate(data)
     except (ValidationError, ValueError, TypeError, KeyError) as exc:
@@ -191,6 +194,8 @@ def is_valid(resource: Resource) -> bool:
     """Validate, with the R4B model, the elements of `resource` that the rules read."""
     rtype = str(resource.get("resourceType"))
     data = _read_part(resource)
+    if wellformed.accepts(rtype, data):  # plain shapes: certainly valid, no model needed
+        return True
     try:
         key = hashlib.blake2b(json.dumps(data, sort_keys=True).encode(), digest_size=16).digest()
     except (TypeError, ValueError):  # not JSON-serialisable: let the model say why
@@ -469,6 +474,8 @@ def warm_up() -> None:
 
     Call at application start so the first hook request does not pay for it.
     """
+    from pydantic import ValidationError
+
     for rtype in READ_ELEMENTS:
         # an empty resource is invalid; building the validator was the point
         with contextlib.suppress(ValidationError):

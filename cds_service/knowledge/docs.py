@@ -12,8 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from cds_service import yaml_load
 from cds_service.knowledge import DEFAULT_CARDS_DIR, Knowledge, load_knowledge
 from cds_service.knowledge.cases import DEFAULT_CASES_DIR, RuleCases, cases_by_rule
 from cds_service.knowledge.model import Rating, Scenario
@@ -207,7 +206,7 @@ def _text_facts(cards_dir: Path) -> list[str]:
     path = cards_dir / TEXT_TARGETS
     if not path.is_file():
         return ["none", ""]
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = yaml_load.safe_load(path.read_text(encoding="utf-8")) or {}
     produced: dict[str, list[str]] = {}
     for target in data.get("targets") or ():
         tid = str(target.get("id"))

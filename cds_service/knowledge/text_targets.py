@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
+from cds_service import yaml_load
 from cds_service.knowledge.errors import KnowledgeError
 from cds_service.knowledge.vocabulary import CONCEPTS, FINDINGS, MODALITIES
 
@@ -72,12 +72,14 @@ def load_text_targets(cards_dir: Path) -> TextTargets:
     schema_path = Path(cards_dir) / SCHEMA_FILE
     try:
         raw = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(raw)
+        data = yaml_load.safe_load(raw)
         schema = json.loads(schema_path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise KnowledgeError(f"{exc.filename}: cannot read ({exc.strerror})") from exc
     except (yaml.YAMLError, ValueError) as exc:
         raise KnowledgeError(f"{TARGETS_FILE}: cannot parse: {exc}") from exc
+    import jsonschema  # here: a start served from the knowledge cache never needs it
+
     errors = sorted(
         jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path)
     )

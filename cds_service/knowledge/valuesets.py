@@ -16,13 +16,16 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
+from cds_service import yaml_load
 from cds_service.knowledge import KnowledgeError
 from cds_service.knowledge.text_targets import load_text_targets
+
+if TYPE_CHECKING:
+    import jsonschema
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SNOMED = "http://snomed.info/sct"
@@ -54,6 +57,7 @@ SYSTEM_SYNONYMS: Mapping[str, str] = {
 # URIs are URLs or OIDs. Anything longer is garbage that cannot match a value set: it is skipped
 # before any string work, so its length never shows up in the time a request takes.
 MAX_CODE_CHARS = 64
+_MEMO_SIZE = 20_000  # distinct (system, code) answers kept per loaded knowledge base
 MAX_SYSTEM_CHARS = 512
 
 SCHEMA_DIR = "schema"
@@ -144,6 +148,10 @@ class ValueSets:
     # target phrases for reading report / problem text (cards/text/targets.yaml); None: the built-in
     text_targets: Any = None  # cds_service.knowledge.text_targets.TextTargets
     max_prefix_len: int = 8  # longest key of `prefixes` / `excluded` (set by load_valuesets)
+    # (system, code) -> ids_for's answer: a chart repeats the same few hundred codings (issue 11)
+    _memo: dict[tuple[str, str], frozenset[str]] = field(
+        default_factory=dict, compare=False, repr=False, hash=False
+    )
 
     def kind_of(self, set_id: str) -> str | None:
         vs = self.sets.get(set_id)
@@ -151,6 +159,17 @@ class ValueSets:
 
     def ids_for(self, system: str | None, code: str | None) -> frozenset[str]:
         """Value-set ids containing this coding (exact code, or ICD-10-CM prefix)."""
+        if type(system) is str and type(code) is str:
+            memo = self._memo
+            found = memo.get((system, code))
+            if found is None:
+                if len(memo) >= _MEMO_SIZE:  # bounded whatever codes a client sends
+                    memo.clear()
+                found = memo[(system, code)] = self._ids_for(system, code)
+            return found
+        return self._ids_for(system, code)
+
+    def _ids_for(self, system: str | None, code: str | None) -> frozenset[str]:
         key = _key(system, code)
         if key is None:
             return frozenset()
@@ -169,13 +188,19 @@ class ValueSets:
 
     def ids_for_concept(self, concept: Mapping[str, Any] | None) -> frozenset[str]:
         """All codings of a CodeableConcept are synonyms: the union of their value sets."""
-        if not isinstance(concept, Mapping):
+        # type(...) is dict first: JSON gives dicts, and an ABC isinstance is ten times slower
+        if type(concept) is not dict and not isinstance(concept, Mapping):
             return frozenset()
-        found: set[str] = set()
-        for coding in coding_list(concept):
-            if isinstance(coding, Mapping):
-                found.update(self.ids_for(coding.get("system"), coding.get("code")))
-        return frozenset(found)
+        codings = concept.get("coding")
+        if type(codings) is not list:
+            return frozenset()
+        found: frozenset[str] = frozenset()
+        for coding in codings:
+            if type(coding) is dict or isinstance(coding, Mapping):
+                ids = self.ids_for(coding.get("system"), coding.get("code"))
+                if ids:
+                    found = found | ids if found else ids
+        return found
 
     def value_in(self, set_id: str, concept: Mapping[str, Any] | None) -> list[str | float]:
         """The `value`s the codings of `concept` carry in value set `set_id` (answer lists)."""
@@ -215,7 +240,7 @@ class ValueSets:
 def _read_yaml(path: Path) -> Any:
     try:
         with path.open(encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
+            return yaml_load.safe_load(fh)
     except (OSError, yaml.YAMLError) as exc:
         raise KnowledgeError(f"{path.name}: cannot read YAML: {exc}") from exc
 
@@ -226,6 +251,8 @@ def _schema(cards_dir: Path, name: str) -> jsonschema.protocols.Validator:
         schema = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise KnowledgeError(f"{path.name}: cannot read schema: {exc}") from exc
+    import jsonschema  # here: a start served from the knowledge cache never needs it
+
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)

@@ -12,9 +12,11 @@ Every failure is the same bare 401 to the caller; the reason is logged, the toke
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -24,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jwt
 import requests
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,12 @@ _ASYMMETRIC = {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "P
 _MIN_REFRESH_SECONDS = 10.0  # an unknown kid refetches a JWKS at most this often
 _JWKS_TIMEOUT = (2.0, 3.0)
 _NUMERIC_DATES = ("exp", "iat", "nbf")  # RFC 7519 NumericDate: a JSON number, never a string
+
+
+def _jwt() -> Any:
+    """PyJWT, imported when trusted clients are configured (it loads `cryptography`, ~0.25 s and
+    several MB at start): an open development service never needs it."""
+    return importlib.import_module("jwt")
 
 
 class AuthError(Exception):
@@ -177,8 +184,9 @@ class SqliteReplayCache:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._local = threading.local()
         path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
+        with closing(sqlite3.connect(self.path, timeout=5.0)) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS seen_jti (iss TEXT, jti TEXT, exp REAL, PRIMARY KEY (iss, jti))"
@@ -186,11 +194,20 @@ class SqliteReplayCache:
         self._inserts = 0
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=5.0)
+        """This thread's connection, kept open (like the feedback store's): opening, fully syncing
+        and closing one per authenticated call cost milliseconds of blocking I/O on every request.
+        WAL with synchronous=NORMAL survives a crash of the process; a power loss may forget the
+        last few jti values, whose tokens expire within CDS_JWT_MAX_LIFETIME anyway."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():  # never across a fork (gunicorn workers)
+            local.db = sqlite3.connect(self.path, timeout=5.0)
+            local.db.execute("PRAGMA synchronous=NORMAL")
+            local.pid = os.getpid()
+        return local.db
 
     def first_use(self, iss: str, jti: str, exp: float) -> bool:
         now = time.time()
-        with closing(self._connect()) as db, db:
+        with self._connect() as db:
             self._inserts += 1
             if self._inserts % 200 == 0:
                 db.execute("DELETE FROM seen_jti WHERE exp < ?", (now,))
@@ -221,11 +238,13 @@ class Authenticator:
         allowed = frozenset(requested & _ASYMMETRIC)
         if not allowed:
             raise TrustConfigError("CDS_JWT_ALGORITHMS allows no usable algorithm")
+        _jwt()  # at start, not on the first call
         return cls(clients, allowed, leeway, max_lifetime, JwksCache(jwks_ttl), replay or ReplayCache())
 
     def authenticate(self, authorization: str | None, audiences: Iterable[str]) -> Caller:
         if not authorization or not authorization.startswith("Bearer "):
             raise AuthError("no bearer token")
+        jwt = _jwt()
         token = authorization[len("Bearer "):].strip()
         try:
             header = jwt.get_unverified_header(token)
@@ -265,16 +284,25 @@ class Authenticator:
         return Caller(iss=client.iss, tenant=tenant if isinstance(tenant, str) else None)
 
     def _key(self, client: TrustedClient, kid: str, jku: Any) -> dict[str, Any]:
-        if jku is not None:
-            if not isinstance(jku, str) or (jku not in client.jku and jku != client.jwks_url):
+        """The issuer's key for `kid`: keys configured out of band first, the token's `jku` last.
+
+        A `jku` header is only a hint where to fetch keys. Keys the site configured (an inline JWKS or
+        `jwks_url`) are used whenever they hold the `kid`, so a client that always sends a `jku` (the
+        CDS Hooks sandbox does) works behind an egress firewall. The `jku` is fetched only when no
+        configured key matches, and only from the issuer's allowlist. A `jku` that is not on a
+        configured allowlist is refused outright: the site declared which URLs that issuer uses.
+        """
+        if jku is not None and (not isinstance(jku, str) or (client.jku and jku not in client.jku)):
+            raise AuthError("jku not on the issuer's allowlist")
+        key = None
+        if client.jwks is not None:
+            key = _index(client.jwks).get(kid)
+        if key is None and client.jwks_url is not None:
+            key = self.jwks.key(client.jwks_url, kid)
+        if key is None and jku is not None:
+            if jku not in client.jku and jku != client.jwks_url:
                 raise AuthError("jku not on the issuer's allowlist")
             key = self.jwks.key(jku, kid)
-        elif client.jwks is not None:
-            key = _index(client.jwks).get(kid)
-        elif client.jwks_url is not None:
-            key = self.jwks.key(client.jwks_url, kid)
-        else:
-            raise AuthError("no jku in header and no out-of-band JWKS for issuer")
         if key is None:
             raise AuthError("kid not found in the issuer's JWKS")
         return key

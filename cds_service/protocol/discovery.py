@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from cds_service import yaml_load
 from cds_service.knowledge import DEFAULT_CARDS_DIR
 
 # 2.0 tokens: a root-level context field or one of the four user identifiers.
@@ -101,7 +102,7 @@ SERVICES_BY_ID: Mapping[str, ServiceDefinition] = {s.id: s for s in SERVICES}
 def load_prefetch_templates(cards_dir: Path | None = None) -> dict[str, PrefetchTemplate]:
     path = (cards_dir or DEFAULT_CARDS_DIR) / "prefetch.yaml"
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml_load.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise PrefetchConfigError(f"{path.name}: cannot read: {exc}") from exc
     entries = data.get("templates") if isinstance(data, dict) else None
@@ -133,7 +134,7 @@ def _valueset_codes(root: Path, set_ids: Any, key: str, where: str) -> list[tupl
     for set_id in set_ids:
         path = root / "valuesets" / f"{set_id}.yaml"
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml_load.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
             raise PrefetchConfigError(f"{where}: template {key!r}: value set {set_id!r}: {exc}") from exc
         for entry in data.get("codes") or () if isinstance(data, dict) else ():

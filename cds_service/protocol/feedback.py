@@ -1,10 +1,12 @@
 """Feedback (`POST /cds-services/{id}/feedback`): validation and a durable, idempotent store.
 
-SQLite (stdlib). Two tables, joined on the card uuid:
-  card_index  card uuid -> rule, scenario, knowledge version, procedure (written at response time)
-  feedback    one row per distinct feedback item (a repeat of the same item is ignored)
-No patient identifiers are stored. Free-text override comments may carry PHI and are stored only
-when CDS_FEEDBACK_STORE_COMMENTS is on.
+SQLite (stdlib). Tables, joined on the card uuid:
+  card_index    card uuid -> rule, scenario, knowledge version, procedure (written at response time)
+  feedback      one row per distinct feedback item (a repeat of the same item is ignored)
+  card_subject  card uuid -> what makes it "the same card" later (protocol/snooze.py), response time
+  snooze        subjects overridden or dismissed, with the time: such cards are not shown again
+No patient identifiers are stored: a subject holds an HMAC of the patient id, never the id.
+Free-text override comments may carry PHI and are stored only when CDS_FEEDBACK_STORE_COMMENTS is on.
 
 Only feedback on cards this service issued is stored: an item whose card uuid is not in the card
 index (for this service) is counted in the answer's `unknown` and dropped, so a client cannot fill
@@ -19,7 +21,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cds_service.protocol.errors import InvalidRequest
+from cds_service.protocol.snooze import CardSubject
 
 OUTCOMES = ("accepted", "overridden")
 
@@ -57,6 +60,25 @@ CREATE TABLE IF NOT EXISTS feedback (
     received_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS feedback_card ON feedback(card_uuid);
+CREATE TABLE IF NOT EXISTS card_subject (
+    card_uuid TEXT PRIMARY KEY,
+    service_id TEXT NOT NULL,
+    patient_key TEXT NOT NULL,
+    order_codes TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS card_subject_age ON card_subject(created_at);
+CREATE TABLE IF NOT EXISTS snooze (
+    patient_key TEXT NOT NULL,
+    order_codes TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    snoozed_at REAL NOT NULL,
+    PRIMARY KEY (patient_key, order_codes, rule_id, verdict)
+);
+CREATE INDEX IF NOT EXISTS snooze_age ON snooze(snoozed_at);
 """
 
 
@@ -84,6 +106,7 @@ class FeedbackItem:
 class Recorded(NamedTuple):
     stored: int  # new items written (repeats are ignored)
     unknown: int  # items for card uuids this service never issued: counted, not stored
+    snoozed: int = 0  # new overrides that snooze their card (protocol/snooze.py)
 
 
 def parse_feedback(body: Any, max_items: int = 100, max_comment_chars: int = 2000) -> list[FeedbackItem]:
@@ -184,8 +207,15 @@ class FeedbackStore:
             yield db
 
     def index_cards(
-        self, service_id: str, hook_instance: str, card_index: Mapping[str, Mapping[str, str]]
+        self,
+        service_id: str,
+        hook_instance: str,
+        card_index: Mapping[str, Mapping[str, str]],
+        subjects: Mapping[str, CardSubject] | None = None,
+        at: float | None = None,
     ) -> None:
+        """Remember the cards of a response; `subjects` (with the time `at`) lets a later override
+        of one of them snooze it."""
         if not card_index:
             return
         now = _now()
@@ -196,12 +226,45 @@ class FeedbackStore:
         ]
         with self._connect() as db:
             db.executemany("INSERT OR IGNORE INTO card_index VALUES (?,?,?,?,?,?,?,?)", rows)
+            if subjects and at is not None:
+                db.executemany(
+                    "INSERT OR IGNORE INTO card_subject VALUES (?,?,?,?,?,?,?)",
+                    [(uuid, service_id, *subject, at) for uuid, subject in subjects.items()],
+                )
 
-    def record(self, service_id: str, items: list[FeedbackItem], client_iss: str | None = None) -> Recorded:
+    def snoozed(self, subjects: Iterable[CardSubject], since: float) -> set[CardSubject]:
+        wanted = set(subjects)
+        found: set[CardSubject] = set()
+        with self._connect() as db:
+            for key in sorted({s.patient_key for s in wanted}):  # one patient per call in practice
+                found.update(
+                    CardSubject(*row) for row in db.execute(
+                        "SELECT patient_key, order_codes, rule_id, verdict FROM snooze "
+                        "WHERE patient_key = ? AND snoozed_at >= ?",
+                        (key, since),
+                    )
+                )
+        return found & wanted
+
+    def prune(self, snoozed_before: float, subjects_before: float) -> None:
+        """Forget expired snoozes and the subjects of cards too old to be dismissed usefully."""
+        with self._connect() as db:
+            db.execute("DELETE FROM snooze WHERE snoozed_at < ?", (snoozed_before,))
+            db.execute("DELETE FROM card_subject WHERE created_at < ?", (subjects_before,))
+
+    def record(
+        self,
+        service_id: str,
+        items: list[FeedbackItem],
+        client_iss: str | None = None,
+        snooze_at: float | None = None,
+    ) -> Recorded:
         """Store the items on cards this service issued; returns how many were new and how many
-        named a card uuid it never issued (those are not stored)."""
+        named a card uuid it never issued (those are not stored). With `snooze_at` (unix time;
+        None: snoozing is off), a new `overridden` item snoozes its card's subject from then on;
+        `accepted` never does, and a repeat of an item does not extend the snooze."""
         now = _now()
-        new = 0
+        new = snoozes = 0
         with self._connect() as db:
             cards = sorted({item.card for item in items})
             marks = ",".join("?" * len(cards))
@@ -221,7 +284,14 @@ class FeedbackStore:
                      item.outcome_timestamp, client_iss, now),
                 )
                 new += cursor.rowcount
-        return Recorded(stored=new, unknown=len(items) - len(issued))
+                if cursor.rowcount and item.outcome == "overridden" and snooze_at is not None:
+                    snoozes += db.execute(
+                        "INSERT INTO snooze SELECT patient_key, order_codes, rule_id, verdict, ? "
+                        "FROM card_subject WHERE card_uuid = ? AND service_id = ? AND true "
+                        "ON CONFLICT DO UPDATE SET snoozed_at = max(snoozed_at, excluded.snoozed_at)",
+                        (snooze_at, item.card, service_id),
+                    ).rowcount
+        return Recorded(stored=new, unknown=len(items) - len(issued), snoozed=snoozes)
 
     def rows(self) -> list[dict[str, Any]]:
         """Feedback joined to the rule that produced each card (for review and tests)."""

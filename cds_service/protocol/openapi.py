@@ -10,26 +10,26 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
 from flask import Blueprint, Response, current_app, jsonify
 
+from cds_service import yaml_load
 from cds_service.protocol.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("openapi", __name__)
 
-# The source tree first; then the working directory (the Docker image runs from /app, pip-installed).
+# The source tree first; then the copy an installed wheel carries as package data (pyproject.toml).
 _CANDIDATES = (
     Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml",
-    Path("docs") / "openapi.yaml",
+    Path(__file__).resolve().parents[1] / "_docs" / "openapi.yaml",
 )
 
 
 def load_description(candidates: tuple[Path, ...] = _CANDIDATES) -> dict[str, Any] | None:
     for path in candidates:
         if path.is_file():
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml_load.safe_load(path.read_text(encoding="utf-8"))
             if not isinstance(data, dict) or "openapi" not in data:
                 raise ValueError(f"{path}: not an OpenAPI document")
             return data

@@ -21,8 +21,9 @@ from cds_service.protocol.errors import ProtocolError
 from cds_service.protocol.feedback import FeedbackStore, parse_feedback
 from cds_service.protocol.json_input import parse_json_body
 from cds_service.protocol.prefetch import gather_record
-from cds_service.protocol.request import parse_hook_request
+from cds_service.protocol.request import ParsedCall, parse_hook_request
 from cds_service.protocol.response import build_body, enforce_contract
+from cds_service.protocol.snooze import Shown, Snoozer
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class ServiceState:
     authenticator: Authenticator | None
     feedback: FeedbackStore
     engine_options: engine.EngineOptions = engine.EngineOptions()
+    snoozer: Snoozer | None = None  # None: cards are never snoozed
 
 
 class Unauthorized(Exception):
@@ -141,16 +143,18 @@ def invoke(service_id: str) -> Response:
     )
     result = engine.evaluate(call.request, record, state.knowledge, state.engine_options)
     response_body, _ = enforce_contract(build_body(result), strict=state.settings.strict_responses)
-    kept = _kept_uuids(response_body)
+    shown = _snooze(state, call, response_body, result.card_index)
+    response_body = shown.body
     try:
         state.feedback.index_cards(
-            service.id, call.request.hook_instance, {u: m for u, m in result.card_index.items() if u in kept}
+            service.id, call.request.hook_instance, shown.card_index, shown.subjects,
+            state.snoozer.clock() if state.snoozer else None,
         )
     except sqlite3.Error:
         # The guidance matters more than its feedback link: answer anyway, and say so in the log.
         log.exception("could not index cards for feedback")
     access_log.note(
-        rule_ids=list(result.rule_ids), cards=len(response_body["cards"]),
+        rule_ids=list(result.rule_ids), cards=len(response_body["cards"]), snoozed=shown.snoozed or None,
         system_actions=len(response_body.get("systemActions", [])),
     )
     return jsonify(response_body)
@@ -163,9 +167,13 @@ def feedback(service_id: str) -> Response:
     access_log.note(service=service.id)
     settings = _state().settings
     items = parse_feedback(_json_body(), settings.max_feedback_items, settings.max_comment_chars)
-    recorded = _state().feedback.record(service.id, items, caller.iss if caller else None)
+    snoozer = _state().snoozer
+    recorded = _state().feedback.record(
+        service.id, items, caller.iss if caller else None, snoozer.now() if snoozer else None
+    )
     access_log.note(
-        feedback_items=len(items), feedback_new=recorded.stored, feedback_unknown=recorded.unknown
+        feedback_items=len(items), feedback_new=recorded.stored, feedback_unknown=recorded.unknown,
+        feedback_snoozed=recorded.snoozed or None,
     )
     return jsonify({"received": len(items), "stored": recorded.stored, "unknown": recorded.unknown})
 
@@ -182,5 +190,10 @@ def _has_service_requests(req: HookRequest) -> bool:
     return any(r.get("resourceType") == "ServiceRequest" for r in req.draft_orders)
 
 
-def _kept_uuids(body: dict[str, Any]) -> set[str]:
-    return {c["uuid"] for c in body["cards"] if isinstance(c, dict) and isinstance(c.get("uuid"), str)}
+def _snooze(state: ServiceState, call: ParsedCall, body: dict[str, Any], card_index: Any) -> Shown:
+    """Leave out the cards the clinician dismissed for this patient (protocol/snooze.py)."""
+    if state.snoozer is None:
+        uuids = {c["uuid"] for c in body["cards"] if isinstance(c, dict) and isinstance(c.get("uuid"), str)}
+        return Shown(body, {u: m for u, m in card_index.items() if u in uuids}, {})
+    req = call.request
+    return state.snoozer.filter(req.hook_instance, call.fhir_server, req.patient_id, body, card_index)

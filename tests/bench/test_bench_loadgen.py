@@ -74,3 +74,15 @@ def test_distinct_bodies_are_each_measured_once_and_warmups_use_the_last(server)
     measured = [b for b in _Handler.seen if b != bodies[-1]]
     assert len(warmups) == 4
     assert sorted(measured) == sorted(bodies[:-1])
+
+
+def test_cycle_sends_every_body_round_robin_with_repeats(server):
+    url = server(200)
+    handler = _Handler
+    handler.seen.clear()
+    bodies = [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+    result = loadgen.run(url, bodies, concurrency=1, requests=7, duration_s=60, warmup=1, cycle=True)
+    assert result["statuses"] == {"200": 7}  # the budget is not capped at the number of bodies
+    warm, measured = handler.seen[:3], handler.seen[3:]
+    assert sorted(warm) == sorted(bodies)  # a mix warms up on each of its bodies
+    assert set(measured) == set(bodies) and len(measured) == 7

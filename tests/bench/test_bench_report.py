@@ -94,3 +94,37 @@ def test_round_files_give_each_round_its_own_first_seen_bodies(tmp_path):
     assert all(chunk[-1] == bodies[-1] for chunk in lines)
     single = run.round_files([b"{}"], 3, tmp_path)
     assert len(set(single)) == 1 and single[0].read_bytes() == b"{}"
+
+
+def test_round_files_cycle_send_every_body_every_round(tmp_path):
+    bodies = [b"{}", b"[]", b"1"]
+    files = run.round_files(bodies, 3, tmp_path, cycle=True)
+    assert all(f.read_bytes().splitlines() == bodies for f in files)
+
+
+def test_issue11_budget_reads_cold_cases_startup_cpu_and_memory():
+    rows = [
+        _row("cold", "service", 8.0, 20.0, 120.0),
+        _row("cold", "floor", 2.0, 5.0, 300.0, rss=30.0),
+        _row("typical", "service", 5.0, 12.0, 200.0, rss=60.0),
+        _row("cases", "service", 4.0, 9.0, 250.0, rss=110.0),
+        _row("typical-text", "service", 5.0, 9.0, 250.0, rss=130.0),
+        _row("large-cold", "service", 100.0, 140.0, 10.0, resources=2000),
+        _row("scale-5000", "service", 300.0, 300.0, 3.0, resources=5000),
+        _row("scale-5000", "floor", 100.0, 100.0, 10.0, resources=5000),
+    ]
+    rows[0].cpu_ms = 7.5
+    items = {v.item: v for v in run.issue11_verdicts(rows, startup_s=1.2)}
+    assert items["first-seen typical: worker CPU per request"].passed is True
+    assert items["first-seen typical throughput / floor"].passed is True  # 0.4 ≥ 1/3
+    assert items["repeated typical chart p50"].passed is True
+    assert items["fixture cases with cards p50"].passed is True
+    assert items["first-seen 2,000 resources p99"].passed is True
+    assert items["5,000 resources p50 / floor"].passed is True  # 3×
+    assert items["start-up to the first 200 (1 worker)"].passed is True
+    assert items["peak RSS per worker (all workloads)"].passed is False  # the text arm's 130 MB
+    assert items["peak RSS per worker, charts without text"].passed is True  # 60 MB
+    rows[0].cpu_ms = 9.0
+    failing = {v.item: v for v in run.issue11_verdicts(rows, startup_s=2.0)}
+    assert failing["first-seen typical: worker CPU per request"].passed is False
+    assert failing["start-up to the first 200 (1 worker)"].passed is False

@@ -172,3 +172,29 @@ def test_text_reason_replaces_the_coded_reason():
     request = wl.build_request(DISCOVERY["services"][1], wl.generate_chart(5), text_reason=True)
     order = request["context"]["draftOrders"]["entry"][0]["resource"]
     assert order["reasonCode"] == [{"text": wl.TEXT_REASON}]
+
+
+def test_first_seen_chart_is_another_patient_in_every_reference():
+    chart = wl.generate_chart(150)
+    seen = wl.first_seen(chart, 3)
+    pid = seen.patient["id"]
+    assert pid != chart.patient["id"] and chart.patient["id"] == wl.PATIENT_ID  # original untouched
+    assert all(r["subject"] == {"reference": f"Patient/{pid}"} for rs in seen.resources.values() for r in rs)
+    request = wl.build_request(DISCOVERY["services"][1], seen, hook_instance="h-3")
+    context = request["context"]
+    assert context["patientId"] == pid and request["hookInstance"] == "h-3"
+    assert context["draftOrders"]["entry"][0]["resource"]["subject"] == {"reference": f"Patient/{pid}"}
+    assert request["prefetch"]["patient"]["id"] == pid
+    assert len(request["prefetch"]["psa"]["entry"]) > 0  # the search found the new patient's data
+
+
+def test_case_requests_fill_prefetch_from_each_fixture_bundle():
+    service = {"id": "imaging-appropriateness", "hook": "order-select",
+               "prefetch": {"patient": "Patient/{{context.patientId}}",
+                            "conditions": "Condition?patient={{context.patientId}}"}}
+    requests = wl.case_requests(service)
+    assert len(requests) >= 30
+    for request in requests.values():
+        assert request["hook"] == "order-select" and request["context"]["selections"]
+        assert request["prefetch"]["patient"]["id"] == request["context"]["patientId"]
+        assert request["prefetch"]["conditions"]["resourceType"] == "Bundle"

@@ -19,6 +19,9 @@ from cds_service.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 FHIR_BASE = "https://fhir.replay.test/r4"
+# `cli` swaps replay.InProcess for the cached app; building one must reach the real class, or a CLI
+# test that runs first (alone, or under xdist) recurses forever.
+_IN_PROCESS = replay.InProcess
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +51,7 @@ class Runner:
     def app(self, as_of: date, fhir_server: str | None = None) -> replay.InProcess:
         key = (as_of, fhir_server)
         if key not in self._apps:
-            self._apps[key] = replay.InProcess(as_of, fhir_server=fhir_server, settings=self.settings)
+            self._apps[key] = _IN_PROCESS(as_of, fhir_server=fhir_server, settings=self.settings)
         return self._apps[key]
 
     def load(self, case: dict[str, Any], hook: str) -> tuple[replay.Replay, dict[str, str]]:

@@ -80,7 +80,10 @@ def test_every_response_satisfies_cds_hooks_rules(name):
             "scenario_id",
             "knowledge_version",
             "procedure_id",
+            "order_codes",
         }
+        # every card about an order names its codes: the snooze key (issue 9.7); red flags need none
+        assert card["indicator"] == "critical" or "|" in result.card_index[card["uuid"]]["order_codes"]
         assert (
             card["links"][0]["url"]
             == f"https://cds.example.org/rules/{result.card_index[card['uuid']]['rule_id']}"

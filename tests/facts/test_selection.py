@@ -84,6 +84,8 @@ def test_verdict_cache_is_keyed_by_content_and_bounded(valuesets, monkeypatch):
     selection.clear_verdicts()
     monkeypatch.setattr(selection, "VERDICT_CACHE_SIZE", 2)
     good = observation((LNC, "2857-1"), when="2026-01-01", valueQuantity=quantity(1.0, "ng/mL"))
+    # an extension on a read element: not a plain shape, so the model is asked (and cached)
+    good["code"]["coding"][0]["extension"] = [{"url": "http://example.org/x", "valueString": "y"}]
     assert selection.is_valid(good)
     # same id, one element now malformed: a new verdict, not the cached one
     assert not selection.is_valid({**good, "effectiveDateTime": "yesterday"})

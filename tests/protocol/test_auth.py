@@ -59,6 +59,62 @@ def test_sandbox_shaped_call_with_its_jwt_style_is_accepted(make_app, tmp_path):
     assert isinstance(response.get_json()["cards"], list)
 
 
+SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
+
+
+def _sandbox_client(make_app, tmp_path, entry):
+    sandbox = Signer(iss="https://sandbox.cds-hooks.org", kid="44823f3d-0b01-4a6c-a80e-b9d3e8a7226f")
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({sandbox.iss: entry(sandbox)}))
+    return sandbox, make_app(trusted_clients=path).test_client()
+
+
+@pytest.mark.parametrize("jku_list", [[], [SANDBOX_JKU]], ids=["no-jku-list", "jku-on-list"])
+def test_inline_jwks_is_used_for_a_sandbox_token_offline(make_app, tmp_path, jku_list):
+    """Behind an egress firewall: the sandbox always sends a jku, the site configured its JWKS inline.
+
+    The configured key matches the kid, so nothing is fetched (RequestsMock fails any HTTP call).
+    """
+    sandbox, client = _sandbox_client(make_app, tmp_path, lambda s: {"jwks": s.jwks, "jku": jku_list})
+    with responses.RequestsMock() as mock:
+        headers = sandbox.auth(SELECT, headers={"jku": SANDBOX_JKU}, iat=time.time() + 0.5)
+        assert client.post(SELECT, json=sandbox_request(), headers=headers).status_code == 200
+        assert client.get("/cds-services", headers=sandbox.auth(DISCOVERY, headers={"jku": SANDBOX_JKU})
+                          ).status_code == 200
+        assert not mock.calls
+
+
+def test_jku_is_fetched_only_when_no_configured_key_matches_the_kid(make_app, tmp_path):
+    other = Signer(kid="rotated-away")
+    sandbox, client = _sandbox_client(
+        make_app, tmp_path, lambda s: {"jwks": other.jwks, "jku": [SANDBOX_JKU]}
+    )
+    with responses.RequestsMock() as mock:
+        mock.get(SANDBOX_JKU, json=sandbox.jwks)
+        headers = sandbox.auth(SELECT, headers={"jku": SANDBOX_JKU})
+        assert client.post(SELECT, json=sandbox_request(), headers=headers).status_code == 200
+        assert [c.request.url for c in mock.calls] == [SANDBOX_JKU]
+
+
+def test_a_jku_off_a_configured_allowlist_is_refused_even_with_an_inline_key(make_app, tmp_path):
+    sandbox, client = _sandbox_client(
+        make_app, tmp_path, lambda s: {"jwks": s.jwks, "jku": ["https://ehr.example.org/jwks.json"]}
+    )
+    with responses.RequestsMock() as mock:
+        headers = sandbox.auth(SELECT, headers={"jku": "https://attacker.example.com/jwks.json"})
+        assert_bare_401(client.post(SELECT, json=sandbox_request(), headers=headers))
+        assert not mock.calls
+
+
+def test_an_unlisted_jku_is_never_fetched_when_no_configured_key_matches(make_app, tmp_path):
+    other = Signer(kid="someone-else")
+    sandbox, client = _sandbox_client(make_app, tmp_path, lambda s: {"jwks": other.jwks})
+    with responses.RequestsMock() as mock:
+        headers = sandbox.auth(SELECT, headers={"jku": "https://attacker.example.com/jwks.json"})
+        assert_bare_401(client.post(SELECT, json=sandbox_request(), headers=headers))
+        assert not mock.calls
+
+
 def test_aud_may_be_a_list(secured, signer):
     assert call(secured, signer.auth(SELECT, aud=["https://other", SELECT])).status_code == 200
 
@@ -335,3 +391,32 @@ def test_exp_as_string_is_401_even_when_far_in_the_future(secured, signer):
     assert_bare_401(call(secured, signer.auth(SELECT, exp=str(int(time.time()) + 300))))
     # a float is a JSON number
     assert call(secured, signer.auth(SELECT, exp=time.time() + 300.5)).status_code == 200
+
+
+def test_jti_store_keeps_one_connection_per_thread_and_process(tmp_path):
+    """Issue 11: the jti store is off the hot path like the card index (a kept WAL connection per
+    thread and process), and still catches a replay across threads and forked workers."""
+    import os
+    import threading
+
+    from cds_service.protocol.auth import SqliteReplayCache
+
+    cache = SqliteReplayCache(tmp_path / "jti.sqlite3")
+    exp = time.time() + 300
+    assert cache._connect() is cache._connect()  # kept, not reopened per call
+    assert cache._connect().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert cache._connect().execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(cache.first_use("iss", "same", exp)))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]
+    pid = os.fork()
+    if pid == 0:  # a forked worker opens its own connection and sees the parent's jti
+        os._exit(0 if not cache.first_use("iss", "same", exp) and cache.first_use("iss", "new", exp) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not cache.first_use("iss", "new", exp)  # the child's insert is visible here

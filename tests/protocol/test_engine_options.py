@@ -54,11 +54,14 @@ def test_engine_options_read_from_environment():
     assert Settings.from_env({"CDS_QCDSM_ID": ""}).qcdsm_id is None
 
 
-def test_create_app_warms_up_the_fhir_models_once(settings, monkeypatch):
+def test_create_app_warms_up_the_readers_once_when_asked(settings, monkeypatch):
     import cds_service.app as app_module
 
     calls = []
     monkeypatch.setattr(app_module.facts, "warm_up", lambda valuesets=None: calls.append(valuesets))
-    app = app_module.create_app(settings)
+    app_module.create_app(settings)
+    assert calls == []  # default (issue 11): loaded at first use, a worker starts fast and small
+    app = app_module.create_app(replace(settings, preload_readers=True))
     # once, with the loaded knowledge base (its text targets build the NLP pipeline)
     assert calls == [app.extensions["cds"].knowledge.valuesets]
+    assert Settings.from_env({"CDS_PRELOAD_READERS": "1"}).preload_readers is True

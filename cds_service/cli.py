@@ -47,9 +47,15 @@ def _main(args: list[str]) -> int:
     serve.add_argument("--log-level", type=_log_level, default=None, help="default: CDS_LOG_LEVEL or INFO")
     sub.add_parser("replay", help="replay fixture scenarios (see cds_service.replay)", add_help=False)
     sub.add_parser("check", help="load the knowledge base and configuration, then exit")
+    sub.add_parser("fhir-serve", add_help=False,
+                   help="serve a fixture patient as a read-only FHIR server (try the no-prefetch path)")
 
     if args[:1] == ["replay"]:
         return _replay(args[1:])
+    if args[:1] == ["fhir-serve"]:
+        from cds_service import fhir_serve
+
+        return fhir_serve.main(args[1:])
     parsed = parser.parse_args(args)
     if parsed.command == "check":
         return _check()

@@ -79,6 +79,7 @@ class Replay:
     selections: list[str] | None = None  # ServiceRequest ids; default all (order-select)
     expected: Mapping[str, Any] | None = None  # from a case file
     order_names: list[str] = field(default_factory=list)  # order file stems (case files)
+    today: date | None = None  # --today; None: the bundle's timestamp date
 
     @property
     def patient_id(self) -> str:
@@ -86,7 +87,7 @@ class Replay:
 
     @property
     def as_of(self) -> date:
-        return as_of_date(self.bundle)
+        return self.today or as_of_date(self.bundle)
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -291,9 +292,14 @@ def _with(settings: Any, **changes: Any) -> Any:
 
 
 def _allow_host(settings: Any, fhir_server: str) -> Any:
-    """Add the replay FHIR server's host[:port] to the allowlist of an in-process service."""
+    """Add the replay FHIR server's host[:port] to the allowlist of an in-process service.
+
+    A plain-http server (`cds-service fhir-serve` on localhost) is allowed as `http://host:port`:
+    the allowlist takes bare hosts as https only.
+    """
     current = getattr(settings, "fhir_allowed_hosts", None)
-    host = urlsplit(fhir_server).netloc
+    parts = urlsplit(fhir_server)
+    host = parts.netloc if parts.scheme != "http" else f"http://{parts.netloc}"
     if current is None or not host:
         return settings
     if isinstance(current, str):
@@ -468,7 +474,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fhir-server", help="fhirServer to send (required with --no-prefetch)")
     p.add_argument("--fhir-token", help="bearer token to send as fhirAuthorization (never logged)")
     p.add_argument("--json", action="store_true", help="print the raw response JSON")
+    p.add_argument("--today", type=_iso_date, metavar="YYYY-MM-DD",
+                   help="evaluate as of this date (default: the bundle's timestamp date)")
+    p.add_argument("--print-request", action="store_true",
+                   help="print the hook request (prefetch filled) instead of sending it: paste it into "
+                        "curl or the CDS Hooks sandbox")
     return p
+
+
+def _iso_date(raw: str) -> date:
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {raw!r}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -486,7 +504,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ReplayError("no draft order: give --order CODE|FILE (or replay a case file)")
         if args.hook:
             replay.hook = args.hook
+        replay.today = args.today
+        if args.url and replay.as_of != date.today():
+            # A running service rates as of its own date: say so, or a 6-week-old therapy change
+            # silently becomes 10 weeks old and the card changes or disappears.
+            print(f"replay: note: {args.url} rates as of its own date, not {replay.as_of.isoformat()}; "
+                  f"start it with CDS_TODAY={replay.as_of.isoformat()} to match", file=sys.stderr)
+        if not args.url and sys.stderr.isatty():  # building the app takes seconds: say why it waits
+            print("replay: loading the knowledge base...", file=sys.stderr, flush=True)
         transport = Remote(args.url) if args.url else InProcess(replay.as_of, args.fhir_server, quiet=True)
+        if args.print_request:
+            request = build_request(replay, args.fhir_server, args.fhir_token)
+            if not args.no_prefetch:
+                templates = discovery_templates(transport, SERVICE_IDS[replay.hook])
+                fill_prefetch(request, templates, BundleStore(replay.bundle))
+            print(json.dumps(request, indent=2))
+            return 0
         status, body, request = run(replay, transport, prefetch=not args.no_prefetch,
                                     fhir_server=args.fhir_server, fhir_token=args.fhir_token)
     except ReplayError as exc:

@@ -2,12 +2,13 @@
 
 `evaluate` is the only function the protocol layer calls. It is pure: same request, record,
 knowledge and options in, same result out (uuids come from `options.new_uuid`). The pipeline:
-orders -> facts -> scenario -> rating -> cards.
+orders -> facts -> scenario -> rating -> (partial facts: completions) -> cards.
 """
 
 from __future__ import annotations
 
 from cds_service.engine.cards import RenderContext, render
+from cds_service.engine.completions import complete_ratings
 from cds_service.engine.options import EngineOptions
 from cds_service.engine.orders import studies_to_rate
 from cds_service.engine.rating import rate_study
@@ -56,6 +57,7 @@ def evaluate_facts(
     selection = select_scenario(facts, knowledge, tuple(record.incomplete))
     ratings = [rate_study(study, selection, facts, knowledge) for study in studies]
     ratings = guard_text_downgrades(ratings, facts, knowledge, tuple(record.incomplete))
+    ratings = complete_ratings(ratings, selection, facts, knowledge, tuple(record.incomplete))
     drafted = frozenset(
         s.procedure_id for s in studies_to_rate("order-sign", request.draft_orders, (), knowledge.catalog)
     )

@@ -6,7 +6,8 @@ optionally `pama-rating-qcdsm-consulted`) plus this project's own extension
 `{canonical_base}/StructureDefinition/imaging-appropriateness` with sub-extensions `category` (ACR
 category, only for a rating of source kind `acr`), `translatedCategory` (the project's translation of
 another guideline's statement, never sent as `category`), `sourceKind`, `scenario`, `rule`,
-`procedure` and `knowledgeVersion` (docs/knowledge.md).
+`procedure`, `unknownFact` (one per fact the record does not give that no value of would change the
+rating, engine/completions.py) and `knowledgeVersion` (docs/knowledge.md).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class RatingInfo:
     rule_id: str
     procedure_id: str | None
     source_kind: str | None = None  # acr | translated (knowledge/model.py Rating.source_kind)
+    unknown_facts: tuple[str, ...] = ()  # "rated with the T category unknown": ("t-category",)
 
 
 def rating_extensions(info: RatingInfo, knowledge: Knowledge, options: EngineOptions) -> list[dict]:
@@ -72,6 +74,7 @@ def rating_extensions(info: RatingInfo, knowledge: Knowledge, options: EngineOpt
     detail += [{"url": "scenario", "valueCode": info.scenario_id}, {"url": "rule", "valueCode": info.rule_id}]
     if info.procedure_id:
         detail.append({"url": "procedure", "valueCode": info.procedure_id})
+    detail += [{"url": "unknownFact", "valueCode": fact} for fact in info.unknown_facts]
     detail.append({"url": "knowledgeVersion", "valueString": knowledge.version})
     extensions.append({"url": knowledge.texts.rating_extension_url, "extension": detail})
     return extensions
@@ -89,6 +92,7 @@ def rating_action(
         rated.rule_id,
         rated.procedure.id if rated.procedure else None,
         rated.rating.source_kind if rated.rating else None,
+        tuple(u.id for u in rated.unknown_facts),
     )
     resource["extension"] = _extensions(resource, {PAMA_RATING, PAMA_CONSULT_ID, PAMA_QCDSM, ours}) + (
         rating_extensions(info, knowledge, options)

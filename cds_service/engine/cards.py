@@ -21,7 +21,7 @@ from cds_service.engine.actions import (
 )
 from cds_service.engine.options import EngineOptions
 from cds_service.engine.rating import PAMA_BY_CATEGORY, Alternative, StudyRating
-from cds_service.engine.scenario import INSUFFICIENT_DATA, ScenarioMatch, Selection
+from cds_service.engine.scenario import INSUFFICIENT_DATA, NO_CRITERIA_APPLY, ScenarioMatch, Selection
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.model import Procedure, Scenario
 from cds_service.model import Facts, HookRequest, ImagingOrder, PatientRecord
@@ -251,6 +251,7 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
     )
     detail = _join(
         verdict,
+        _unknown_line(rated),
         f"**Read from text**: {_md(rated.text_note)}" if rated.text_note else "",
         _ordered_line(rated),
         "**Facts that placed the patient in this scenario**\n\n" + _bullets(match.evidence)
@@ -293,6 +294,67 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         orders=rated.study.to_rate,
     )
     out.rule_ids += [p.pitfall.id for p in rated.pitfalls]
+
+
+def _unknown_line(rated: StudyRating) -> str:
+    """Rated although part of the facts is unknown (engine/completions.py): say so, and why it holds."""
+    if not rated.unknown_facts:
+        return ""
+    labels = " and ".join(u.label for u in rated.unknown_facts)
+    return f"**Rated with the {_md(labels)} unknown**: no possible value of it would change this rating."
+
+
+def _outcome_words(ctx: RenderContext, outcome: str) -> str:
+    if outcome in ctx.knowledge.texts.category_labels:
+        return _category_label(ctx, outcome).lower()
+    return {NO_CRITERIA_APPLY: "no criteria apply", "pet-tracer-unspecified": "the PET tracer decides"}.get(
+        outcome, "not rated without more data"
+    )
+
+
+def _condition(words: str) -> str:
+    return words if words.startswith("depending") else f"if {words}"
+
+
+def _open_question_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
+    """Not rated: only the unknown facts that could change the rating, and which value would."""
+    question = rated.open_question
+    assert question is not None
+    outcome = ctx.knowledge.texts.outcomes[INSUFFICIENT_DATA]
+    scenario = question.scenario
+    name = rated.procedure.display if rated.procedure else "This study"
+    ask = " and ".join(u.label for u in question.ask)
+    groups = [(_outcome_words(ctx, o), _condition(c), exact) for o, c, exact in question.outcomes]
+    appropriate = [g for g in groups if "appropriate" in g[0] and "not" not in g[0]]
+    candidates = [f"{name}: " + "; ".join(f"{w} {c}" for w, c, _ in groups) + f". Record the {ask}"]
+    for w, c, exact in appropriate[:1]:  # what would make the study appropriate
+        candidates.append(f"{name}: {w} {'only ' if exact else ''}{c}; record the {ask}")
+    verb = "are" if len(question.ask) > 1 else "is"
+    candidates.append(f"{name}: not rated until the {ask} {verb} recorded")
+    summary = next((c for c in candidates if len(c) <= SUMMARY_MAX), candidates[-1])
+    detail = _join(
+        f"**Not rated**: for *{_md(scenario.title)}* the rating depends on the {_md(ask)}, "
+        "which the record does not give.",
+        f"**Known**: {_md(', '.join(question.known))}" if question.known else "",
+        "**What would decide it**\n\n" + _bullets(f"{w[:1].upper()}{w[1:]} {c}" for w, c, _ in groups),
+        _ordered_line(rated),
+        _confidence(ctx),
+        _sources(ctx, scenario, outcome.sources),
+    )
+    _card(
+        ctx,
+        out,
+        rule_id=outcome.id,
+        title=outcome.title,
+        scenario_id=INSUFFICIENT_DATA,
+        procedure_id=rated.procedure.id if rated.procedure else "",
+        summary=summary,
+        detail=detail,
+        indicator="info",
+        also_explained=[(scenario.id, f"Scenario: {scenario.title}")],
+    )
+    # machine-readable: which facts to record (CDS Hooks 2.0 card `extension`)
+    out.cards[-1]["extension"] = {"missingFacts": [u.id for u in question.ask]}
 
 
 def _tracer_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
@@ -550,12 +612,16 @@ def render(ctx: RenderContext, selection: Selection, ratings: list[StudyRating])
         _red_flag_card(ctx, out, flag, ratings)
         out.rule_ids.append(flag.scenario.id)
     if not selection.red_flags:
-        undetermined = [r for r in ratings if r.scenario_id == INSUFFICIENT_DATA]
+        undetermined = [
+            r for r in ratings if r.scenario_id == INSUFFICIENT_DATA and r.open_question is None
+        ]
         if undetermined:
             _insufficient_card(ctx, out, selection, undetermined)
             out.rule_ids.append(INSUFFICIENT_DATA)
         for rated in ratings:
-            if rated.rule_id == "pet-tracer-unspecified":
+            if rated.open_question is not None:
+                _open_question_card(ctx, out, rated)
+            elif rated.rule_id == "pet-tracer-unspecified":
                 _tracer_card(ctx, out, rated)
             else:
                 _study_card(ctx, out, rated)

@@ -12,7 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cds_service.engine.orders import PET_UNSPECIFIED, Study
-from cds_service.engine.scenario import INSUFFICIENT_DATA, NO_CRITERIA_APPLY, ScenarioMatch, Selection
+from cds_service.engine.scenario import (
+    INSUFFICIENT_DATA,
+    NO_CRITERIA_APPLY,
+    OpenQuestion,
+    ScenarioMatch,
+    Selection,
+    UnknownFact,
+)
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.model import Pitfall, Procedure, Rating
 from cds_service.knowledge.predicates import Context, evaluate
@@ -56,6 +63,10 @@ class StudyRating:
     # set when facts read from text alone would have made this "usually not appropriate" and the
     # rating above is the coded-only one (engine/text_guard.py): what the card tells the clinician
     text_note: str | None = None
+    # engine/completions.py: rated although these facts are unknown (no value of them would change
+    # the rating), or, when not rated, which unknown facts could change it and how
+    unknown_facts: tuple[UnknownFact, ...] = ()
+    open_question: OpenQuestion | None = None
 
     @property
     def category(self) -> str | None:

@@ -4,7 +4,8 @@ Each scenario file states a population, the facts it requires to decide, entry c
 variants. Selection order: every red flag whose criteria hold; then scenarios by priority, the
 first whose population, requirements, criteria and a variant all hold. When a scenario's population
 matches but a required fact is missing and nothing else applies, the outcome is `insufficient-data`
-(name the missing facts, never guess); otherwise `no-criteria-apply`.
+(name the missing facts, never guess); otherwise `no-criteria-apply`. engine/completions.py then
+checks whether the missing facts could change a study's rating at all (`UnknownFact`, `OpenQuestion`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,30 @@ class ScenarioMatch:
 class MissingFacts:
     scenario: Scenario
     missing: tuple[str, ...]  # labels of the requirements that failed
+    # the failed requirements themselves (empty when the data could not be retrieved at all):
+    # engine/completions.py enumerates their possible values
+    requirements: tuple[Requirement, ...] = ()
+
+
+@dataclass(frozen=True)
+class UnknownFact:
+    """A fact the record does not give, e.g. ("t-category", "T category")."""
+
+    id: str  # machine-readable code, sent in the rating extension (`unknownFact`)
+    label: str  # words for the card
+
+
+@dataclass(frozen=True)
+class OpenQuestion:
+    """Why a study is not rated yet: the unknown facts that could change its rating, and which
+    values lead to which rating ("usually appropriate" if "T3 or higher")."""
+
+    scenario: Scenario
+    known: tuple[str, ...]  # the known inputs, in words ("grade group 1", "PSA 5.2 ng/mL")
+    ask: tuple[UnknownFact, ...]  # only the unknown facts whose value could change the rating
+    # (outcome: ACR category or "no-criteria-apply", condition in words, whether that condition is
+    # the only way to the outcome)
+    outcomes: tuple[tuple[str, str, bool], ...]
 
 
 @dataclass(frozen=True)
@@ -60,14 +85,16 @@ def _try(scenario: Scenario, facts: Facts, ctx: Context) -> ScenarioMatch | Miss
         return None
     evidence = list(population.evidence)
     missing = []
+    failed = []
     for req in scenario.requires:
         m = evaluate(req.when, facts, ctx)
         if m.ok:
             evidence += m.evidence
         else:
             missing.append(_missing_label(req, facts))
+            failed.append(req)
     if missing:
-        return MissingFacts(scenario, tuple(missing))
+        return MissingFacts(scenario, tuple(missing), tuple(failed))
     criteria = evaluate(scenario.criteria, facts, ctx)
     if not criteria.ok:
         return None

@@ -301,8 +301,18 @@ def render(k: Knowledge, cards_dir: Path = DEFAULT_CARDS_DIR, cases_dir: Path = 
         "sub-extensions `category` (valueCode, ACR category; only for a rating of source kind ACR), "
         "`translatedCategory` (valueCode, the project's translation of another guideline's statement), "
         "`sourceKind` (valueCode: acr or translated; absent when not rated), `scenario`, `rule`, "
-        "`procedure` (valueCode) and `knowledgeVersion` (valueString), next to the Argonaut "
-        "`pama-rating` and `pama-rating-consult-id` extensions.",
+        "`procedure` (valueCode), `unknownFact` (valueCode, repeated: a fact the record does not give "
+        "and that no possible value of would change the rating, e.g. `t-category`) and "
+        "`knowledgeVersion` (valueString), next to the Argonaut `pama-rating` and "
+        "`pama-rating-consult-id` extensions.",
+        "- Partial facts (`cds_service/engine/completions.py`): when a scenario's required fact is "
+        "partly known (risk group: grade group 1-5, PSA < 10 / 10-20 / > 20 ng/mL, T1 ... T4 or the T2 "
+        "sub-category; PSA trend after local therapy: an earlier PSA), every value of the missing "
+        "inputs is tried. All give the same rating: the order is rated, with `unknownFact`. They "
+        "disagree: no rating, and an info card (rule `insufficient-data`) names only the facts that "
+        "could change it and which value would; its CDS Hooks `extension.missingFacts` lists their "
+        "codes (`grade-group`, `psa`, `t-category`, `t-subcategory`, `psa-trend`). Nothing known: the "
+        "insufficient-data card.",
         f"- Card override reasons: CodeSystem `{texts.override_system}`: "
         + "; ".join(f"`{c}` {d}" for c, d in texts.override_reasons)
         + ".",

@@ -172,6 +172,8 @@ class Outcome:
     ratings: dict[str, dict[str, str]]  # ServiceRequest id -> {"pama": ..., extension values}
     cards: list[tuple[str, frozenset[str], frozenset[str]]]  # (indicator, rule ids, suggested procedures)
     rules: set[str] = field(default_factory=set)  # every rule id the response mentions
+    # per card (same order as `cards`): the facts it asks to record (card extension missingFacts)
+    asks: list[frozenset[str]] = field(default_factory=list)
 
     @classmethod
     def read(cls, body: Mapping[str, Any]) -> Outcome:
@@ -182,7 +184,10 @@ class Outcome:
         for action in body.get("systemActions") or []:
             rules.update(_extension_values(((action.get("resource") or {}).get("extension")) or []))
         cards = []
+        asks = []
         for card in body.get("cards") or []:
+            ext = card.get("extension")
+            asks.append(frozenset(ext.get("missingFacts") or ()) if isinstance(ext, Mapping) else frozenset())
             card_rules = _card_rules(card)
             rules |= card_rules
             suggested: set[str] = set()
@@ -191,7 +196,7 @@ class Outcome:
                            if a.get("type") == "create" and isinstance(a.get("resource"), Mapping)]
                 suggested |= procedures_of(created)
             cards.append((str(card.get("indicator")), frozenset(card_rules), frozenset(suggested)))
-        return cls(ratings, cards, rules)
+        return cls(ratings, cards, rules, asks)
 
     def comparable(self) -> dict[str, Any]:
         """What must not depend on how the data arrived (prefetch vs FHIR server); consult ids differ."""
@@ -271,6 +276,13 @@ def check(case: Mapping[str, Any], order_ids: Mapping[str, str], status: int, bo
                 f"{name}: none of {oexp['suggestions_any']} suggested (suggested: {sorted(suggested)})"
         for proc in oexp.get("suggestions_exclude", []):
             assert proc not in suggested, f"{name}: {proc} must not be suggested"
+        for fact in oexp.get("unknown_facts", []):  # rating extension sub-extension unknownFact
+            assert pama != "none" and fact in out.rules, f"{name}: {order_name} not rated with {fact} unknown"
+        if "missing_facts" in oexp:
+            wanted = frozenset(oexp["missing_facts"])
+            asked = [a for a, c in zip(out.asks, out.cards, strict=True) if not c[1] & RED_FLAGS]
+            assert wanted in asked if wanted else not any(asked), \
+                f"{name}: {order_name} card asks for {[sorted(a) for a in asked]}, expected {sorted(wanted)}"
         if "card" in oexp:
             checked_cards.append((oexp["procedure"] or order_name, _as_set(oexp["card"])))
 

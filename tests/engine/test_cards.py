@@ -265,11 +265,20 @@ def test_two_red_flags_give_two_critical_cards_and_no_scenario_card():
 
 
 def test_insufficient_data_is_one_info_card_and_no_rating():
-    result = run(facts("prostate-cancer", grade_group=2), cpt("bs", "78306"), cpt("ap", "74177"))
+    result = run(facts("prostate-cancer"), cpt("bs", "78306"), cpt("ap", "74177"))
     [card] = result.cards
     assert card["indicator"] == "info" and result.system_actions == ()
-    assert "missing PSA, T category" in card["detail"]
+    assert "missing grade group, PSA, T category" in card["detail"]
     assert result.card_index[card["uuid"]]["rule_id"] == "insufficient-data"
+
+
+def test_partly_known_risk_inputs_give_one_info_card_per_order_and_no_rating():
+    # grade group known: each order's card asks for the PSA and T category (engine/completions.py)
+    result = run(facts("prostate-cancer", grade_group=2), cpt("bs", "78306"), cpt("ap", "74177"))
+    assert result.system_actions == () and len(result.cards) == 2
+    for card in result.cards:
+        assert card["indicator"] == "info" and card["extension"] == {"missingFacts": ["psa", "t-category"]}
+        assert result.card_index[card["uuid"]]["rule_id"] == "insufficient-data"
 
 
 def test_unspecified_pet_tracer_card_asks_for_the_tracer():

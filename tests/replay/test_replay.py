@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -175,8 +176,8 @@ def test_prefetch_is_filled_from_templates_via_bundle_search():
 @responses.activate
 def test_text_output_and_prefetch_sent(capsys):
     serve()
-    code, out, err = run([CASE, "--url", URL], capsys)
-    assert code == 0 and err == ""
+    code, out, err = run([CASE, "--url", URL, "--today", date.today().isoformat()], capsys)
+    assert code == 0 and err == ""  # evaluated as of the server's date: no date note
     body = sent()
     assert responses.calls[0].request.url == f"{URL}/cds-services"
     assert responses.calls[-1].request.url == f"{URL}/cds-services/imaging-appropriateness"
@@ -265,3 +266,31 @@ def test_in_process_fallback_reads_the_fhir_server(app_env, capsys):
     urls = [c.request.url for c in responses.calls]
     assert any("/Patient/prostate-mets-adt-rising-psa" in u for u in urls)
     assert any("/Condition?" in u for u in urls)
+
+
+# --- --print-request, --today, the --url date note ------------------------------------------------
+
+@responses.activate
+def test_print_request_prints_the_filled_request_and_sends_nothing(capsys):
+    serve()
+    code, out, _ = run([CASE, "--url", URL, "--print-request"], capsys)
+    assert code == 0
+    request = json.loads(out)
+    assert request["hook"] == "order-select" and request["prefetch"]["patient"]["resourceType"] == "Patient"
+    assert [c.request.method for c in responses.calls] == ["GET"]  # discovery only, no hook call
+
+
+@responses.activate
+def test_today_moves_the_evaluation_date_and_a_remote_service_is_warned_about(capsys):
+    serve()
+    code, out, err = run([CASE, "--url", URL, "--today", "2027-01-05"], capsys)
+    assert code == 0
+    assert "as of 2027-01-05" in out.splitlines()[0]
+    assert "rates as of its own date" in err and "CDS_TODAY=2027-01-05" in err
+
+
+def test_today_must_be_a_date(capsys):
+    with pytest.raises(SystemExit) as stop:
+        replay.main([str(CASE), "--today", "next week"])
+    assert stop.value.code == 2
+    assert "not a date YYYY-MM-DD" in capsys.readouterr().err

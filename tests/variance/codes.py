@@ -124,6 +124,8 @@ STAGE_VALUES: Mapping[str, tuple[str, str]] = {
     "1229903009": ("cM1", "cM1"),
     "433351000124101": ("cT1c", "cT1c"),
     "433361000124104": ("cT2a", "cT2a"),
+    # cT2 without sub-category (AJCC cT2, cards/valuesets/tnm-values.yaml): the partial-facts patient
+    "1228929004": ("cT2", "cT2"),
 }
 GRADE_TEXT: Mapping[str, tuple[str, str]] = {  # ISUP value -> (valueString, Gleason pattern)
     "1279715000": ("Grade group 1 (Gleason 3+3=6)", "3+3=6"),

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench docs clean
+.PHONY: install run test lint bench docs report clean
 
 PORT ?= 8080
 
@@ -33,6 +33,10 @@ lint: $(STAMP)
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Issue 9: share of in-scope oncology imaging orders of the fixture cases answered (rating or card).
+report: $(STAMP)
+	$(BIN)/cds-service report rated-share
 
 docs: $(STAMP)
 	$(BIN)/python -m cds_service.knowledge.docs

@@ -331,23 +331,26 @@ def measure(
     """Measure every server on its bodies, alternating short rounds between them.
 
     The machine is shared (other processes come and go); alternating service and floor round by
-    round spreads that drift over both instead of biasing the ratio. The first round of each
-    server starts with the warm-up requests; RSS peaks are reset first so they are this workload's.
-    Worker CPU is read from /proc before and after, divided by every request served (measured,
-    failed and warm-up): the cost of a request whatever the machine's load does to its latency.
+    round spreads that drift over both instead of biasing the ratio. Each server first gets the
+    warm-up requests (what a worker loads at first use, e.g. the text reader, is not a request's
+    cost); RSS peaks are reset before, so they are this workload's. Worker CPU is read from /proc
+    around each round, divided by every request served in it (measured, failed, and the one warm-up
+    per client of each round): the cost of a request whatever the machine's load does to latency.
     """
     rounds = max(1, args.rounds)
     files = round_files(bodies, rounds, tmp, cycle)
     pids = {label: server.worker_pids() for label, server in servers.items()}
     for worker_pids in pids.values():
         reset_peak_rss(worker_pids)
+    for server in servers.values():  # warm-up only: no measured request
+        drive(server, url_path, files[0], 0, duration, args.warmup, clients, cycle)
     merged: dict[str, dict[str, Any]] = {
         label: {"latencies_ms": [], "statuses": {}, "errors": 0, "wall_s": 0.0, "served": 0, "cpu_s": 0.0}
         for label in servers
     }
     for i in range(rounds):
         for label, server in servers.items():
-            warmup = args.warmup if i == 0 else 1
+            warmup = 0 if cycle else 1  # (a mix was warmed up on all its bodies above)
             cpu_before = cpu_seconds(pids[label])
             result = drive(
                 server,

@@ -47,11 +47,17 @@ def _main(args: list[str]) -> int:
     serve.add_argument("--log-level", type=_log_level, default=None, help="default: CDS_LOG_LEVEL or INFO")
     sub.add_parser("replay", help="replay fixture scenarios (see cds_service.replay)", add_help=False)
     sub.add_parser("check", help="load the knowledge base and configuration, then exit")
+    sub.add_parser("report", help="report figures over the fixture cases: `report rated-share` (issue 9)",
+                   add_help=False)
     sub.add_parser("fhir-serve", add_help=False,
                    help="serve a fixture patient as a read-only FHIR server (try the no-prefetch path)")
 
     if args[:1] == ["replay"]:
         return _replay(args[1:])
+    if args[:1] == ["report"]:
+        from cds_service import coverage_report
+
+        return coverage_report.main(args[1:])
     if args[:1] == ["fhir-serve"]:
         from cds_service import fhir_serve
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import json
 import logging
+import os
 import re
 import sys
 import uuid
@@ -38,31 +40,30 @@ PAMA_RATING_URL = "http://fhir.org/argonaut/StructureDefinition/pama-rating"
 TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 USER_ID = "Practitioner/replay-clinician"
 
-# CPT imaging codes replay can turn into a draft order from the command line (display only; the
-# service's catalog decides what they mean). Other codings: pass `system|code` or a ServiceRequest file.
-CPT_DISPLAY = {
-    "78306": "Bone and/or joint imaging; whole body",
-    "78815": "PET with concurrently acquired CT; skull base to mid-thigh",
-    "78816": "PET with concurrently acquired CT; whole body",
-    "78830": "SPECT with concurrently acquired CT, single area",
-    "78832": "SPECT with concurrently acquired CT, 2 or more areas",
-    "71045": "Radiologic examination, chest; single view",
-    "71046": "Radiologic examination, chest; 2 views",
-    "71250": "Computed tomography, thorax; without contrast material",
-    "71260": "Computed tomography, thorax; with contrast material(s)",
-    "74176": "Computed tomography, abdomen and pelvis; without contrast material",
-    "74177": "Computed tomography, abdomen and pelvis; with contrast material(s)",
-    "74178": "Computed tomography, abdomen and pelvis; without then with contrast",
-    "70450": "Computed tomography, head or brain; without contrast material",
-    "70551": "Magnetic resonance imaging, brain; without contrast material",
-    "70553": "Magnetic resonance imaging, brain; without contrast material, followed by contrast",
-    "72141": "Magnetic resonance imaging, cervical spinal canal; without contrast material",
-    "72156": "Magnetic resonance imaging, cervical spinal canal; without then with contrast",
-    "72157": "Magnetic resonance imaging, thoracic spinal canal; without then with contrast",
-    "72158": "Magnetic resonance imaging, lumbar spinal canal; without then with contrast",
-    "72148": "Magnetic resonance imaging, lumbar spinal canal; without contrast material",
-    "77065": "Diagnostic mammography, unilateral",
-}
+
+
+@functools.cache
+def catalog_codes(cards_dir: Path | None = None) -> dict[str, tuple[str, str, str]]:
+    """Bare code -> (system, code, display) for every code of the procedure catalog.
+
+    The catalog (cards/procedures.yaml, or CDS_CARDS_DIR's) is the one list of codes the service
+    knows; replay accepts exactly those, displayed with the catalog's own study name (CPT
+    descriptors are AMA-licensed and not stored). A bare code known in two systems is ambiguous
+    and must be given as system|code.
+    """
+    from cds_service.knowledge import load_knowledge  # the knowledge base only when a code is used
+
+    catalog = load_knowledge(cards_dir).catalog
+    found: dict[str, list[tuple[str, str, str]]] = {}
+    for proc in catalog.procedures.values():
+        for c in proc.codes:
+            found.setdefault(c.code, []).append((c.system, c.code, proc.display))
+    return {code: hits[0] for code, hits in found.items() if len({h[0] for h in hits}) == 1}
+
+
+def _cards_dir() -> Path | None:
+    value = os.environ.get("CDS_CARDS_DIR", "").strip()
+    return Path(value) if value else None
 
 
 class ReplayError(Exception):
@@ -128,7 +129,7 @@ def load_bundle(path: Path) -> dict[str, Any]:
 
 
 def order_from_arg(value: str, index: int = 1) -> dict[str, Any]:
-    """A draft ServiceRequest from a file path, a CPT code, or `system|code`."""
+    """A draft ServiceRequest from a file path, a code of the procedure catalog, or `system|code`."""
     path = Path(value)
     if path.suffix == ".json" or path.exists():
         data = _read_json(path, "order file")
@@ -140,14 +141,17 @@ def order_from_arg(value: str, index: int = 1) -> dict[str, Any]:
         if not system or not code:
             raise ReplayError(f"order code must be system|code: {value}")
         coding = {"system": system, "code": code}
-    elif re.fullmatch(r"\d{5}", value):
-        if value not in CPT_DISPLAY:
-            known = ", ".join(sorted(CPT_DISPLAY))
-            raise ReplayError(f"unknown order code: {value} (known CPT codes: {known}; "
+    elif re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,19}", value) and any(ch.isdigit() for ch in value):
+        known = catalog_codes(_cards_dir())
+        if value not in known:
+            cpt = ", ".join(sorted(c for c, (system, _, _) in known.items() if system == CPT))
+            raise ReplayError(f"unknown order code: {value} (codes of the procedure catalog, e.g. CPT {cpt}; "
                               "or give system|code or a ServiceRequest file)")
-        coding = {"system": CPT, "code": value, "display": CPT_DISPLAY[value]}
+        system, code, display = known[value]
+        coding = {"system": system, "code": code, "display": display}
     else:
-        raise ReplayError(f"unknown order: {value} (give a CPT code, system|code or a ServiceRequest file)")
+        raise ReplayError(f"unknown order: {value} (give a catalog code, system|code or a ServiceRequest "
+                          "file)")
     return {"resourceType": "ServiceRequest", "id": f"replay-order-{index}", "status": "draft",
             "intent": "order", "code": {"coding": [coding]}}
 
@@ -464,7 +468,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cds-service replay", description=__doc__.split("\n\n")[0])
     p.add_argument("input", help="patient Bundle (fixtures/patients/*.json) or case (fixtures/cases/*.json)")
     p.add_argument("--order", action="append", default=[],
-                   help="CPT code, system|code, or ServiceRequest JSON file (repeatable)")
+                   help="a code of the procedure catalog (e.g. CPT 78306), system|code, or ServiceRequest "
+                   "JSON file (repeatable)")
     p.add_argument("--hook", choices=sorted(SERVICE_IDS),
                    help="default: order-select (or the case's first hook)")
     p.add_argument("--url", help="base URL of a running service, e.g. http://127.0.0.1:8080 "

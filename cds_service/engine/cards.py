@@ -216,7 +216,7 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
     quiet = not rated.pitfalls and not rated.text_note  # a text-held-back rating is always shown
     if category == "usually-appropriate" and quiet and ctx.options.quiet_appropriate:
         return
-    if category is None and quiet:
+    if category is None and quiet and rated.coverage is None:
         return
     scenario = match.scenario
     if category == "usually-not-appropriate":
@@ -231,6 +231,8 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         summary = f"{proc.display}: {_category_label(ctx, category).lower()} for {scenario.label}"
     elif rated.pitfalls:
         summary = f"{proc.display}: {rated.pitfalls[0].pitfall.short}"
+    elif rated.coverage:
+        summary = rated.coverage.summary
     else:
         summary = f"{proc.display}: not rated; report or problem text suggests {scenario.label}"
     warn = category == "usually-not-appropriate" or any(
@@ -242,6 +244,8 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         if rated.rating
         else "**Not rated**: on the coded record alone no scenario rates this study."
         if rated.text_note
+        else _md(rated.coverage.note)
+        if rated.coverage
         else f"Not rated for *{_md(scenario.title)}*: no criteria apply to this study."
     )
     pitfalls = "\n".join(
@@ -268,7 +272,7 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
             + [s for p in rated.pitfalls for s in p.pitfall.sources],
         ),
     )
-    suggestions = _replacement_suggestions(ctx, rated, rated.replacements)
+    suggestions = _replacement_suggestions(ctx, rated, rated.replacements) + _coverage_suggestions(ctx, rated)
     if category == "usually-not-appropriate" and not suggestions:
         removal = [
             {
@@ -294,6 +298,28 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         orders=rated.study.to_rate,
     )
     out.rule_ids += [p.pitfall.id for p in rated.pitfalls]
+
+
+def _coverage_suggestions(ctx: RenderContext, rated: StudyRating) -> list[dict]:
+    """Complete a part into the rated study (add the missing parts), or order the rated study instead."""
+    cov = rated.coverage
+    if cov is None or cov.related is None or cov.related_rating is None or cov.inherited:
+        return []
+    whole = Alternative(cov.related, cov.related_rating.category, cov.related_rating.rationale)
+    add = [p for p in cov.add if p.id not in _drafted_parts(ctx)]
+    label = _category_label(ctx, whole.category).lower()
+    if add:
+        template = rated.study.to_rate[0].resource
+        actions = [
+            {"type": "create", "description": f"Order {o['code']['text']}", "resource": o}
+            for p in add
+            for o in new_orders(p, template, ctx.knowledge, ctx.options, rating=_alt_rating(rated, whole))
+        ]
+        names = " and ".join(p.display for p in add)
+        return [_suggestion(ctx, f"Add {names} ({cov.related.display}: {label})", actions, True)]
+    if cov.replace_with is not None:
+        return _replacement_suggestions(ctx, rated, [whole])
+    return []
 
 
 def _unknown_line(rated: StudyRating) -> str:

@@ -4,7 +4,9 @@ Reads `context.draftOrders` defensively (the sandbox sends `code.coding: [{}]`, 
 arrays belong, no `intent`), recognises imaging ServiceRequests by (system, code) against the
 catalog, resolves PET/CT tracers from the order's own codings, its orderDetail or a companion draft
 order (never assumed), and joins orders that together make one study (CT chest + CT abdomen-pelvis
-with contrast = CT C/A/P). Non-imaging orders are ignored.
+with contrast = CT C/A/P; CT chest + CT abdomen + CT pelvis too: every set in the catalog's
+`components` / `component_sets`). Non-imaging orders are ignored; a part ordered alone stays a study of
+its own and is answered in rating.py with its combination's evidence.
 """
 
 from __future__ import annotations
@@ -131,14 +133,14 @@ def group_studies(
 
     remaining = list(orders)
     studies: list[Study] = []
-    for combo in catalog.combinations:
+    for combo_id, components in catalog.join_sets:
         while True:
-            parts = [next((o for o in remaining if o.procedure_id == c), None) for c in combo.components]
+            parts = [next((o for o in remaining if o.procedure_id == c), None) for c in components]
             if any(p is None for p in parts):
                 break
             group = tuple(parts)
             remaining = [o for o in remaining if o not in group]
-            studies.append(Study(combo.id, group, rated(group)))
+            studies.append(Study(combo_id, group, rated(group)))
     for order in remaining:
         group = (order,)
         if order.procedure_id == PET_UNSPECIFIED:

@@ -5,12 +5,22 @@ appropriate -> PAMA `appropriate`, usually-not-appropriate -> `not-appropriate`)
 does not rate gets `no-criteria-apply` and never an invented category. A PET/CT whose tracer is not
 coded gets no rating when the tracer would change the answer. Red flags outrank the scenario: under
 a red flag, orders are rated by the red-flag rule only. With insufficient data nothing is rated.
+
+A study the variant does not rate is still answered, never silently (engine/coverage.py): a part of
+a rated combination (CT chest alone, of CT C/A/P) gets a card naming the rated study, its category
+and what the part misses, and stays `no-criteria-apply`; another contrast protocol of a rated study,
+or an order wider than a rated one, likewise. The one case where a part takes the combination's
+category: the combination is rated usually not appropriate and its rule states, in
+`applies_to_parts`, that the source's reason holds for each part alone (e.g. "no IV contrast", or
+no distant-disease imaging indicated); "usually appropriate" never carries over to a part, since a
+part that misses the liver is not the survey the source rated.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cds_service.engine.coverage import Coverage, explain, related_ids
 from cds_service.engine.orders import PET_UNSPECIFIED, Study
 from cds_service.engine.scenario import (
     INSUFFICIENT_DATA,
@@ -67,6 +77,7 @@ class StudyRating:
     # the rating), or, when not rated, which unknown facts could change it and how
     unknown_facts: tuple[UnknownFact, ...] = ()
     open_question: OpenQuestion | None = None
+    coverage: Coverage | None = None  # how an order the variant does not rate is answered
 
     @property
     def category(self) -> str | None:
@@ -150,7 +161,18 @@ def _rate_in_scenario(
         }
         tracer_ids = [p.id for p in knowledge.catalog.procedures.values() if p.pet_tracer]
         if len(outcomes) == 1 and len(options) in (0, len(tracer_ids)):
-            return StudyRating(study, procedure, scenario_id, scenario_id, None, outcomes.pop(), match=match)
+            # no tracer rated at all (a recognised scenario that rates nothing): say so on a card
+            coverage = None if options else explain(procedure, match, knowledge, kidney)
+            return StudyRating(
+                study,
+                procedure,
+                scenario_id,
+                scenario_id,
+                None,
+                outcomes.pop(),
+                match=match,
+                coverage=coverage,
+            )
         return StudyRating(
             study,
             procedure,
@@ -163,6 +185,8 @@ def _rate_in_scenario(
             match=match,
         )
     rating = match.variant.ratings.get(procedure.id)
+    coverage = None if rating else explain(procedure, match, knowledge, kidney)
+    rating = rating or (coverage.inherited if coverage else None)
     pitfalls = _fired_pitfalls(match, procedure, facts, knowledge, ctx)
     pama = PAMA_BY_CATEGORY[rating.category] if rating else NO_CRITERIA_APPLY
     return StudyRating(
@@ -176,6 +200,7 @@ def _rate_in_scenario(
         tuple(alts),
         _replacements(rating, procedure, pitfalls, alts, match, kidney),
         match=match,
+        coverage=coverage,
     )
 
 
@@ -200,13 +225,14 @@ def _rate_under_red_flags(
     )
 
 
-def _could_be_rated(procedure: Procedure | None, selection: Selection) -> bool:
+def _could_be_rated(procedure: Procedure | None, selection: Selection, knowledge: Knowledge) -> bool:
     """Would any scenario that lacks facts rate this study? If none would, missing facts cannot matter."""
     if procedure is None:
         return False
     ids = {procedure.id}
     if procedure.id == PET_UNSPECIFIED:  # any tracer-specific PET could be meant
-        ids |= {"psma-pet-ct", "fdg-pet-ct", "fluciclovine-pet-ct"}
+        ids |= {p.id for p in knowledge.catalog.procedures.values() if p.pet_tracer}
+    ids |= related_ids(knowledge.catalog, procedure.id)  # a part is answered with its combination
     return any(ids & set(v.ratings) for m in selection.missing for v in m.scenario.variants)
 
 
@@ -215,7 +241,7 @@ def rate_study(study: Study, selection: Selection, facts: Facts, knowledge: Know
     if selection.red_flags:
         return _rate_under_red_flags(study, procedure, selection.red_flags)
     if selection.match is None:
-        if selection.missing and _could_be_rated(procedure, selection):
+        if selection.missing and _could_be_rated(procedure, selection, knowledge):
             return StudyRating(study, procedure, INSUFFICIENT_DATA, INSUFFICIENT_DATA, None, None)
         return StudyRating(study, procedure, NO_CRITERIA_APPLY, NO_CRITERIA_APPLY, None, NO_CRITERIA_APPLY)
     if procedure is None:

@@ -214,11 +214,17 @@ def _catalog(data: dict[str, Any]) -> Catalog:
             components=tuple(p.get("components", ())),
             pet_tracer=p.get("pet_tracer", False),
             component_only=p.get("component_only", False),
+            component_sets=tuple(tuple(s) for s in p.get("component_sets", ())),
+            part_of=tuple(p.get("part_of", ())),
+            family=p.get("family"),
         )
     for i, p in enumerate(data["procedures"]):
-        for comp in p.get("components", ()):
-            if comp not in procedures:
-                raise _fail(file, f"procedures[{i}].components", f"unknown procedure id {comp!r}")
+        refs = [("components", c) for c in p.get("components", ())]
+        refs += [("component_sets", c) for s in p.get("component_sets", ()) for c in s]
+        refs += [("part_of", c) for c in p.get("part_of", ())]
+        for key, comp in refs:
+            if comp not in procedures or comp == p["id"]:
+                raise _fail(file, f"procedures[{i}].{key}", f"unknown procedure id {comp!r}")
     tracers: dict[tuple[str, str], Tracer] = {}
     for i, t in enumerate(data["pet_tracers"]):
         if t["procedure"] not in procedures or not procedures[t["procedure"]].pet_tracer:
@@ -227,7 +233,36 @@ def _catalog(data: dict[str, Any]) -> Catalog:
             )
         key = (aliases.get(t["system"], t["system"]), str(t["code"]))
         tracers[key] = Tracer(key[0], key[1], t["procedure"], t["agent"], t["verified"], t["source"])
-    return Catalog(procedures=procedures, by_code=by_code, tracers=tracers, system_aliases=aliases)
+    return Catalog(
+        procedures=procedures,
+        by_code=by_code,
+        tracers=tracers,
+        system_aliases=aliases,
+        containers=_containers(file, procedures),
+    )
+
+
+def _containers(file: str, procedures: Mapping[str, Procedure]) -> dict[str, frozenset[str]]:
+    """procedure id -> every study containing it: a component is part of its combination, `part_of`
+    says so directly, and containment is transitive (CT abdomen < CT abdomen/pelvis < CT C/A/P)."""
+    direct: dict[str, set[str]] = {pid: set(p.part_of) for pid, p in procedures.items()}
+    for p in procedures.values():
+        for parts in p.join_sets:
+            for part in parts:
+                direct[part].add(p.id)
+    closed: dict[str, frozenset[str]] = {}
+    for pid in procedures:
+        seen: set[str] = set()
+        todo = list(direct[pid])
+        while todo:
+            whole = todo.pop()
+            if whole == pid:
+                raise _fail(file, "procedures", f"{pid!r} contains itself through components/part_of")
+            if whole not in seen:
+                seen.add(whole)
+                todo += direct[whole]
+        closed[pid] = frozenset(seen)
+    return closed
 
 
 def _check_predicate(file: str | Path, pred: Any, path: str) -> dict[str, Any]:
@@ -303,6 +338,9 @@ def _scenario(
         for pid, r in v["ratings"].items():
             if pid not in catalog.procedures or catalog.procedures[pid].component_only:
                 raise _fail(file, f"{here}.ratings.{pid}", f"unknown or unratable procedure id {pid!r}")
+            if r.get("applies_to_parts") and r["category"] != "usually-not-appropriate":
+                # a part misses what made the whole study appropriate: only a "not" carries over
+                raise _fail(file, f"{here}.ratings.{pid}", "applies_to_parts needs usually-not-appropriate")
             acr = r.get("acr") or data["acr"]
             if r["source_kind"] == "acr" and not acr:
                 raise _fail(
@@ -316,6 +354,7 @@ def _scenario(
                 source_kind=r["source_kind"],
                 guideline=r.get("guideline"),
                 acr=acr if r["source_kind"] == "acr" else None,
+                applies_to_parts=r.get("applies_to_parts"),
             )
         when = _check_predicate(file, v["when"], f"{here}.when") if "when" in v else None
         preferred = _check_ids(file, v["preferred"], catalog, f"{here}.preferred")

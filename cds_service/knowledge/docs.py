@@ -137,14 +137,54 @@ def _scenario(s: Scenario, k: Knowledge, cases: RuleCases | None = None) -> list
     return out + [""]
 
 
+def _unrated_orders(k: Knowledge) -> list[str]:
+    """How an order the matched scenario does not rate is answered (engine/coverage.py)."""
+    procs = k.catalog.procedures
+    inherit = [
+        f"`{s.id}` ({v.id}): {procs[r.procedure_id].display}: {_cell(r.applies_to_parts or '')}"
+        for s in k.scenarios
+        for v in s.variants
+        for r in v.ratings.values()
+        if r.applies_to_parts
+    ]
+    return [
+        "## Orders the scenario does not rate",
+        "",
+        "EHRs order one code at a time (CT chest, then CT abdomen/pelvis). Orders that together make a "
+        "catalog study (`components` / `component_sets`) are rated as that study. An order the matched "
+        "variant does not rate is never answered silently, and never with an invented category:",
+        "",
+        "- **Part** of a rated study (`components`, `part_of`, transitively: CT chest of CT C/A/P, a "
+        "limited bone scan of a whole-body one): no category of its own (`no-criteria-apply`); the card "
+        "names the rated study, its category and what the part misses, and offers to add the missing "
+        "parts. The part takes the combination's category only when the combination is rated *usually "
+        "not appropriate* and the rule states, in `applies_to_parts`, that the source's reason holds for "
+        "each part alone (listed below). A *usually appropriate* never carries over to a part: a part "
+        "that misses the liver is not the survey the source rated.",
+        "- **Other contrast protocol** (`family`) of a rated study, alone or as part of one (CT chest "
+        "without contrast vs CT C/A/P with contrast): no category; the card says what differs.",
+        "- **Wider** than a rated study (CT C/A/P where only CT abdomen/pelvis is rated): no category; the "
+        "card says what the order adds and offers the rated study.",
+        "- **Recommended** by the source without a category: the card quotes the recommendation.",
+        "- Otherwise the card says the source gives no rating for this study and names the rated ones.",
+        "",
+        "Suggestions never propose a study rated usually not appropriate, nor iodinated contrast when "
+        "the kidney caution fires. With no recognised scenario nothing is shown. Parts that take the "
+        "combination's category:",
+        "",
+        *[f"- {line}" for line in inherit],
+        "",
+    ]
+
+
 def _catalog(k: Knowledge) -> list[str]:
     out = [
         "| Procedure id | Study | Modality | Contrast | RRL | Codes (unverified marked [I]) |",
         "|---|---|---|---|---|---|",
     ]
     for p in k.catalog.procedures.values():
-        if p.components:
-            codes = "combination of " + " + ".join(f"`{c}`" for c in p.components)
+        if p.join_sets:
+            codes = "combination of " + " or ".join(" + ".join(f"`{c}`" for c in s) for s in p.join_sets)
             codes += "".join(f"; {c.code}" + ("" if c.verified else " [I]") for c in p.codes)
         elif p.pet_tracer:
             tracers = [t for t in k.catalog.tracers.values() if t.procedure == p.id]
@@ -153,6 +193,10 @@ def _catalog(k: Knowledge) -> list[str]:
             codes = (
                 ", ".join(f"{c.code}{'' if c.verified else ' [I]'}" for c in p.codes) or "no specific code"
             )
+        if p.part_of:
+            codes += "; part of " + ", ".join(f"`{c}`" for c in p.part_of)
+        if p.family:
+            codes += f"; contrast family `{p.family}`"
         rrl = p.rrl_symbol + ("" if p.rrl_verified else " [I]")
         out.append(f"| `{p.id}` | {_cell(p.display)} | {p.modality} | {p.contrast} | {rrl} | {codes} |")
     return out
@@ -240,7 +284,8 @@ def render(k: Knowledge, cards_dir: Path = DEFAULT_CARDS_DIR, cases_dir: Path = 
         "",
         f"Knowledge version **{k.version}**. Categories: UA usually appropriate, MBA may be appropriate, "
         "UNA usually not appropriate, rec. recommended by the source without an ACR category. A study a "
-        "scenario does not list is rated `no-criteria-apply`; no category is ever invented. RRL is the "
+        "scenario does not list is rated `no-criteria-apply` (answered by a card, see below); no category "
+        "is ever invented. RRL is the "
         "ACR adult relative radiation level (O = 0 mSv ... ☢☢☢☢☢ = 30-100 mSv).",
         "",
         "Source kinds: **ACR** = an ACR Appropriateness Criteria category (topic, variant, version); "
@@ -255,6 +300,7 @@ def render(k: Knowledge, cards_dir: Path = DEFAULT_CARDS_DIR, cases_dir: Path = 
         "",
         *_overview(k),
         "",
+        *_unrated_orders(k),
         "## Scenarios",
         "",
     ]

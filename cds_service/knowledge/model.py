@@ -33,6 +33,14 @@ class Procedure:
     components: tuple[str, ...] = ()  # separately ordered studies that together make this one
     pet_tracer: bool = False  # tracer-specific PET/CT, reached only through tracer codes
     component_only: bool = False  # never rated on its own (e.g. MRI chest as part of MRI C/A/P)
+    component_sets: tuple[tuple[str, ...], ...] = ()  # further sets of orders that make this study
+    part_of: tuple[str, ...] = ()  # studies this one images a subset of (besides as a component)
+    family: str | None = None  # same coverage, other contrast protocols share the family
+
+    @property
+    def join_sets(self) -> tuple[tuple[str, ...], ...]:
+        """Every set of separately ordered studies that together make this one."""
+        return ((self.components,) if self.components else ()) + self.component_sets
 
     @property
     def rrl_symbol(self) -> str:
@@ -59,6 +67,8 @@ class Catalog:
     by_code: Mapping[tuple[str, str], str]  # (system, code) -> procedure id
     tracers: Mapping[tuple[str, str], Tracer]
     system_aliases: Mapping[str, str] = field(default_factory=dict)
+    # procedure id -> every study that contains it (transitively, through components and part_of)
+    containers: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def canonical_system(self, system: str) -> str:
         return self.system_aliases.get(system, system)
@@ -74,6 +84,24 @@ class Catalog:
         """Studies made of several orders, largest first so a whole spine beats a partial one."""
         combos = [p for p in self.procedures.values() if p.components]
         return tuple(sorted(combos, key=lambda p: -len(p.components)))
+
+    @property
+    def join_sets(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """(combined study, the orders that make it), largest sets first (CT chest + abdomen + pelvis
+        is tried before CT abdomen + pelvis, so three orders become one C/A/P, not C + A/P)."""
+        sets = [(p.id, parts) for p in self.procedures.values() for parts in p.join_sets]
+        return tuple(sorted(sets, key=lambda s: -len(s[1])))
+
+    def contents(self, procedure_id: str) -> frozenset[str]:
+        """Every study contained in `procedure_id` (its parts, their parts, ...)."""
+        return frozenset(pid for pid, wholes in self.containers.items() if procedure_id in wholes)
+
+    def family_of(self, procedure_id: str) -> tuple[str, ...]:
+        """Other contrast protocols of the same coverage (not the study itself)."""
+        family = self.procedures[procedure_id].family
+        if family is None:
+            return ()
+        return tuple(p.id for p in self.procedures.values() if p.family == family and p.id != procedure_id)
 
 
 SOURCE_KINDS = ("acr", "translated", "seed")
@@ -97,6 +125,9 @@ class Rating:
     source_kind: str = "acr"
     guideline: str | None = None
     acr: Mapping[str, Any] | None = None  # resolved: the rating's own, else the scenario's
+    # Set when the source's reason for this category holds for each part of the study ordered alone
+    # (e.g. "no IV contrast"): the words say why; parts then get the category (engine/coverage.py).
+    applies_to_parts: str | None = None
 
     @property
     def is_acr(self) -> bool:

@@ -10,6 +10,12 @@
 Every one of these is the client's error and answered with 400 here, before any other code runs.
 All checks are linear in the body size and run at C speed (about a tenth of the parse), except
 that a body with a surrogate escape at all (rare) is re-encoded once to decide exactly.
+
+Parsing uses orjson when it is installed (issue 11: a third of the standard parser's time on a
+typical chart). orjson refuses everything above by itself (NaN/Infinity, overflow, lone surrogates,
+nesting beyond 1,024, invalid UTF-8); whatever it refuses is parsed again by the standard parser
+below, so every refusal is answered with the same message as without orjson. One difference:
+an integer beyond 64 bits (never a valid FHIR integer) parses as a float.
 """
 
 from __future__ import annotations
@@ -20,6 +26,11 @@ import re
 from array import array
 from itertools import accumulate
 from typing import Any
+
+try:
+    import orjson
+except ImportError:  # optional: the standard parser gives the same answers, slower
+    orjson = None  # type: ignore[assignment]
 
 from cds_service.protocol.errors import InvalidRequest
 
@@ -44,6 +55,14 @@ def _finite_float(text: str) -> float:
 
 def parse_json_body(raw: bytes, max_depth: int) -> Any:
     """Parse a request body as strict JSON; raise InvalidRequest (400) on anything unusable."""
+    if orjson is not None:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # the standard parser below says exactly why
+        else:
+            _check_depth(raw, max_depth)
+            return body  # (lone surrogates, NaN, overflow: orjson refused them already)
     try:
         text = raw.decode("utf-8")  # strict: RFC 8259 requires UTF-8; rejects encoded surrogates
     except UnicodeDecodeError:
@@ -54,14 +73,18 @@ def parse_json_body(raw: bytes, max_depth: int) -> Any:
         raise InvalidRequest(f"The request body is nested more than {max_depth} levels deep") from None
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, huge integers (int max str digits)
         raise InvalidRequest(f"The request body is not valid JSON: {_short(exc)}") from None
+    _check_depth(raw, max_depth)
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
+        raise InvalidRequest("The request body contains a lone UTF-16 surrogate (\\uD800-\\uDFFF escape)")
+    return body
+
+
+def _check_depth(raw: bytes, max_depth: int) -> None:
     depth = json_depth(raw)
     if depth > max_depth:
         raise InvalidRequest(
             f"The request body is nested {depth} levels deep; at most {max_depth} are accepted"
         )
-    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
-        raise InvalidRequest("The request body contains a lone UTF-16 surrogate (\\uD800-\\uDFFF escape)")
-    return body
 
 
 def json_depth(raw: bytes) -> int:

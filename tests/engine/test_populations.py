@@ -44,7 +44,7 @@ def test_cm0_patient_on_adt_for_three_years_is_not_initial_staging():
     assert outcome(f) == NONMETASTATIC_TREATED
     result = run(f, cpt("bs", "78306"))
     assert pama(result) == {"bs": "no-criteria-apply"}  # not rated, never "not appropriate"
-    actions = [a for c in result.cards for s in c["suggestions"] for a in s["actions"]]
+    actions = [a for c in result.cards for s in c.get("suggestions", []) for a in s["actions"]]
     assert not any(a["type"] == "delete" for a in actions)
 
 

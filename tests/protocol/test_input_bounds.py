@@ -328,3 +328,29 @@ def test_patient_id_never_echoed_in_errors(client):
     raw = json.dumps(hook_request(prefetch=full_prefetch())).replace('"hook"', '"hook": NaN, "x"', 1)
     response = post_raw(client, SELECT, raw)
     assert response.status_code == 400 and PATIENT_ID not in response.get_data(as_text=True)
+
+
+_BODIES = [
+    b'{"a": [1, 2.5, -0.0, 1e-3, "x\\u00e9", {"b": null, "c": true}]}',
+    b'{"hookInstance": "\\ud83d\\ude00"}',
+    b'{"a": NaN}', b'{"a": -Infinity}', b'[1e999]', b'["\\ud800"]', b'{"a": 1,}', b"\xff", b"",
+    b"[" * 101 + b"]" * 101, b"[" * 2000 + b"]" * 2000, b'"' + b"9" * 5000 + b'"', b"[" + b"9" * 5000 + b"]",
+]
+
+
+@pytest.mark.parametrize("raw", _BODIES, ids=range(len(_BODIES)))
+def test_the_fast_parser_answers_exactly_as_the_standard_one(raw, monkeypatch):
+    """Issue 11: orjson (when installed) parses; anything it refuses gets the standard parser's
+    own 400 message, so the answer does not depend on whether orjson is installed."""
+    from cds_service.protocol import json_input
+    from cds_service.protocol.errors import InvalidRequest
+
+    def outcome():
+        try:
+            return ("ok", json_input.parse_json_body(raw, 100))
+        except InvalidRequest as exc:
+            return ("400", exc.message)
+
+    fast = outcome()
+    monkeypatch.setattr(json_input, "orjson", None)
+    assert fast == outcome()

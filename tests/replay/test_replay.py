@@ -87,6 +87,26 @@ def test_input_errors(argv, message, capsys):
     assert message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("code", ["72197", "77049", "78814", "76641", "74160", "78300", "25031-6"])
+def test_codes_the_service_rates_are_accepted(code):
+    """Issue 9/12: replay knows the codes of the procedure catalog, not a list of its own."""
+    order = replay.order_from_arg(code)
+    assert order["code"]["coding"][0]["code"] == code
+
+
+def test_replay_accepts_every_catalog_code_and_nothing_else():
+    from cds_service.knowledge import load_knowledge
+
+    catalog = load_knowledge().catalog
+    for proc in catalog.procedures.values():
+        for c in proc.codes:
+            coding = replay.order_from_arg(c.code)["code"]["coding"][0]
+            assert (coding["system"], coding["code"]) == (c.system, c.code)
+            assert coding["display"] == proc.display  # the catalog's name, never an AMA descriptor
+    with pytest.raises(replay.ReplayError, match="unknown order code"):
+        replay.order_from_arg("70010")  # a radiology CPT code the catalog does not list
+
+
 def test_not_json_and_no_patient(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -126,7 +146,7 @@ def test_build_request_order_select():
     assert [e["id"] for e in entries] == ["replay-order-1", "pet-ct-1"]
     assert all(e["subject"] == {"reference": "Patient/prostate-mets-adt-rising-psa"} for e in entries)
     assert entries[0]["code"]["coding"][0] == {"system": replay.CPT, "code": "78306",
-                                               "display": replay.CPT_DISPLAY["78306"]}
+                                               "display": "Bone scan whole body (Tc-99m MDP)"}
     assert ctx["selections"] == ["ServiceRequest/replay-order-1", "ServiceRequest/pet-ct-1"]
     assert "prefetch" not in req and "fhirServer" not in req
     assert replay.build_request(rp)["hookInstance"] != req["hookInstance"]

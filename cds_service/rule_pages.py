@@ -1,19 +1,30 @@
 """Human-readable pages explaining each rule, linked from every card (`GET /rules/<rule_id>`).
 
 A rule id is a scenario id, a pitfall id or an engine outcome (`insufficient-data`,
-`no-criteria-apply`, `pet-tracer-unspecified`). Everything taken from the rule files is escaped.
+`no-criteria-apply`, `pet-tracer-unspecified`, ...). `GET /rules` lists them all. A rule page holds
+what a card leaves out: its source kind (ACR rating, another guideline translated by the project, or a
+source-article recommendation), citations, review date, the alternatives table, the full reasoning in
+words, the codes of the concepts it reads, and the end-to-end cases that pin it
+(`GET /rules/cases/<name>`). Everything taken from the rule files is escaped.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+from typing import Any
 
 from flask import Blueprint, Response, abort, current_app
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
+from cds_service.engine.card_text import sentences
 from cds_service.knowledge import Knowledge, load_knowledge
-from cds_service.knowledge.model import Outcome, Pitfall, Scenario
-from cds_service.knowledge.predicates import describe
+from cds_service.knowledge.cases import DEFAULT_CASES_DIR, RuleCases, cases_by_rule
+from cds_service.knowledge.explain import Clause, concepts_of, explain, med_classes_of
+from cds_service.knowledge.model import UNVERIFIED_MARK, Outcome, Pitfall, Scenario
 
 blueprint = Blueprint("rule_pages", __name__)
 
@@ -22,7 +33,28 @@ _STYLE = (
     "table{border-collapse:collapse;width:100%}"
     "td,th{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:top}"
     "code{background:#f4f4f4;padding:0 .2rem}"
+    ".meta{color:#444}.unverified{color:#8a4b00}"
 )
+KIND_LABELS = {
+    "acr": "ACR Appropriateness Criteria rating",
+    "translated": "another guideline's statement translated by this service (not an ACR rating)",
+    "seed": "recommendation of a source article, without a category",
+}
+PITFALL_KIND_LABELS = {
+    "acr": "ACR Appropriateness Criteria text",
+    "translated": "another guideline's statement",
+    "seed": "source article and the literature it cites (a caution, not a rating)",
+}
+SEED_FILE = re.compile(r"\b(?:seed )?(\d{3}_[0-9a-f]{16}\.txt)")
+SYSTEM_LABELS = {
+    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+    "http://snomed.info/sct": "SNOMED CT",
+    "http://loinc.org": "LOINC",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+    "http://www.ama-assn.org/go/cpt": "CPT",
+    "urn:oid:2.16.840.1.113883.6.285": "HCPCS",
+    "http://dicom.nema.org/resources/ontology/DCM": "DICOM",
+}
 
 
 def _knowledge() -> Knowledge:
@@ -33,7 +65,20 @@ def _knowledge() -> Knowledge:
     return knowledge
 
 
-def _list(items: Iterable[str]) -> Markup:
+@cache
+def _cases(directory: Path = DEFAULT_CASES_DIR) -> tuple[dict[str, RuleCases], dict[str, dict[str, Any]]]:
+    """(rule id -> cases, case name -> case), read once: the fixtures do not change while serving."""
+    by_name: dict[str, dict[str, Any]] = {}
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else ():
+        try:
+            case = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        by_name[str(case.get("name") or path.stem)] = case
+    return cases_by_rule(directory), by_name
+
+
+def _list(items: Iterable[Any]) -> Markup:
     return Markup("<ul>") + Markup("").join(Markup("<li>%s</li>") % i for i in items) + Markup("</ul>")
 
 
@@ -41,7 +86,7 @@ def _page(title: str, body: Markup, version: str) -> Response:
     html = (
         Markup(
             '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>%s</title><style>%s</style>'
-            "</head><body><h1>%s</h1>"
+            '</head><body><p><a href="/rules">All rules</a></p><h1>%s</h1>'
         )
         % (title, Markup(_STYLE), title)
         + body
@@ -50,50 +95,166 @@ def _page(title: str, body: Markup, version: str) -> Response:
     return Response(str(html), mimetype="text/html")
 
 
+def _text(text: str) -> Markup:
+    """Rule text with every sentence the reference marks unverified ([I]) labelled as such."""
+    out = Markup("")
+    for sentence in sentences(text):
+        if UNVERIFIED_MARK in sentence:
+            clean = re.sub(r"\s*" + re.escape(UNVERIFIED_MARK), "", sentence).strip()
+            note = "unverified figure, not shown on cards"
+            out += Markup('<span class="unverified">%s (%s)</span> ') % (clean, note)
+        else:
+            out += Markup("%s ") % sentence
+    return out
+
+
+def _clause(c: Clause) -> Markup:
+    if not c.parts:
+        return escape(c.text)
+    return escape(c.text) + _list(_clause(p) for p in c.parts)
+
+
+def _meta(kind: Markup | str, reviewed: str) -> Markup:
+    return Markup('<p class="meta"><strong>Source kind:</strong> %s<br><strong>Reviewed:</strong> %s</p>') % (
+        kind,
+        reviewed or "not recorded",
+    )
+
+
+def _scenario_kind(s: Scenario) -> Markup:
+    kinds = []
+    for kind in s.source_kinds:
+        label = KIND_LABELS[kind]
+        if kind == "translated":
+            label += " from " + ", ".join(s.translated_from)
+        kinds.append(label)
+    return Markup("; ").join(escape(k) for k in kinds) if kinds else Markup("none")
+
+
+def _medications(k: Knowledge, classes: list[str]) -> Markup:
+    """Each medication class the rule reads, with its ingredients and their codes."""
+    vs = k.valuesets
+    codes: dict[str, list[str]] = {}
+    for (system, code), ingredients in vs.drug_index.items():
+        for ingredient in ingredients:
+            codes.setdefault(ingredient, []).append(f"{SYSTEM_LABELS.get(system, system)} {code}")
+    body = Markup("")
+    for cls in classes:
+        members = [i for i in vs.ingredients.values() if cls in i.classes]
+        rows = Markup("").join(
+            Markup("<tr><td>%s</td><td>%s</td></tr>") % (i.name, ", ".join(codes.get(i.id, [])) or "none")
+            for i in members
+        )
+        body += Markup(
+            "<details><summary>Medication class <code>%s</code>, %d ingredients</summary>"
+            "<table><tr><th>Ingredient</th><th>Codes</th></tr>%s</table></details>"
+        ) % (cls, len(members), rows)
+    return body
+
+
+def _concepts(k: Knowledge, ids: list[str], classes: Iterable[str] = ()) -> Markup:
+    """The codes of each concept the rule reads: what a chart entry must carry to count."""
+    if not ids and not classes:
+        return Markup("")
+    sets = k.valuesets.sets
+    body = Markup(
+        "<h2>Concepts and their codes</h2><p>Facts are matched on (system, code) only; an ICD-10-CM "
+        "category covers its descendants.</p>"
+    ) + _medications(k, list(classes))
+    for vid in ids:
+        vs = sets[vid]
+        rows = Markup("").join(
+            Markup("<tr><td>%s</td><td><code>%s</code></td><td>%s</td></tr>")
+            % (
+                SYSTEM_LABELS.get(c.system, c.system),
+                (c.code or f"{c.prefix}* (category)") + (" (excluded)" if c.exclude else ""),
+                c.display + ("" if c.verified else " (unverified code)"),
+            )
+            for c in vs.codes
+        )
+        table = (
+            Markup("<table><tr><th>System</th><th>Code</th><th>Display</th></tr>%s</table>") % rows
+            if rows
+            else Markup("<p>No codes (reference range or derived fact).</p>")
+        )
+        body += Markup("<details><summary>%s (<code>%s</code>), %d codes</summary>%s</details>") % (
+            vs.title,
+            vid,
+            len(vs.codes),
+            table,
+        )
+    return body
+
+
+def _case_links(rule_id: str) -> Markup:
+    cases = _cases()[0].get(rule_id) or RuleCases()
+    body = Markup("<h2>End-to-end cases</h2>")
+    if not cases.fires and not cases.absent:
+        return body + Markup("<p>No fixture case pins this rule yet.</p>")
+
+    def links(names: tuple[str, ...]) -> Markup:
+        return Markup(", ").join(Markup('<a href="/rules/cases/%s">%s</a>') % (n, n) for n in names)
+
+    if cases.fires:
+        body += Markup("<p><strong>Fires in:</strong> %s</p>") % links(cases.fires)
+    if cases.absent:
+        body += Markup("<p><strong>Must not fire in:</strong> %s</p>") % links(cases.absent)
+    return body
+
+
+def _ratings_table(s: Scenario, k: Knowledge, variant: Any) -> Markup:
+    procs = k.catalog.procedures
+    rows = Markup("").join(
+        Markup("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>")
+        % (
+            procs[r.procedure_id].display,
+            k.texts.category_labels[r.category],
+            r.provenance if r.is_acr else f"Translated from {r.guideline}: not an ACR rating",
+            procs[r.procedure_id].rrl_text,
+            _text(r.rationale),
+            r.source,
+        )
+        for r in variant.ratings.values()
+    )
+    if not rows:
+        return Markup("<p>No study is rated in this variant.</p>")
+    return Markup(
+        "<table><tr><th>Study</th><th>Rating</th><th>Source kind</th><th>Radiation</th><th>Why</th>"
+        "<th>Source</th></tr>%s</table>"
+    ) % rows
+
+
 def _scenario_body(s: Scenario, k: Knowledge) -> Markup:
     procs = k.catalog.procedures
-    body = Markup("<p>%s</p><p><strong>Source:</strong> %s; %s</p>") % (
-        s.description,
-        s.acr_citation,
-        "; ".join(k.texts.cite(seed) for seed in s.seeds),
+    body = Markup("<p>%s</p>") % _text(s.description)
+    body += _meta(_scenario_kind(s), s.reviewed)
+    body += Markup("<p><strong>Sources:</strong></p>") + _list(
+        [s.acr_citation, *(k.texts.cite(seed) for seed in s.seeds)]
     )
-    body += Markup("<h2>When it applies</h2><p><strong>Patients:</strong> <code>%s</code></p>") % describe(
-        s.population
+    body += Markup("<h2>When it applies</h2><p><strong>Patients:</strong></p>") + _list(
+        [_clause(explain(s.population, k))]
     )
     if s.requires:
-        body += Markup("<p><strong>Facts required to decide:</strong></p>") + _list(
+        body += Markup("<p><strong>Facts required to decide</strong> (without them: no rating):</p>") + _list(
             r.label for r in s.requires
         )
-    body += Markup("<p><strong>Entry criteria:</strong> <code>%s</code></p>") % describe(s.criteria)
+    body += Markup("<p><strong>Entry criteria:</strong></p>") + _list([_clause(explain(s.criteria, k))])
     for v in s.variants:
         body += Markup("<h2>%s</h2>") % v.title
         if v.when:
-            body += Markup("<p>Applies when <code>%s</code></p>") % describe(v.when)
-        rows = Markup("").join(
-            Markup("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>")
-            % (
-                procs[r.procedure_id].display,
-                k.texts.category_labels[r.category],
-                procs[r.procedure_id].rrl_text,
-                r.rationale,
-                r.source,
-            )
-            for r in v.ratings.values()
-        )
-        if rows:
-            body += (
-                Markup(
-                    "<table><tr><th>Study</th><th>Rating</th><th>Radiation</th><th>Why</th>"
-                    "<th>Source</th></tr>%s</table>"
-                )
-                % rows
+            body += Markup("<p>Applies when:</p>") + _list([_clause(explain(v.when, k))])
+        body += _ratings_table(s, k, v)
+        if v.preferred:
+            body += Markup("<p><strong>Preferred:</strong> %s</p>") % ", ".join(
+                procs[p].display for p in v.preferred
             )
         body += Markup(
             "<p>Studies not listed here get <em>no criteria apply</em>; no rating is invented.</p>"
         )
     if s.recommended:
-        body += Markup("<h2>Recommended by the source (no ACR category)</h2>") + _list(
-            f"{procs[p].display} ({procs[p].rrl_text}): {note}" for p, note in s.recommended.items()
+        body += Markup("<h2>Recommended by the source (no category; source kind: seed)</h2>") + _list(
+            Markup("%s (%s): %s") % (procs[p].display, procs[p].rrl_text, _text(note))
+            for p, note in s.recommended.items()
         )
     if s.urgent_procedure:
         body += (
@@ -102,20 +263,24 @@ def _scenario_body(s: Scenario, k: Knowledge) -> Markup:
         )
     if s.pitfalls:
         body += Markup("<h2>Pitfalls checked</h2>") + _list(
-            Markup('<a href="%s">%s</a>') % (p, k.pitfalls[p].title) for p in s.pitfalls
+            Markup('<a href="/rules/%s">%s</a>') % (p, k.pitfalls[p].title) for p in s.pitfalls
         )
     if s.evidence:
-        body += Markup("<h2>Evidence</h2><p>%s</p>") % s.evidence
-    return body
+        body += Markup("<h2>Evidence</h2><p>%s</p>") % _text(s.evidence)
+    preds = [s.population, s.criteria, *(r.when for r in s.requires), *(v.when for v in s.variants if v.when)]
+    return body + _concepts(k, concepts_of(k, *preds), med_classes_of(*preds)) + _case_links(s.id)
 
 
 def _pitfall_body(p: Pitfall, k: Knowledge) -> Markup:
     procs = k.catalog.procedures
     applies = [procs[i].display for i in sorted(p.applies_procedures)]
     applies += [f"any study with {c} contrast" for c in sorted(p.applies_contrast)]
-    body = Markup(
-        "<p>%s</p><p><strong>Applies to:</strong> %s</p><p><strong>Fires when:</strong> <code>%s</code></p>"
-    ) % (p.text, "; ".join(applies), describe(p.trigger))
+    kind = PITFALL_KIND_LABELS[p.source_kind] + (f" ({p.guideline})" if p.guideline else "")
+    body = Markup("<p>%s</p>") % _text(p.text)
+    body += _meta(kind, p.reviewed)
+    body += Markup("<p><strong>Applies to:</strong> %s</p><p><strong>Fires when:</strong></p>") % "; ".join(
+        applies
+    ) + _list([_clause(explain(p.trigger, k))])
     if p.prefer:
         body += Markup("<p><strong>Suggests instead:</strong> %s</p>") % ", ".join(
             procs[i].display for i in p.prefer
@@ -125,12 +290,94 @@ def _pitfall_body(p: Pitfall, k: Knowledge) -> Markup:
             Markup("<p><strong>Suggests instead:</strong> the scenario's studies without %s contrast</p>")
             % p.prefer_contrast_not
         )
-    used = [s.title for s in k.scenarios if p.id in s.pitfalls]
-    return body + Markup("<h2>Used in</h2>") + _list(used) + Markup("<h2>Sources</h2>") + _list(p.sources)
+    used = [Markup('<a href="/rules/%s">%s</a>') % (s.id, s.title) for s in k.scenarios if p.id in s.pitfalls]
+    body += Markup("<h2>Used in</h2>") + _list(used) + Markup("<h2>Sources</h2>") + _list(p.sources)
+    return body + _concepts(k, concepts_of(k, p.trigger), med_classes_of(p.trigger)) + _case_links(p.id)
 
 
 def _outcome_body(o: Outcome) -> Markup:
-    return Markup("<p>%s</p><h2>Sources</h2>") % o.description + _list(o.sources)
+    body = Markup("<p>%s</p>") % o.description
+    body += _meta("engine rule (applied by the service itself, not a clinical rating)", "")
+    return body + Markup("<h2>Sources</h2>") + _list(o.sources) + _case_links(o.id)
+
+
+def _index_body(k: Knowledge) -> Markup:
+    cases = _cases()[0]
+
+    def row(rule_id: str, title: str, kind: str, source: Markup | str, reviewed: str) -> Markup:
+        c = cases.get(rule_id) or RuleCases()
+        return Markup(
+            '<tr><td><a href="/rules/%s">%s</a></td><td>%s</td><td>%s</td><td>%s</td><td>%d / %d</td></tr>'
+        ) % (rule_id, title, kind, source, reviewed or "", len(c.fires), len(c.absent))
+
+    rows = [row(s.id, s.title, s.kind, _scenario_kind(s), s.reviewed) for s in k.scenarios]
+    rows += [
+        row(p.id, p.title, "pitfall", PITFALL_KIND_LABELS[p.source_kind], p.reviewed)
+        for p in k.pitfalls.values()
+    ]
+    rows += [row(o.id, o.title, "engine outcome", "engine rule", "") for o in k.texts.outcomes.values()]
+    return (
+        Markup(
+            "<p>Every card links to the rule that produced it. Red flags are checked first, then scenarios "
+            "by priority; pitfalls add warnings to a rated order.</p><table><tr><th>Rule</th><th>Kind</th>"
+            "<th>Source kind</th><th>Reviewed</th><th>e2e cases (fires / must not fire)</th></tr>"
+        )
+        + Markup("").join(rows)
+        + Markup("</table>")
+    )
+
+
+def _cited(text: str, k: Knowledge) -> str:
+    """A case names source articles by file id; a page shows their citation."""
+    return SEED_FILE.sub(lambda m: k.texts.source_articles.get(m.group(1), "a source article"), text)
+
+
+def _case_body(case: dict[str, Any], k: Knowledge) -> Markup:
+    exp = case.get("expected") or {}
+    body = Markup("<p>%s</p>") % _cited(str(case.get("description") or ""), k)
+    body += Markup("<p><strong>Patient chart:</strong> <code>%s</code>; <strong>orders:</strong> %s; "
+                   "<strong>hooks:</strong> %s</p>") % (
+        str(case.get("patient") or ""),
+        ", ".join(str(o) for o in case.get("orders") or []),
+        ", ".join(str(h) for h in case.get("hooks") or []),
+    )
+    rules = exp.get("scenario")
+    rules = rules if isinstance(rules, list) else [rules]
+    body += Markup("<p><strong>Expected rule:</strong> %s</p>") % Markup(" or ").join(
+        Markup('<a href="/rules/%s">%s</a>') % (r, r) for r in rules if isinstance(r, str)
+    )
+    rows = Markup("").join(
+        Markup("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>")
+        % (
+            name,
+            str(o.get("procedure") or ""),
+            " or ".join(o["pama"]) if isinstance(o.get("pama"), list) else str(o.get("pama") or ""),
+            ", ".join(o.get("pitfalls") or []),
+        )
+        for name, o in (exp.get("orders") or {}).items()
+        if isinstance(o, dict)
+    )
+    body += Markup(
+        "<table><tr><th>Order</th><th>Study</th><th>Expected rating</th><th>Expected pitfalls</th></tr>%s"
+        "</table>"
+    ) % rows
+    sources = [_cited(str(s), k) for s in case.get("sources") or []]
+    return body + (Markup("<h2>Sources</h2>") + _list(sources) if sources else Markup(""))
+
+
+@blueprint.get("/rules")
+def rule_index() -> Response:
+    k = _knowledge()
+    return _page("Rules of the imaging appropriateness service", _index_body(k), k.version)
+
+
+@blueprint.get("/rules/cases/<name>")
+def case_page(name: str) -> Response:
+    case = _cases()[1].get(name)  # looked up among the loaded cases only: no path is built from input
+    if case is None:
+        abort(404)
+    k = _knowledge()
+    return _page(f"End-to-end case {name}", _case_body(case, k), k.version)
 
 
 @blueprint.get("/rules/<rule_id>")

@@ -1,8 +1,10 @@
 """Ratings -> CDS Hooks 2.0 cards (at most one per study plus one per red flag) and rating systemActions.
 
-Every card: a uuid, a plain-verdict summary under 140 characters, GFM detail with the facts that drove
-it (dates and values), alternatives with category and radiation level, pitfalls and sources, coded
-override reasons with display, and an absolute link to `/rules/<rule_id>`.
+Every card: a uuid, a summary under 140 characters that stands alone (the verdict and the better
+study), a brief GFM detail of at most 12 lines (the verdict with its source kind, the deciding facts
+with dates, cautions, the better study, one line of evidence, what could not be read), coded override
+reasons with display, and an absolute link to `/rules/<rule_id>`, whose page holds the alternatives
+table, the sources and the full reasoning (cds_service/rule_pages.py). Wording: engine/card_text.py.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cds_service.engine import card_text as ct
 from cds_service.engine.actions import (
     RatingInfo,
     add_tracer_action,
@@ -20,13 +23,13 @@ from cds_service.engine.actions import (
     replace_actions,
 )
 from cds_service.engine.options import EngineOptions
-from cds_service.engine.rating import PAMA_BY_CATEGORY, Alternative, StudyRating
+from cds_service.engine.rating import PAMA_BY_CATEGORY, Alternative, FiredPitfall, StudyRating
 from cds_service.engine.scenario import INSUFFICIENT_DATA, NO_CRITERIA_APPLY, ScenarioMatch, Selection
 from cds_service.knowledge import Knowledge
-from cds_service.knowledge.model import Procedure, Scenario
+from cds_service.knowledge.model import Procedure
 from cds_service.model import Facts, HookRequest, ImagingOrder, PatientRecord
 
-SUMMARY_MAX = 139
+SUMMARY_MAX = ct.SUMMARY_MAX
 
 
 @dataclass
@@ -67,37 +70,50 @@ def _bullets(lines: Iterable[str]) -> str:
 
 
 def _category_label(ctx: RenderContext, category: str | None) -> str:
-    return ctx.knowledge.texts.category_labels[category] if category else "Not rated (source recommendation)"
+    if not category:
+        return "Recommended by the source, not rated"
+    return ctx.knowledge.texts.category_labels[category]
 
 
-def _alt_table(ctx: RenderContext, alts: Iterable[Alternative]) -> str:
-    rows = [
-        f"| {_md(a.procedure.display)} | {_category_label(ctx, a.category)} | {a.procedure.rrl_text} |"
-        for a in alts
-    ]
-    if not rows:
+def _shown_facts(evidence: Iterable[str], limit: int) -> list[str]:
+    lines = list(dict.fromkeys(evidence))
+    return lines if len(lines) <= limit + 1 else lines[:limit]
+
+
+def _facts(evidence: Iterable[str], limit: int = ct.MAX_FACTS) -> str:
+    """The deciding facts with their dates, at most `limit` (the rest are counted, not listed)."""
+    lines = list(dict.fromkeys(evidence))
+    if not lines:
         return ""
-    return "**Alternatives**\n\n| Study | Rating | Radiation (adult RRL) |\n|---|---|---|\n" + "\n".join(rows)
-
-
-def _sources(ctx: RenderContext, scenario: Scenario | None, extra: Iterable[str]) -> str:
-    lines = []
-    if scenario:
-        lines.append(scenario.acr_citation)
-        lines += [ctx.knowledge.texts.cite(seed) for seed in scenario.seeds]
-    lines += list(extra)
-    return "**Sources**\n\n" + _bullets(dict.fromkeys(lines))
+    shown = _shown_facts(lines, limit)
+    more = len(lines) - len(shown)
+    extra = f"\n- and {more} more facts (the rule page explains which facts count)" if more else ""
+    return "**Facts**\n\n" + _bullets(shown) + extra
 
 
 def _confidence(ctx: RenderContext) -> str:
+    """One line: what could not be read or used, each item once."""
     issues = list(ctx.facts.data_issues)
     issues += [f"could not retrieve {key}" for key in ctx.record.incomplete]
+    issues = list(dict.fromkeys(issues))
     if not issues:
         return ""
-    return (
-        "**Confidence lowered**: the record is incomplete or contradictory; check before relying on this.\n\n"
-        + _bullets(issues)
-    )
+    return "**Confidence lowered**, check the record: " + _md("; ".join(issues)) + "."
+
+
+def _evidence(text: str | None) -> str:
+    line = ct.verified(text or "", limit=1)
+    return f"**Evidence**: {_md(line)}" if line else ""
+
+
+def _fit_detail(build: Any) -> str:
+    """`build(facts_limit)` -> detail; fewer facts until the detail fits the line budget."""
+    limit = ct.MAX_FACTS
+    detail = build(limit)
+    while ct.line_count(detail) > ct.DETAIL_MAX_LINES and limit > 1:
+        limit -= 1
+        detail = build(limit)
+    return detail
 
 
 def _join(*parts: str) -> str:
@@ -200,12 +216,90 @@ def _replacement_suggestions(
     ]
 
 
-def _ordered_line(rated: StudyRating) -> str:
-    proc = rated.procedure
-    name = f"{proc.display} (radiation {proc.rrl_text})" if proc else "Imaging study not in the catalog"
-    if len(rated.study.orders) > 1:
-        name += "; rated as one study from " + " + ".join(rated.study.references)
-    return f"**Ordered**: {_md(name)}"
+def _combined_line(rated: StudyRating) -> str:
+    if len(rated.study.orders) <= 1:
+        return ""
+    return "Rated as one study from " + _md(" + ".join(rated.study.references)) + "."
+
+
+def _alt_text(ctx: RenderContext, alts: Iterable[Alternative]) -> str:
+    return "; ".join(
+        f"{_md(a.procedure.display)} ({_category_label(ctx, a.category).lower()}, {a.procedure.rrl_text})"
+        for a in alts
+    )
+
+
+def _better_line(ctx: RenderContext, rated: StudyRating) -> str:
+    if rated.replacements:
+        return "**Consider instead**: " + _alt_text(ctx, rated.replacements[:2]) + "."
+    if rated.category == "usually-not-appropriate":
+        return "**No alternative** study is rated appropriate for this scenario."
+    return ""
+
+
+def _study_summary(ctx: RenderContext, rated: StudyRating) -> str:
+    """Verdict and better study in one sentence; shorter study names, then less context, until it fits."""
+    proc, scenario = rated.procedure, rated.match.scenario  # type: ignore[union-attr]
+    assert proc is not None
+    category = rated.category
+    label = _category_label(ctx, category).lower() if category else ""
+    better = rated.replacements[0].procedure if rated.replacements else None
+    names = [(proc.display, better.display if better else "")]
+    names.append((ct.short_name(proc), ct.short_name(better) if better else ""))
+    if category == "usually-not-appropriate":
+        short = names[1][0]
+        if not better:  # the verdict and its context; "no other study" only when it fits
+            tail = "; no other study is rated appropriate"
+            return ct.fit(
+                *(f"{n} is usually not appropriate for {scenario.label}{tail}" for n, _ in names),
+                f"{short} is usually not appropriate for {scenario.label}",
+            )
+        return ct.fit(  # the better study is never dropped: the context is, if need be
+            *(f"{n} is usually not appropriate for {scenario.label}; consider {b}" for n, b in names),
+            f"{short} is usually not appropriate here; consider {names[1][1]}",
+        )
+    if category and rated.pitfalls:
+        first = rated.pitfalls[0].pitfall
+        joiner = ", but" if first.indicator == "warning" else ";"
+        verb = label if label.startswith("may") else f"is {label}"  # "may be appropriate", not "is may be"
+        named = better is not None and ct.short_name(better) in first.short  # "..., PSMA PET/CT does"
+        with_better = [f"{n} {verb}{joiner} {first.short}; consider {b}" for n, b in names if b and not named]
+        if first.indicator == "warning" and better and not named:  # warning + better study before category
+            with_better.append(f"{names[1][0]}: {first.short}; consider {names[1][1]}")
+        return ct.fit(*with_better, *(f"{n} {verb}{joiner} {first.short}" for n, _ in names))
+    if category:
+        return ct.fit(*(f"{n}: {label} for {scenario.label}" for n, _ in names))
+    if rated.pitfalls:
+        short = rated.pitfalls[0].pitfall.short
+        with_better = [f"{n}: {short}; consider {b}" for n, b in names if b]
+        return ct.fit(*with_better, *(f"{n}: {short}" for n, _ in names))
+    if rated.coverage:  # a part of a rated combination, or a variant the scenario does not rate
+        return ct.fit(rated.coverage.summary)
+    return ct.fit(*(f"{n}: not rated; report or problem text suggests {scenario.label}" for n, _ in names))
+
+
+def _verdict(ctx: RenderContext, rated: StudyRating) -> str:
+    scenario = rated.match.scenario  # type: ignore[union-attr]
+    if rated.rating:
+        return (
+            f"**{_category_label(ctx, rated.category)}** for {_md(scenario.label)}: "
+            f"{_md(ct.verified(rated.rating.rationale))}\n\n*Source*: {_md(ct.provenance(rated.rating))}"
+        )
+    if rated.text_note:
+        return "**Not rated**: on the coded record alone no scenario rates this study."
+    if rated.coverage:
+        return _md(rated.coverage.note)
+    return f"**Not rated** for {_md(scenario.label)}: no criteria apply to this study."
+
+
+def _caution(fired: FiredPitfall, facts: Iterable[str] = ()) -> str:
+    """One line per fired pitfall: its first two sentences and the record facts that fired it
+    (those the Facts list does not already show)."""
+    p = fired.pitfall
+    shown = set(facts)
+    evidence = [e for e in dict.fromkeys(fired.evidence) if e not in shown]
+    record = f" (record: {_md('; '.join(evidence))})" if evidence else ""
+    return f"**{_md(p.title)}**: {_md(ct.verified(p.text, limit=2))}{record}"
 
 
 def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
@@ -219,59 +313,24 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
     if category is None and quiet and rated.coverage is None:
         return
     scenario = match.scenario
-    if category == "usually-not-appropriate":
-        better = f"; consider {rated.replacements[0].procedure.display}" if rated.replacements else ""
-        summary = f"{proc.display} is usually not appropriate for {scenario.label}{better}"
-    elif category and rated.pitfalls:
-        label = _category_label(ctx, category).lower()
-        joiner = ", but" if rated.pitfalls[0].pitfall.indicator == "warning" else ";"
-        verb = label if label.startswith("may") else f"is {label}"  # "may be appropriate", not "is may be"
-        summary = f"{proc.display} {verb}{joiner} {rated.pitfalls[0].pitfall.short}"
-    elif category:
-        summary = f"{proc.display}: {_category_label(ctx, category).lower()} for {scenario.label}"
-    elif rated.pitfalls:
-        summary = f"{proc.display}: {rated.pitfalls[0].pitfall.short}"
-    elif rated.coverage:
-        summary = rated.coverage.summary
-    else:
-        summary = f"{proc.display}: not rated; report or problem text suggests {scenario.label}"
     warn = category == "usually-not-appropriate" or any(
         p.pitfall.indicator == "warning" for p in rated.pitfalls
     )
-    verdict = (
-        f"**{_category_label(ctx, category)}** for *{_md(scenario.title)}* "
-        f"({_md(match.variant.title)}): {_md(rated.rating.rationale)}"
-        if rated.rating
-        else "**Not rated**: on the coded record alone no scenario rates this study."
-        if rated.text_note
-        else _md(rated.coverage.note)
-        if rated.coverage
-        else f"Not rated for *{_md(scenario.title)}*: no criteria apply to this study."
-    )
-    pitfalls = "\n".join(
-        f"- **{_md(p.pitfall.title)}**: {_md(p.pitfall.text)}"
-        + (f" *(Record: {_md('; '.join(p.evidence))})*" if p.evidence else "")
-        for p in rated.pitfalls
-    )
-    detail = _join(
-        verdict,
-        _unknown_line(rated),
-        f"**Read from text**: {_md(rated.text_note)}" if rated.text_note else "",
-        _ordered_line(rated),
-        "**Facts that placed the patient in this scenario**\n\n" + _bullets(match.evidence)
-        if match.evidence
-        else "",
-        "**Caution**\n\n" + pitfalls if pitfalls else "",
-        _alt_table(ctx, rated.alternatives),
-        f"**Evidence**: {_md(scenario.evidence)}" if scenario.evidence else "",
-        _confidence(ctx),
-        _sources(
-            ctx,
-            scenario,
-            ([rated.rating.source] if rated.rating else [])
-            + [s for p in rated.pitfalls for s in p.pitfall.sources],
-        ),
-    )
+
+    def build(limit: int) -> str:
+        return _join(
+            _verdict(ctx, rated),
+            _unknown_line(rated),
+            f"**Read from text**: {_md(rated.text_note)}" if rated.text_note else "",
+            _combined_line(rated),
+            _facts(match.evidence, limit),
+            "\n\n".join(_caution(p, _shown_facts(match.evidence, limit)) for p in rated.pitfalls),
+            _better_line(ctx, rated),
+            _evidence(scenario.evidence) if category != "usually-not-appropriate" else "",
+            _confidence(ctx),
+        )
+
+    detail = _fit_detail(build)
     suggestions = _replacement_suggestions(ctx, rated, rated.replacements) + _coverage_suggestions(ctx, rated)
     if category == "usually-not-appropriate" and not suggestions:
         removal = [
@@ -290,7 +349,7 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         title=scenario.title,
         scenario_id=scenario.id,
         procedure_id=proc.id,
-        summary=summary,
+        summary=_study_summary(ctx, rated),
         detail=detail,
         indicator="warning" if warn else "info",
         suggestions=suggestions,
@@ -363,9 +422,8 @@ def _open_question_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -
         "which the record does not give.",
         f"**Known**: {_md(', '.join(question.known))}" if question.known else "",
         "**What would decide it**\n\n" + _bullets(f"{w[:1].upper()}{w[1:]} {c}" for w, c, _ in groups),
-        _ordered_line(rated),
+        _combined_line(rated),
         _confidence(ctx),
-        _sources(ctx, scenario, outcome.sources),
     )
     _card(
         ctx,
@@ -397,14 +455,22 @@ def _tracer_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
     ]
     outcome = ctx.knowledge.texts.outcomes["pet-tracer-unspecified"]
     scenario = rated.match.scenario if rated.match else None
-    rows = _alt_table(ctx, rated.tracer_options).replace("**Alternatives**", "**Tracer-specific studies**")
+    # Only the tracers the scenario rates or recommends, i.e. those used for this cancer
+    # (PSMA agents / fluciclovine in prostate cancer, FDG in breast cancer), are named.
+    tracers = ct.or_list(ct.tracer_name(a.procedure) for a in rated.tracer_options)
+    for_whom = f" for {_md(scenario.label)}" if scenario else ""
     detail = _join(
         f"This PET/CT cannot be rated: {_md(rated.study.unresolved_reason or 'tracer not coded')}. "
         "The tracer decides the rating, so the service does not assume one.",
-        f"Scenario: *{_md(scenario.title)}*." if scenario else "",
-        rows,
+        f"**Tracers rated{for_whom}**: {_alt_text(ctx, rated.tracer_options)}."
+        if rated.tracer_options
+        else "",
         _confidence(ctx),
-        _sources(ctx, scenario, outcome.sources),
+    )
+    summary = (
+        f"PET/CT tracer not specified: choose {tracers} PET/CT to get a rating"
+        if tracers
+        else "PET/CT tracer not specified: code the tracer to get a rating"
     )
     _card(
         ctx,
@@ -413,7 +479,7 @@ def _tracer_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         title=outcome.title,
         scenario_id=rated.scenario_id,
         procedure_id=rated.procedure.id if rated.procedure else "",
-        summary="PET/CT tracer not specified: choose the tracer (PSMA, FDG or fluciclovine) to get a rating",
+        summary=ct.fit(summary),
         detail=detail,
         indicator="warning",
         suggestions=suggestions,
@@ -484,28 +550,36 @@ def _red_flag_card(
         action = f"complete the {urgent.display} urgently"
     else:
         action = f"order urgent {urgent.display}"
-    summary = f"URGENT: {scenario.label}: {action}"
+    summary = ct.fit(f"URGENT: {scenario.label}: {action}")
     rated_lines = [
         f"{r.procedure.display if r.procedure else 'Unrecognised study'}: "
         f"{_category_label(ctx, r.category).lower() if r.category else 'no criteria apply'}"
         for r in ratings
     ]
     on_draft = [p.display for p in parts if p.id in drafted]
-    recommended = f"**Recommended**: {_md(urgent.display)} ({urgent.rrl_text}), urgently."
-    if partial:
+    recommended = f"**Red flag: {_md(scenario.title)}.** "
+    if already:
+        recommended += f"Perform the ordered {_md(urgent.display)} ({urgent.rrl_text}) urgently."
+    elif partial:
         recommended += (
-            f" Already on the draft: {_md(', '.join(on_draft))}; "
+            f"Complete the {_md(urgent.display)} urgently. Already on the draft: {_md(', '.join(on_draft))}; "
             f"add {_md(' and '.join(p.display for p in missing))}."
         )
-    detail = _join(
-        f"**Red flag: {_md(scenario.title)}.** {_md(scenario.description)}",
-        "**Facts**\n\n" + _bullets(flag.evidence),
-        recommended,
-        "**Orders under this red flag**\n\n" + _bullets(rated_lines) if rated_lines else "",
-        f"**Evidence**: {_md(scenario.evidence)}" if scenario.evidence else "",
-        _confidence(ctx),
-        _sources(ctx, scenario, [r.source for r in flag.variant.ratings.values()]),
-    )
+    else:
+        recommended += f"Order {_md(urgent.display)} ({urgent.rrl_text}) urgently, whatever else was ordered."
+    urgent_rating = flag.variant.ratings.get(urgent.id)
+
+    def build(limit: int) -> str:
+        return _join(
+            recommended,
+            _facts(flag.evidence, limit),
+            "**Orders under this red flag**: " + _md("; ".join(rated_lines)) + "." if rated_lines else "",
+            _evidence(scenario.evidence),
+            f"*Source*: {_md(ct.provenance(urgent_rating))}" if urgent_rating else "",
+            _confidence(ctx),
+        )
+
+    detail = _fit_detail(build)
     _card(
         ctx,
         out,
@@ -553,22 +627,27 @@ def _add_only(
     ]
 
 
+def _missing_facts(label: str) -> str:
+    """ "grade group, PSA and T category (...): missing PSA, T category" -> "PSA, T category"."""
+    return label.split(": missing ", 1)[1] if ": missing " in label else label
+
+
 def _insufficient_card(
     ctx: RenderContext, out: Rendered, selection: Selection, ratings: list[StudyRating]
 ) -> None:
     outcome = ctx.knowledge.texts.outcomes[INSUFFICIENT_DATA]
     first = selection.missing[0]
     lines = [
-        f"For *{_md(m.scenario.title)}*: record " + "; ".join(_md(x) for x in m.missing)
+        f"For {_md(m.scenario.label)}: record " + "; ".join(_md(_missing_facts(x)) for x in m.missing)
         for m in selection.missing
     ]
     ordered = [r.procedure.display for r in ratings if r.procedure]
     detail = _join(
-        _md(outcome.description),
-        "**Missing facts**\n\n" + "\n".join(f"- {line}" for line in lines),
+        "No rating rather than a guess: facts that decide the scenario or its variant are missing. "
+        "Record them and re-select the order.",
+        "**Missing facts**\n\n" + "\n".join(f"- {line}" for line in dict.fromkeys(lines)),
         "**Orders not rated**: " + _md(", ".join(ordered)) if ordered else "",
         _confidence(ctx),
-        _sources(ctx, None, outcome.sources + tuple(f"{m.scenario.acr_citation}" for m in selection.missing)),
     )
     _card(
         ctx,
@@ -577,7 +656,7 @@ def _insufficient_card(
         title=outcome.title,
         scenario_id=INSUFFICIENT_DATA,
         procedure_id=ratings[0].procedure.id if ratings and ratings[0].procedure else "",
-        summary=f"No rating: record is missing {first.missing[0]}",
+        summary=ct.fit(f"No rating: record is missing {_missing_facts(first.missing[0])}"),
         detail=detail,
         indicator="info",
         orders=[o for r in ratings for o in r.study.to_rate],
@@ -611,10 +690,9 @@ def _data_notice_card(ctx: RenderContext, out: Rendered, ratings: list[StudyRati
     ]
     first = ratings[0]
     detail = _join(
-        _md(outcome.description),
-        "**Orders**\n\n" + _bullets(rated_lines) if rated_lines else "",
+        "Part of the chart could not be read or used, so this advice may be incomplete; nothing was guessed.",
+        "**Orders**: " + _md("; ".join(rated_lines)) + "." if rated_lines else "",
         _confidence(ctx),
-        _sources(ctx, None, outcome.sources),
     )
     _card(
         ctx,

@@ -194,12 +194,23 @@ PSA_TREND = Unknown(
 )
 
 
+# Below 2 ng/mL no earlier value can lie 2 ng/mL lower: the domain is "rising" or "not rising".
+_LOW_TREND_RUNS = {(0, 0): "PSA rising", (1, 1): "PSA not rising", (0, 1): "any PSA trend"}
+PSA_TREND_BELOW_2 = Unknown(
+    PSA_TREND.fact,
+    (_LOW_TREND_RUNS[(0, 0)], _LOW_TREND_RUNS[(1, 1)]),
+    lambda f, i: _earlier_psa(f, i + 1),
+    _ordered(lambda a, b: _LOW_TREND_RUNS[(a, b)]),
+)
+
+
 def psa_trend_inputs(facts: Facts) -> Partial | None:
     if len(facts.psa) != 1:
         return None  # no PSA at all: nothing known
     latest = facts.psa[-1]
     when = f" on {latest.date.isoformat()}" if latest.date else ""
-    return Partial((f"PSA {latest.value:g} ng/mL{when} (the only PSA result)",), (PSA_TREND,))
+    trend = PSA_TREND if latest.value >= 2.0 else PSA_TREND_BELOW_2
+    return Partial((f"PSA {latest.value:g} ng/mL{when} (the only PSA result)",), (trend,))
 
 
 # requirement id (cards/scenarios/*.yaml `requires`) -> its domain. Not listed, on purpose:

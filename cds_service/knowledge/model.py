@@ -105,6 +105,9 @@ class Catalog:
 
 
 SOURCE_KINDS = ("acr", "translated", "seed")
+# The clinical reference's mark for an unverified figure: a rule-text sentence holding it is never
+# shown on a card as a fact (engine/card_text.py) and is labelled unverified on the rule page.
+UNVERIFIED_MARK = "[I]"
 
 
 def acr_reference(acr: Mapping[str, Any]) -> str:

@@ -150,9 +150,8 @@ def test_not_appropriate_card_replaces_the_order_with_the_preferred_alternative(
     assert set(pama(result).values()) == {"not-appropriate"} and len(result.system_actions) == 3
     [card] = result.cards
     assert card["indicator"] == "warning"
-    assert card["summary"].startswith(
-        "MRI chest, abdomen and pelvis without and with IV contrast is usually not"
-    )
+    assert card["summary"].startswith("MRI chest/abdomen/pelvis with and without contrast is usually not")
+    assert card["summary"].endswith("consider Bone scan whole body")  # the preferred alternative
     assert card["selectionBehavior"] == "at-most-one"
     first = card["suggestions"][0]
     assert first["isRecommended"] and "Bone scan" in first["label"]
@@ -169,13 +168,18 @@ def test_not_appropriate_card_replaces_the_order_with_the_preferred_alternative(
     assert not any(s["isRecommended"] for s in card["suggestions"][1:])
 
 
-def test_detail_lists_facts_with_dates_alternatives_with_radiation_and_sources():
+def test_detail_lists_facts_with_dates_the_better_study_with_radiation_and_the_acr_source():
     detail = run(NEOADJ_BACK_PAIN, *mri_cap()).cards[0]["detail"]
     assert "ALP 190 U/L (reference upper limit 120) on 2026-11-17" in detail
     assert "paclitaxel (chemotherapy, active) since" in detail
-    assert "| Bone scan whole body (Tc-99m MDP) | Usually appropriate | ☢☢☢ 1-10 mSv |" in detail
-    assert "TopicId 235" in detail and "001_b0aab85b4ad18bf0.txt" not in detail
-    assert '"Should You Order a Bone Scan for Staging Suspected Metastatic Breast Cancer?"' in detail
+    better = "Bone scan whole body (Tc-99m MDP) (usually appropriate, ☢☢☢ 1-10 mSv)"
+    assert f"**Consider instead**: {better}" in detail
+    assert (
+        "*Source*: ACR Appropriateness Criteria: Monitoring Response to Neoadjuvant Systemic Therapy for "
+        "Breast Cancer (TopicId 235), variant 6" in detail
+    )
+    # the alternatives table and the source articles are on the rule page behind the card's link
+    assert "| Study |" not in detail and "001_b0aab85b4ad18bf0.txt" not in detail
 
 
 def test_combined_ct_cap_is_one_card_and_both_orders_are_rated():
@@ -268,7 +272,8 @@ def test_insufficient_data_is_one_info_card_and_no_rating():
     result = run(facts("prostate-cancer"), cpt("bs", "78306"), cpt("ap", "74177"))
     [card] = result.cards
     assert card["indicator"] == "info" and result.system_actions == ()
-    assert "missing grade group, PSA, T category" in card["detail"]
+    assert card["summary"] == "No rating: record is missing grade group, PSA, T category"
+    assert "record grade group, PSA, T category" in card["detail"]
     assert result.card_index[card["uuid"]]["rule_id"] == "insufficient-data"
 
 

@@ -223,6 +223,22 @@ def test_single_psa_after_prostatectomy_asks_for_the_trend():
     }
 
 
+@pytest.mark.parametrize("latest, labels", [(1.0, 2), (2.9, 3)])
+def test_the_trend_domain_holds_only_possible_trends(latest, labels):
+    """A rise of 2 ng/mL above the nadir (Phoenix) needs a latest PSA of 2 or more."""
+    f = prostate(procedures=(proc("radiotherapy"),), psa=psa(latest))
+    part = partial_facts(select_scenario(f, KNOWLEDGE), f)
+    assert part is not None
+    [trend] = part.unknowns
+    assert len(trend.labels) == labels
+    for i in range(labels):
+        earlier, last = trend.fill(f, i).psa
+        assert earlier.value >= 0 and last.value == latest
+        rise = last.value - earlier.value
+        label = trend.labels[i]
+        assert (rise >= 2) == ("2 ng/mL or more" in label) and (rise > 0) == ("not" not in label)
+
+
 def test_no_psa_at_all_after_prostatectomy_is_the_insufficient_data_card():
     [bone] = ratings(prostate(procedures=(proc("radical-prostatectomy"),)), BONE_SCAN)
     assert bone.scenario_id == INSUFFICIENT_DATA and bone.open_question is None

@@ -904,6 +904,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="CDS_X=VALUE",
         help="extra environment for the service (repeatable), e.g. CDS_FHIR_MAX_WORKERS=8",
     )
+    parser.add_argument("--no-fallback-arms", action="store_true", help="skip the FHIR fallback arms")
     parser.add_argument("--append", type=Path, metavar="MD", help="also append the report to this file")
     return parser.parse_args(argv)
 
@@ -916,6 +917,13 @@ def main(argv: list[str] | None = None) -> None:
     # other processes on the machine skew latency: say how busy it was
     notes.append(f"load average (1 min) {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after.")
     text = report(rows, notes, args)
+    fallback_arms = {"fallback-50ms", "fallback-1s"}  # bench.fallback (issue 11 point 3)
+    wanted = not args.only or fallback_arms & set(args.only)
+    if wanted and not args.no_fallback_arms and not args.floor_only:
+        from bench import fallback  # noqa: PLC0415 - its own module
+
+        section, fallback_verdicts = fallback.run_arms()
+        text += "\n" + section + "\n\n" + budget_table(fallback_verdicts) + "\n"
     text += f"\nWall time of the bench: {time.monotonic() - started:.0f} s.\n"
     print(text)
     if args.append:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from flask import Flask, Response, g, jsonify
@@ -28,6 +29,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the service. Raises (refuses to start) on an invalid knowledge base or configuration."""
     settings = settings or Settings.from_env()
     knowledge = load_knowledge(settings.cards_dir, settings.cache_dir)
+    if settings.canonical_base:
+        # Our extension and code-system URLs are the deployer's to own, not the knowledge base's.
+        texts = dataclasses.replace(knowledge.texts, canonical_base=settings.canonical_base)
+        knowledge = dataclasses.replace(knowledge, texts=texts)
     cards_dir = settings.cards_dir
     if cards_dir is None or not (cards_dir / "prefetch.yaml").is_file():
         cards_dir = DEFAULT_CARDS_DIR

@@ -79,8 +79,12 @@ class Settings:
     # (http allowed, for development). No port means any port on that host.
     fhir_allowed_hosts: tuple[str, ...] = ()
     fhir_connect_timeout: float = 1.5  # seconds
-    fhir_read_timeout: float = 3.0  # seconds, per response
-    fhir_deadline: float = 4.0  # seconds for all outbound FHIR calls of one hook call
+    # Seconds to wait for an answer's next bytes. A server that queues queries (a database pool)
+    # answers the last of a call's 9 queries after several rounds: 4 s covers 3 rounds at 1 s/query.
+    fhir_read_timeout: float = 4.0
+    # Seconds for all outbound FHIR calls of one hook call: 1 s/query servers need up to ~3 rounds
+    # (first page + Patient, next pages, follow-up reads) plus compute (README "Sizing the FHIR timeouts").
+    fhir_deadline: float = 5.0
     fhir_page_cap: int = 10  # Bundle pages followed per prefetch key
     fhir_max_workers: int = 12  # concurrent FHIR queries per hook call (>= templates: one wave)
     # Response bodies read from the FHIR server per hook call, all queries and pages together: an
@@ -113,6 +117,9 @@ class Settings:
     quiet_appropriate: bool = True
     # CMS G-code of the qualified CDS mechanism for `pama-rating-qcdsm-consulted`; None: omitted.
     qcdsm_id: str | None = None
+    # Root of our own FHIR extension and CodeSystem URLs (rating extension, rule and override-reason
+    # codes); None: `canonical_base` of cards/texts/general.yaml (a placeholder until a site sets it).
+    canonical_base: str | None = None
     # Where the checked knowledge base is kept between starts (knowledge/cache.py); None: not on
     # disk (still shared within the process). From the environment: $XDG_CACHE_HOME/cds-service.
     cache_dir: Path | None = None
@@ -191,6 +198,7 @@ class Settings:
             strict_responses=_bool(env, "CDS_STRICT_RESPONSES", d.strict_responses),
             quiet_appropriate=_bool(env, "CDS_QUIET_APPROPRIATE", d.quiet_appropriate),
             qcdsm_id=(env.get("CDS_QCDSM_ID") or "").strip() or None,
+            canonical_base=_canonical(env, "CDS_CANONICAL_BASE"),
             cache_dir=_cache_dir(env),
             preload_readers=_bool(env, "CDS_PRELOAD_READERS", d.preload_readers),
         )
@@ -209,6 +217,15 @@ def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[
     if raw is None:
         return default
     return tuple(item.strip() for item in raw.replace(";", ",").split(",") if item.strip())
+
+
+def _canonical(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip().rstrip("/")
+    if not raw:
+        return None
+    if not raw.startswith(("https://", "http://")) or " " in raw:
+        raise ConfigError(f"{name} must be an absolute http(s) URL, got {raw!r}")
+    return raw
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:

@@ -52,6 +52,19 @@ def short_name(proc: Procedure) -> str:
     return name
 
 
+def shorten(text: str, procedures: Iterable[Procedure]) -> str:
+    """Every study name in `text` in its short form (for a summary written elsewhere that must fit)."""
+    for proc in sorted(procedures, key=lambda p: -len(p.display)):
+        if proc.display in text:
+            text = text.replace(proc.display, short_name(proc))
+    return text
+
+
+def grammar(text: str) -> str:
+    """ "X is may be appropriate" -> "X may be appropriate" (a category label used after "is")."""
+    return text.replace(" is may be appropriate", " may be appropriate")
+
+
 def tracer_name(proc: Procedure) -> str:
     """"PSMA PET/CT skull base to mid-thigh" -> "PSMA"; "FDG-PET/CT ..." -> "FDG"."""
     head = proc.display.split("PET")[0].rstrip(" -")

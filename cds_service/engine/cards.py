@@ -274,7 +274,10 @@ def _study_summary(ctx: RenderContext, rated: StudyRating) -> str:
         with_better = [f"{n}: {short}; consider {b}" for n, b in names if b]
         return ct.fit(*with_better, *(f"{n}: {short}" for n, _ in names))
     if rated.coverage:  # a part of a rated combination, or a variant the scenario does not rate
-        return ct.fit(rated.coverage.summary)
+        procedures = ctx.knowledge.catalog.procedures.values()
+        summary = ct.grammar(rated.coverage.summary)
+        shorter = ct.shorten(summary, procedures)
+        return ct.fit(summary, shorter, shorter.replace(f" for {scenario.label}", " here", 1))
     return ct.fit(*(f"{n}: not rated; report or problem text suggests {scenario.label}" for n, _ in names))
 
 
@@ -288,7 +291,7 @@ def _verdict(ctx: RenderContext, rated: StudyRating) -> str:
     if rated.text_note:
         return "**Not rated**: on the coded record alone no scenario rates this study."
     if rated.coverage:
-        return _md(rated.coverage.note)
+        return _md(ct.grammar(rated.coverage.note))
     return f"**Not rated** for {_md(scenario.label)}: no criteria apply to this study."
 
 

@@ -294,7 +294,8 @@ def render(k: Knowledge, cards_dir: Path = DEFAULT_CARDS_DIR, cases_dir: Path = 
         "`translatedCategory`, never as the ACR `category`; **seed** = a recommendation of a source "
         "article without a category. *Reviewed* is the date the rule's ratings and citations were last "
         "checked against its sources. *e2e cases* are the fixture cases in `fixtures/cases/` that pin "
-        "the rule firing or not firing.",
+        "the rule firing or not firing. A rule-text sentence holding the clinical reference's mark for an "
+        "unverified figure, `[I]`, is never shown on a card and is labelled unverified on the rule page.",
         "",
         "## Scenario × procedure",
         "",

@@ -19,7 +19,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
@@ -67,6 +67,9 @@ def _watched(conn: HTTPConnection) -> Iterator[None]:
     if client is None:
         yield
         return
+    sent = getattr(_current, "on_sent", None)
+    if sent is not None:
+        sent()  # the request is on the wire: a query held back until then may start now
     client._waiting_add(conn)
     try:
         yield
@@ -105,6 +108,14 @@ class FhirNotFound(FhirAccessError):
     """A read returned 404/410: the resource does not exist."""
 
 
+class FhirRejected(FhirAccessError):
+    """The server refused the query itself (400, 413, 414, 422, or an OperationOutcome instead of a
+    Bundle): asking the same thing again will not help, asking it another way may."""
+
+
+REJECTED_STATUSES = frozenset({400, 413, 414, 422})
+
+
 class FhirTooLarge(FhirAccessError):
     """The answers of this hook call went over `CDS_FHIR_MAX_BYTES`: this one was abandoned unparsed."""
 
@@ -130,6 +141,24 @@ def parse_allowed_hosts(entries: Iterable[str]) -> tuple[AllowedHost, ...]:
         if host:
             hosts.append(AllowedHost(host=host, port=int(port) if port else None, http_ok=http_ok))
     return tuple(hosts)
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http") or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    """Same scheme, host and port as the fhirServer: where a `next` link may lead."""
+    origin = _origin(url)
+    return origin is not None and origin == _origin(base_url)
 
 
 def is_allowed(url: str, allowed: Iterable[AllowedHost]) -> bool:
@@ -158,8 +187,8 @@ class FhirClient:
     allowed: tuple[AllowedHost, ...]
     access_token: str | None = field(default=None, repr=False)
     connect_timeout: float = 1.5
-    read_timeout: float = 3.0
-    deadline: float = field(default_factory=lambda: time.monotonic() + 4.0)  # monotonic seconds
+    read_timeout: float = 4.0
+    deadline: float = field(default_factory=lambda: time.monotonic() + 5.0)  # monotonic seconds
     page_cap: int = 10
     max_bytes: int = DEFAULT_MAX_BYTES  # response bodies of this hook call, all queries together
     calls: int = 0  # outbound requests made (for the log line)
@@ -199,9 +228,10 @@ class FhirClient:
     def allowed_server(self) -> bool:
         return is_allowed(self.base_url + "/", self.allowed)
 
-    def read(self, query: str) -> dict[str, Any]:
-        """A single resource (`Patient/123`). Raises FhirNotFound on 404/410."""
-        resource = self._get(f"{self.base_url}/{query}")
+    def read(self, query: str, on_sent: Callable[[], None] | None = None) -> dict[str, Any]:
+        """A single resource (`Patient/123`). Raises FhirNotFound on 404/410. `on_sent` is called
+        once the request has been sent (before its answer is awaited)."""
+        resource = self._get(f"{self.base_url}/{query}", on_sent)
         if resource.get("resourceType") == "OperationOutcome":
             raise FhirAccessError(f"{query.split('/')[0]} read answered with an OperationOutcome")
         return resource
@@ -212,6 +242,8 @@ class FhirClient:
 
     def follow(self, bundle: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
         """Entries of `bundle` and its following pages; complete=False when the page cap stopped us."""
+        if bundle.get("resourceType") == "OperationOutcome":
+            raise FhirRejected("search answered with an OperationOutcome, not a Bundle")
         if bundle.get("resourceType") != "Bundle":
             raise FhirAccessError(f"search answered with {bundle.get('resourceType')!r}, not a Bundle")
         resources, has_error = split_bundle(bundle)
@@ -221,7 +253,12 @@ class FhirClient:
         while next_url:
             if pages >= self.page_cap:
                 return resources, False
-            page = self._get(urljoin(self.base_url + "/", next_url))
+            url = urljoin(self.base_url + "/", next_url)
+            if not same_origin(url, self.base_url):
+                # The token goes only to the fhirServer itself: a next page elsewhere is not read
+                # (what came so far is kept; the key counts as incomplete).
+                return resources, False
+            page = self._get(url)
             if page.get("resourceType") != "Bundle":
                 raise FhirAccessError("a next page was not a Bundle")
             page_resources, page_error = split_bundle(page)
@@ -240,7 +277,7 @@ class FhirClient:
             if is_patient and entry.get("fullUrl"):
                 self.patient_entries.append(entry)  # list.append is atomic: queries run in threads
 
-    def _get(self, url: str) -> dict[str, Any]:
+    def _get(self, url: str, on_sent: Callable[[], None] | None = None) -> dict[str, Any]:
         if not is_allowed(url, self.allowed):
             raise FhirAccessError("URL is not on an allowed FHIR host")
         remaining = self._remaining()
@@ -248,8 +285,9 @@ class FhirClient:
         if self.access_token:
             headers["Authorization"] = f"Bearer {self.access_token}"
         timeout = (min(self.connect_timeout, remaining), min(self.read_timeout, remaining))
-        self.calls += 1
-        _current.client = self
+        with self._lock:
+            self.calls += 1  # queries run in threads
+        _current.client, _current.on_sent = self, on_sent
         try:
             # No redirects: a redirect could carry the bearer token to a host nobody allowed.
             # stream=True: the body is read below, chunk by chunk, under the deadline and the cap.
@@ -261,11 +299,13 @@ class FhirClient:
                 raise FhirAccessError("deadline for FHIR queries passed") from exc
             raise FhirAccessError(f"FHIR server unreachable ({type(exc).__name__})") from exc
         finally:
-            _current.client = None
+            _current.client = _current.on_sent = None
         complete = False
         try:
             if response.status_code in (404, 410):
                 raise FhirNotFound(f"FHIR server answered {response.status_code}")
+            if response.status_code in REJECTED_STATUSES:
+                raise FhirRejected(f"FHIR server answered {response.status_code}")
             if response.status_code != 200:
                 raise FhirAccessError(f"FHIR server answered {response.status_code}")
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()

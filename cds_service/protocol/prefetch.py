@@ -16,7 +16,6 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -35,7 +34,8 @@ from cds_service.protocol.fhir_client import (
     parse_allowed_hosts,
     split_bundle,
 )
-from cds_service.protocol.references import fetch_reason_targets
+from cds_service.protocol.fhir_fetch import Query, plan, read_many, refuses_joined, run_all, split
+from cds_service.protocol.references import accepted_targets, missing_targets
 from cds_service.protocol.request import FHIR_ID, ParsedCall
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,6 @@ MEDICATION_RECORD_TYPES = frozenset({"MedicationRequest", "MedicationAdministrat
 MAX_MEDICATION_READS = 20  # a chart references few distinct Medications; bound the reads anyway
 REASON_TARGETS_KEY = "reason-references"  # not a template: the draft orders' reasonReference targets
 MEDICATION_TARGETS_KEY = "medication-references"  # not a template: Medications the records reference
-# Seconds to wait, after cancelling, for queries that are still running: each read ends by the
-# deadline, so only a call stuck outside a read (name resolution, a mocked transport) needs it.
-_STRAGGLER_GRACE = 0.3
 
 
 @dataclass
@@ -108,13 +105,24 @@ def gather_record(
             )
 
     if client is not None:
-        # The orders' reasonReference targets the prefetch did not bring: same client, same deadline.
+        # The orders' reasonReference targets the prefetch did not bring, and the Medications that
+        # medication records reference but nobody sent (no `_include`): one parallel wave, same
+        # client, same deadline.
         have = {(r.get("resourceType"), r.get("id")) for res in results.values() for r in res.resources}
-        targets = fetch_reason_targets(client, request.draft_orders, have)
+        wanted_targets = missing_targets(request.draft_orders, have, client.base_url)
+        wanted_medications = _missing_medications(client, results)
+        answers = read_many(
+            client,
+            [f"{t}/{i}" for t, i in wanted_targets] + [f"Medication/{m}" for m in wanted_medications],
+            settings.fhir_max_workers,
+        )
+        targets = accepted_targets(wanted_targets, answers)
         if targets:
             results[REASON_TARGETS_KEY] = KeyResult(resources=targets, source="fhir")
-        # The Medications that medication records reference but nobody sent (no `_include`).
-        medications = _read_missing_medications(client, results)
+        medications = [
+            m for rid in wanted_medications
+            if (m := answers.get(f"Medication/{rid}")) is not None and m.get("resourceType") == "Medication"
+        ]
         if medications:
             results[MEDICATION_TARGETS_KEY] = KeyResult(resources=medications, source="fhir")
 
@@ -214,66 +222,49 @@ def _fetch_all(
     results: dict[str, KeyResult],
     settings: Settings,
 ) -> None:
-    jobs = {}
-    workers = max(1, min(settings.fhir_max_workers, len(queries) + len(pages)))
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fhir")
-    try:
-        for key, template in queries.items():
-            query = resolve_tokens(template.query, request)
-            if query is None:
-                results[key].complete = False
-                results[key].error = "template token has no value in this context"
-                continue
-            jobs[pool.submit(_run_query, client, template, query)] = key
-        for key, bundle in pages.items():
-            jobs[pool.submit(_run_pages, client, bundle)] = key
-        remaining = max(0.0, client.deadline - time.monotonic())
-        done, not_done = wait(jobs, timeout=remaining + 0.1)
-        for future in done:
-            key = jobs[future]
-            try:
-                fetched = future.result()
-            except FhirNotFound as exc:
-                results[key] = KeyResult(state=results[key].state, source="fhir", error=str(exc))
-                continue
-            except FhirAccessError as exc:
-                results[key].complete = False
-                results[key].error = str(exc)
-                log.info("prefetch %s: FHIR query failed: %s", key, exc)
-                continue
-            resources, complete = fetched
-            results[key] = KeyResult(
-                resources=resources, complete=complete, state=results[key].state, source="fhir",
-                error=None if complete else "page cap reached",
-            )
-        for future in not_done:
-            key = jobs[future]
+    """Run the missing queries (see cds_service.protocol.fhir_fetch for the order and the joining)."""
+    first: list[Query] = []
+    reads: list[Query] = []
+    searches: dict[str, str] = {}
+    for key, template in queries.items():
+        query = resolve_tokens(template.query, request)
+        if query is None:
             results[key].complete = False
-            results[key].error = "deadline for FHIR queries passed"
-    finally:
-        _stop(pool, jobs, client)
+            results[key].error = "template token has no value in this context"
+        elif template.is_read:
+            # A required read (the Patient) goes ahead of everything: its absence is a 412.
+            (first if template.required else reads).append(Query(query, ((key, frozenset()),), is_read=True))
+        else:
+            searches[key] = query
+    planned = (
+        [Query(q, ((k, frozenset()),)) for k, q in searches.items()]
+        if refuses_joined(client.base_url)
+        else plan(searches)
+    )
+    follow = [Query("", ((key, frozenset()),), bundle=bundle) for key, bundle in pages.items()]
 
+    def report(query: Query, outcome: tuple[list[dict[str, Any]], bool] | FhirAccessError | None) -> None:
+        if outcome is None:
+            for key in query.keys:
+                results[key].complete = False
+                results[key].error = "deadline for FHIR queries passed"
+        elif isinstance(outcome, FhirNotFound):
+            for key in query.keys:
+                results[key] = KeyResult(state=results[key].state, source="fhir", error=str(outcome))
+        elif isinstance(outcome, FhirAccessError):
+            for key in query.keys:
+                results[key].complete = False
+                results[key].error = str(outcome)
+                log.info("prefetch %s: FHIR query failed: %s", key, outcome)
+        else:
+            resources, complete = outcome
+            for key, share in split(query, resources).items():
+                results[key] = KeyResult(
+                    resources=share, complete=complete, state=results[key].state, source="fhir",
+                    error=None if complete else "not every page could be read",
+                )
 
-def _stop(pool: ThreadPoolExecutor, jobs: Mapping[Any, str], client: FhirClient) -> None:
-    """Leave no thread or connection behind: no query may outlive the hook call."""
-    if all(future.done() for future in jobs):
-        pool.shutdown(wait=True)  # idle workers only: returns at once
-        return
-    client.cancel()  # running queries stop at their next chunk and close their connections
-    _, stragglers = wait(jobs, timeout=_STRAGGLER_GRACE)
-    pool.shutdown(wait=not stragglers, cancel_futures=True)
-    if stragglers:
-        log.warning("%d FHIR queries still running after the deadline", len(stragglers))
-
-
-def _run_query(client: FhirClient, template: PrefetchTemplate, query: str):
-    if template.is_read:
-        return [client.read(query)], True
-    return client.search(query)
-
-
-def _run_pages(client: FhirClient, bundle: dict[str, Any]):
-    return client.follow(bundle)
+    run_all(client, first, [*reads, *planned, *follow], searches, settings.fhir_max_workers, report)
 
 
 def resolve_tokens(template: str, request: HookRequest) -> str | None:
@@ -354,8 +345,8 @@ def _group(
     return {rtype: tuple(bucket.values()) for rtype, bucket in grouped.items()}, total, emptied
 
 
-def _read_missing_medications(client: FhirClient, results: Mapping[str, KeyResult]) -> list[dict[str, Any]]:
-    """Read the Medications that medication records reference but nobody sent.
+def _missing_medications(client: FhirClient, results: Mapping[str, KeyResult]) -> list[str]:
+    """Ids of the Medications that medication records reference but nobody sent.
 
     Many EHRs ignore `_include` in prefetch; without the Medication such a record names no drug.
     Only references on the same fhirServer (relative, or absolute under its base) are followed,
@@ -377,13 +368,4 @@ def _read_missing_medications(client: FhirClient, results: Mapping[str, KeyResul
                 continue  # another server: never followed
             if ref.id not in have and ref.id not in wanted:
                 wanted.append(ref.id)
-    out = []
-    for rid in wanted[:MAX_MEDICATION_READS]:
-        try:
-            medication = client.read(f"Medication/{rid}")
-        except FhirAccessError as exc:  # FhirNotFound included
-            log.info("referenced Medication could not be read: %s", exc)
-            continue
-        if medication.get("resourceType") == "Medication":
-            out.append(medication)
-    return out
+    return wanted[:MAX_MEDICATION_READS]

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cds_service.fhir_refs import Ref, parse_reference
-from cds_service.protocol.fhir_client import FhirAccessError, FhirClient
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +58,15 @@ def missing_targets(
     return out[:MAX_READS]
 
 
-def fetch_reason_targets(
-    client: FhirClient, draft_orders: Iterable[Any], have: Iterable[tuple[str, str]]
+def accepted_targets(
+    wanted: Iterable[tuple[str, str]], answers: Mapping[str, dict[str, Any] | None]
 ) -> list[dict[str, Any]]:
-    """Read the missing reasonReference targets; what fails (404, timeout, deadline) is skipped."""
+    """The targets read (answers by `Type/id`; None: the read failed and is skipped), in order;
+    an answer that is another resource than the one asked for is not used."""
     found: list[dict[str, Any]] = []
-    for rtype, rid in missing_targets(draft_orders, have, client.base_url):
-        try:
-            resource = client.read(f"{rtype}/{rid}")
-        except FhirAccessError as exc:
-            log.info("reasonReference %s: read failed: %s", rtype, exc)
+    for rtype, rid in wanted:
+        resource = answers.get(f"{rtype}/{rid}")
+        if resource is None:
             continue
         if resource.get("resourceType") != rtype or resource.get("id") != rid:
             log.info("reasonReference %s: the server answered another resource; not used", rtype)

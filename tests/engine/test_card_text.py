@@ -104,3 +104,14 @@ def test_confidence_line_appears_once_with_each_issue_once():
     [card] = run(f, cpt("bs", "78306"), rec=record(incomplete=("medications", "medications"))).cards
     assert card["detail"].count("Confidence lowered") == 1
     assert card["detail"].count("NG/XX") == 1 and card["detail"].count("could not retrieve medications") == 1
+
+
+def test_shorten_rewrites_every_study_name_in_a_summary():
+    text = "CT chest, abdomen and pelvis with IV contrast is not rated; FDG-PET/CT skull base to mid-thigh is"
+    assert ct.shorten(text, KNOWLEDGE.catalog.procedures.values()) == (
+        "CT chest/abdomen/pelvis with contrast is not rated; FDG-PET/CT is"
+    )
+
+
+def test_a_may_be_category_reads_as_a_sentence():
+    assert ct.grammar("CT abdomen is may be appropriate for X") == "CT abdomen may be appropriate for X"

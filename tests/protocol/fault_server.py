@@ -13,6 +13,15 @@ gets past the 412 and the fault hits the searches:
   patient404  the Patient read answers 404 with an OperationOutcome
   others      searches answer resources of another patient only
   paging      every page links to a next page, forever
+  serial      one query at a time, in arrival order (a server whose searches queue): each search
+              takes SERIAL_S, the Patient read none
+  latency     every query (the Patient read too) takes LATENCY_S; each search has PAGES pages
+  refusejoin  a `code=` list longer than JOIN_LIMIT codes is refused with 400 (shorter ones answer)
+  iis404      the same refused with 404, as IIS does for a query string over its limit (404.15)
+  elsewhere   searches answer one resource and a `next` link to `server.elsewhere` (another origin)
+
+Every request is logged (`server.requests`: path, Authorization header, start and end times), and
+the most queries in flight at once is kept (`server.max_in_flight`).
 
 HTTP/1.0, one request per connection (the stdlib default): a connection the service leaves open is
 then the service's doing, never an idle keep-alive. A handler stops as soon as the client hangs up,
@@ -28,11 +37,17 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
-MODES = ("ok", "slow", "drip", "driphead", "huge", "garbage", "patient404", "others", "paging")
+MODES = ("ok", "slow", "drip", "driphead", "huge", "garbage", "patient404", "others", "paging", "serial",
+         "latency", "refusejoin", "iis404", "elsewhere")
+SERIAL_S = 0.5
+LATENCY_S = 0.1  # 8 keys x 3 pages one after another: 2.4 s, past the tests' 1.5 s deadline
+PAGES = 3
+JOIN_LIMIT = 60  # more codes than any one template asks for, fewer than the joined query
 SLOW_S = 10.0
 DRIP_INTERVAL_S = 0.2
 HUGE_BYTES = 60 * 1024 * 1024
@@ -47,6 +62,48 @@ class FaultServer(ThreadingHTTPServer):
     def __init__(self, patient_id: str) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.patient_id = patient_id
+        self.elsewhere = ""  # base URL the `elsewhere` mode's next links point to
+        self.requests: list[Logged] = []
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._turn = threading.Condition()  # `serial` mode: tickets served in arrival order
+        self._next_ticket = self._serving = 0
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.max_in_flight = 0
+
+    def searches(self, mode: str) -> list[Logged]:
+        return [r for r in self.requests if r.path.startswith(f"/{mode}/") and "?" in r.path]
+
+    @contextlib.contextmanager
+    def logged(self, path: str, authorization: str | None) -> Iterator[None]:
+        entry = Logged(path, authorization, time.monotonic())
+        with self._lock:
+            self.requests.append(entry)
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            entry.end = time.monotonic()
+            with self._lock:
+                self._in_flight -= 1
+
+    @contextlib.contextmanager
+    def in_turn(self) -> Iterator[None]:
+        with self._turn:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._turn.wait_for(lambda: self._serving == ticket)
+        try:
+            yield
+        finally:
+            with self._turn:
+                self._serving += 1
+                self._turn.notify_all()
 
     @property
     def base_url(self) -> str:
@@ -72,6 +129,14 @@ def running(patient_id: str) -> Iterator[FaultServer]:
         thread.join(5)
 
 
+@dataclass
+class Logged:
+    path: str
+    authorization: str | None
+    start: float
+    end: float | None = None
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: FaultServer
 
@@ -82,13 +147,23 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         mode, _, rest = parts.path.strip("/").partition("/")
         rtype, _, rid = rest.partition("/")
+        with self.server.logged(self.path, self.headers.get("Authorization")):
+            if mode == "serial":
+                with self.server.in_turn():
+                    self._answer(mode, rtype, rid, parts.query)
+            else:
+                self._answer(mode, rtype, rid, parts.query)
+
+    def _answer(self, mode: str, rtype: str, rid: str, query: str) -> None:
         try:
+            if mode == "latency":
+                time.sleep(LATENCY_S)
             if mode not in MODES:
                 self._json(404, _outcome("no such mode"))
             elif rid:
                 self._read(mode, rtype, rid)
             else:
-                self._search(mode, rtype, dict(parse_qsl(parts.query)))
+                self._search(mode, rtype, dict(parse_qsl(query)))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client hung up: exactly what the service is supposed to do with us
 
@@ -116,6 +191,26 @@ class _Handler(BaseHTTPRequestHandler):
             return
         elif mode == "others":
             self._json(200, _searchset([_resource(rtype, f"x{i}", OTHER_PATIENT) for i in range(3)]))
+            return
+        elif mode == "serial":
+            if self._client_gone(SERIAL_S):  # the queue behind clears once the service hung up
+                return
+        elif mode == "latency":
+            page = int(query.get("page", "1")) if query.get("page", "1").isdigit() else 1
+            following = urlencode({**query, "page": str(page + 1)})
+            next_url = f"{self.server.url(mode)}/{rtype}?{following}" if page < PAGES else None
+            tag = f"{len(query.get('code', ''))}-{len(query.get('value-concept', ''))}-p{page}"
+            self._json(200, _searchset(_answers(rtype, query, pid, tag), next_url))
+            return
+        elif mode in ("refusejoin", "iis404"):
+            if len(query.get("code", "").split(",")) > JOIN_LIMIT:
+                self._json(400 if mode == "refusejoin" else 404, _outcome("too many values in code"))
+            else:
+                self._json(200, _searchset(_answers(rtype, query, pid, "r")))
+            return
+        elif mode == "elsewhere":
+            next_url = f"{self.server.elsewhere}/ok/{rtype}?patient={pid}&page=2"
+            self._json(200, _searchset([_resource(rtype, f"{rtype}-e1", pid)], next_url))
             return
         elif mode == "paging":
             page = int(query.get("page", "1")) if query.get("page", "1").isdigit() else 1
@@ -181,6 +276,21 @@ def _searchset(resources: list[dict[str, Any]], next_url: str | None = None) -> 
     if next_url:
         bundle["link"] = [{"relation": "next", "url": next_url}]
     return bundle
+
+
+def _answers(rtype: str, query: dict[str, str], patient_id: str, tag: str) -> list[dict[str, Any]]:
+    """A search's answer: for a code-filtered search one Observation per asked code at either end
+    of the list (ids unique per query and page), else one resource."""
+    codes = query.get("code", "").split(",") if query.get("code") else []
+    if not codes:
+        return [_resource(rtype, f"{rtype}-{tag}", patient_id)]
+    out = []
+    for token in dict.fromkeys([codes[0], codes[-1]]):
+        system, _, code = token.partition("|")
+        resource = _resource(rtype, f"{rtype}-{tag}-{code}", patient_id)
+        resource["code"] = {"coding": [{"system": system, "code": code}]}
+        out.append(resource)
+    return out
 
 
 def _resource(rtype: str, rid: str, patient_id: str) -> dict[str, Any]:

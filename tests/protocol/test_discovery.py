@@ -44,6 +44,16 @@ def test_every_medication_record_type_is_asked_for_with_its_medication():
         assert "code=" not in by_type[rtype]  # stopped and Medication-coded records are needed too
 
 
+def test_every_search_template_asks_for_a_page_size(client):
+    # Without `_count` a server pages at its default (often 20): a 2,000-resource chart then costs
+    # one round trip per page instead of one or two (issue 11).
+    prefetch = client.get("/cds-services").get_json()["services"][0]["prefetch"]
+    for key, query in prefetch.items():
+        if "?" in query:
+            counts = re.findall(r"[?&]_count=(\d+)(?:&|$)", query)
+            assert len(counts) == 1 and 100 <= int(counts[0]) <= 1000, key
+
+
 def test_prefetch_tokens_are_2_0_form_only(client):
     for service in client.get("/cds-services").get_json()["services"]:
         for query in service["prefetch"].values():

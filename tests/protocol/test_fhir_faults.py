@@ -22,9 +22,11 @@ import pytest
 from cds_service.app import create_app
 from cds_service.config import Settings
 from cds_service.protocol import views
+from cds_service.protocol.discovery import load_prefetch_templates
+from cds_service.protocol.fhir_fetch import forget_refusals
 
 from .conftest import PATIENT_ID, hook_request
-from .fault_server import running
+from .fault_server import JOIN_LIMIT, PAGES, running
 
 SELECT = "/cds-services/imaging-appropriateness"
 DEADLINE = 1.5  # seconds: small, so a test waits little
@@ -41,10 +43,19 @@ def server():
 
 
 @pytest.fixture(scope="module")
+def elsewhere(server):
+    """Another origin on the same allowed host (another port): a `next` link there is not followed."""
+    with running(PATIENT_ID) as other:
+        server.elsewhere = other.base_url
+        yield other
+
+
+@pytest.fixture(scope="module")
 def service(server, tmp_path_factory):
     settings = Settings(
         today=date(2026, 11, 22), feedback_db=tmp_path_factory.mktemp("faults") / "feedback.sqlite3",
-        fhir_allowed_hosts=(server.base_url,), fhir_deadline=DEADLINE, fhir_max_bytes=CAP,
+        # any port of the loopback host: the origin check, not the allowlist, must stop `elsewhere`
+        fhir_allowed_hosts=("http://127.0.0.1",), fhir_deadline=DEADLINE, fhir_max_bytes=CAP,
         strict_responses=True,
     )
     app = create_app(settings)
@@ -172,3 +183,88 @@ def test_well_behaved_server_is_complete(service, server, records):
     response, _ = _call(service, server, "ok")
     assert response.status_code == 200
     assert records[-1].incomplete == ()
+
+
+# --- a server as slow as a real one (issue 11 point 3) -----------------------------------------
+
+TEMPLATES = load_prefetch_templates()
+SEARCH_KEYS = {k for k, t in TEMPLATES.items() if not t.is_read}
+
+
+def _code_searches(server, mode: str) -> list[int]:
+    """How many codes each code-filtered Observation search asked for, in order."""
+    paths = [r.path for r in server.searches(mode) if "/Observation?" in r.path and "&code=" in r.path]
+    return [len(p.split("&code=")[1].split("&")[0].split(",")) for p in paths]
+
+
+def test_patient_read_is_not_starved_by_searches_that_queue(service, server, records):
+    # The server answers one query at a time in arrival order and each search takes 0.5 s: nine of
+    # them would hold a Patient read that arrived behind them past the deadline (a 412).
+    server.reset_log()
+    response, elapsed = _call(service, server, "serial")
+    assert elapsed <= DEADLINE + 0.5, elapsed
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert len(set(records[-1].incomplete) & SEARCH_KEYS) >= 4  # most searches were still queued
+    assert records[-1].patient["id"] == PATIENT_ID
+    assert server.requests[0].path == f"/serial/Patient/{PATIENT_ID}"  # it went first
+
+
+def test_pages_of_different_keys_are_fetched_in_parallel_within_the_deadline(service, server, records):
+    # 0.1 s per query and 3 pages per search: one key after another would take 8 x 3 x 0.1 = 2.4 s,
+    # past the 1.5 s deadline; in parallel it is 3 x 0.1 s (the Patient read overlaps).
+    server.reset_log()
+    response, elapsed = _call(service, server, "latency")
+    assert response.status_code == 200
+    assert records[-1].incomplete == (), records[-1].incomplete
+    assert len(records[-1].resources["Condition"]) == PAGES  # every page of every key was read
+    assert len(records[-1].resources["Procedure"]) == PAGES
+    later_pages = [r for r in server.searches("latency") if "page=" in r.path]
+    assert len(later_pages) == (PAGES - 1) * (len(SEARCH_KEYS) - 2)  # 3 Observation templates: 1 query
+    overlapping = [(a, b) for a in later_pages for b in later_pages
+                   if a.path.rsplit("&page=", 1)[0] != b.path.rsplit("&page=", 1)[0]
+                   and a.start < (b.end or 0) and b.start < (a.end or 0)]
+    assert overlapping, "next pages of different keys never overlapped"
+    assert server.requests[0].path == f"/latency/Patient/{PATIENT_ID}"
+
+
+def test_code_filtered_observation_templates_are_one_query(service, server, records):
+    server.reset_log()
+    response, _ = _call(service, server, "latency")
+    assert response.status_code == 200
+    firsts = [r for r in server.searches("latency") if "page=" not in r.path]
+    coded = [r for r in firsts if r.path.startswith("/latency/Observation?") and "&code=" in r.path]
+    assert len(coded) == 1  # observations + staging-observations + symptom-observations
+    assert len(firsts) == len(SEARCH_KEYS) - 2
+    # the answer (an Observation for the first and for the last code asked, on every page) is
+    # split back and kept: the PSA one is the `observations` template's, the symptom one is not lost
+    codes = {c["code"] for o in records[-1].resources["Observation"] for c in o["code"]["coding"]}
+    assert {"2857-1", TEMPLATES["symptom-observations"].codes[-1][1]} <= codes, codes
+
+
+@pytest.mark.parametrize("mode", ["refusejoin", "iis404"])
+def test_a_server_refusing_the_joined_query_is_asked_per_template(service, server, records, mode):
+    forget_refusals()
+    server.reset_log()
+    response, _ = _call(service, server, mode)
+    assert response.status_code == 200
+    assert records[-1].incomplete == (), records[-1].incomplete
+    lengths = sorted(_code_searches(server, mode))
+    assert len(lengths) == 4 and lengths[-1] > JOIN_LIMIT >= lengths[-2]  # refused, then 3 templates
+    kept = {c["code"] for o in records[-1].resources["Observation"] for c in o["code"]["coding"]}
+    assert {"2857-1", "399537006"} <= kept  # the first code of `observations`, of `staging-observations`
+    # remembered: the next call asks per template at once
+    server.reset_log()
+    response, _ = _call(service, server, mode)
+    lengths = _code_searches(server, mode)
+    assert len(lengths) == 3 and max(lengths) <= JOIN_LIMIT
+    forget_refusals()
+
+
+def test_next_link_to_another_origin_is_not_followed_and_no_token_leaves(service, server, elsewhere, records):
+    server.reset_log()
+    elsewhere.reset_log()
+    response, _ = _call(service, server, "elsewhere")
+    _assert_ok_but_incomplete(response, records, {"conditions", "procedures"})
+    assert elsewhere.requests == []  # allowed host, other port: another origin, never asked
+    assert {r.authorization for r in server.requests} == {"Bearer tok"}
+    assert [c["id"] for c in records[-1].resources["Condition"]] == ["Condition-e1"]  # page 1 kept

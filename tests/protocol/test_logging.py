@@ -68,3 +68,9 @@ def test_json_formatter_merges_structured_messages():
     assert entry["event"] == "cds_call" and entry["level"] == "info"
     plain = logging.LogRecord("x", logging.WARNING, __file__, 1, "hello %s", ("world",), None)
     assert json.loads(JsonFormatter().format(plain))["message"] == "hello world"
+
+
+def test_log_timestamps_are_utc_with_milliseconds():
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
+    record.created = 1796000000.123456  # 2026-11-30T...: any instant, rendered in UTC whatever TZ is
+    assert json.loads(JsonFormatter().format(record))["ts"] == "2026-11-30T00:53:20.123Z"

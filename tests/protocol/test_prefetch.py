@@ -19,7 +19,11 @@ from .conftest import (
 )
 
 SELECT = "/cds-services/imaging-appropriateness"
-TEMPLATES = load_prefetch_templates()  # one query per template when nothing is prefetched
+TEMPLATES = load_prefetch_templates()
+# One query per template when nothing is prefetched, except that the Observation templates filtered
+# by `code=` are asked as one joined query (cds_service.protocol.fhir_fetch).
+CODE_FILTERED = [k for k, t in TEMPLATES.items() if t.resource_type == "Observation" and "&code=" in t.query]
+QUERIES = len(TEMPLATES) - len(CODE_FILTERED) + 1
 SEARCH_TYPES = ("Condition", "Observation", "MedicationRequest", "MedicationAdministration",
                 "MedicationStatement", "Procedure", "DiagnosticReport")
 
@@ -125,7 +129,7 @@ def test_no_prefetch_at_all_is_fetched_concurrently(client, captured, fhir):
     serve_all(fhir, conditions=[condition("c1")])
     response = client.post(SELECT, json=with_server(hook_request()))
     assert response.status_code == 200
-    assert len(fhir.calls) == len(load_prefetch_templates())  # one query per template
+    assert len(fhir.calls) == QUERIES
     assert captured["record"].patient["id"] == PATIENT_ID
     assert captured["record"].incomplete == ()
 
@@ -244,7 +248,7 @@ def test_timeouts_are_passed_to_every_call(make_app, captured, fhir, monkeypatch
     monkeypatch.setattr(SESSION, "get", spy)
     make_app(fhir_connect_timeout=0.7, fhir_read_timeout=1.2).test_client().post(
         SELECT, json=with_server(hook_request()))
-    assert len(seen) == len(load_prefetch_templates())
+    assert len(seen) == QUERIES
     assert all(t is not None and t[0] <= 0.7 and t[1] <= 1.2 for t in seen)
 
 
@@ -274,7 +278,7 @@ def test_http_localhost_allowed_in_development(client, captured, fhir):
     serve_all(fhir, base="http://localhost:9999/fhir")
     body = with_server(hook_request(), server="http://localhost:9999/fhir", token=None)
     assert client.post(SELECT, json=body).status_code == 200
-    assert len(fhir.calls) == len(load_prefetch_templates())  # one query per template
+    assert len(fhir.calls) == QUERIES
     assert "Authorization" not in fhir.calls[0].request.headers
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -111,3 +112,20 @@ def test_state_defaults_to_the_per_user_data_directory(monkeypatch, tmp_path):
     assert default_state_dir({"XDG_DATA_HOME": str(tmp_path)}) == tmp_path / "cds-imaging-appropriateness"
     assert Settings().feedback_db.parent.name == "cds-imaging-appropriateness"
     assert not Settings().feedback_db.is_relative_to(Path.cwd()) or Path.cwd() == Path.home()
+
+
+def test_canonical_base_is_a_setting_that_roots_our_urls(tmp_path):
+    from dataclasses import replace
+
+    from cds_service import replay
+
+    base = "https://cds.hospital.example/fhir"
+    case = replay.load(Path(CASE))
+    settings = replace(Settings(), canonical_base=base, feedback_db=tmp_path / "fb.sqlite3")
+    status, body, _ = replay.run(case, replay.InProcess(case.as_of, settings=settings))
+    urls = json.dumps(body)
+    assert status == 200 and body["systemActions"]
+    assert f"{base}/StructureDefinition/imaging-appropriateness" in urls
+    assert "example.org/fhir/StructureDefinition" not in urls
+    with pytest.raises(ConfigError, match="CDS_CANONICAL_BASE"):
+        Settings.from_env({"CDS_CANONICAL_BASE": "cds.hospital.example"})

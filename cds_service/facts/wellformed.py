@@ -34,6 +34,7 @@ _DATE = re.compile(_YEAR + r"(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?")
 _TIME = r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+\-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
 _INSTANT = re.compile(_YEAR + r"-(0[1-9]|1[0-2])-(0[1-9]|[1-2][0-9]|3[0-1])" + _TIME)
 _INT32 = (-(2**31), 2**31 - 1)
+_MEMO_ENTRIES, _MEMO_CHARS = 4096, 256  # remembered valid URIs / codes: at most 1 MB each set
 
 
 def string(v: Any) -> bool:
@@ -51,7 +52,7 @@ def code(v: Any) -> bool:
         return True
     if _CODE.fullmatch(v) is None:
         return False
-    if len(_known_codes) < 4096:
+    if len(_known_codes) < _MEMO_ENTRIES and len(v) <= _MEMO_CHARS:
         _known_codes.add(v)
     return True
 
@@ -67,7 +68,7 @@ def uri(v: Any) -> bool:
         return True
     if _URI.fullmatch(v) is None:
         return False
-    if len(_known_uris) < 1024:
+    if len(_known_uris) < _MEMO_ENTRIES and len(v) <= _MEMO_CHARS:  # bounded whatever is sent
         _known_uris.add(v)
     return True
 

@@ -159,7 +159,10 @@ class ValueSets:
 
     def ids_for(self, system: str | None, code: str | None) -> frozenset[str]:
         """Value-set ids containing this coding (exact code, or ICD-10-CM prefix)."""
-        if type(system) is str and type(code) is str:
+        # memoised only within the length bounds _key enforces: memory bounded whatever is sent
+        if type(system) is str and type(code) is str and len(code) <= MAX_CODE_CHARS and (
+            len(system) <= MAX_SYSTEM_CHARS
+        ):
             memo = self._memo
             found = memo.get((system, code))
             if found is None:

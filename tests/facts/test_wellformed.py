@@ -250,3 +250,32 @@ def test_malformed_report_conclusion_is_a_data_issue_and_not_used(valuesets):
     facts = extract_facts(record(report), valuesets)
     assert facts.imaging == ()
     assert any("could not be read" in i for i in facts.data_issues)
+
+
+def test_the_remembered_uris_and_codes_stay_bounded(monkeypatch):
+    """Valid URIs and codes are remembered to skip their pattern check; what a client sends must
+    not grow that memory: long strings are checked every time, and the sets are capped."""
+    long_system = "http://example.org/" + "x" * 10_000
+    assert wellformed.uri(long_system) and long_system not in wellformed._known_uris
+    assert wellformed.code("c" * 10_000) and "c" * 10_000 not in wellformed._known_codes
+    monkeypatch.setattr(wellformed, "_known_codes", set())
+    monkeypatch.setattr(wellformed, "_MEMO_ENTRIES", 3)
+    for n in range(10):
+        assert wellformed.code(f"code-{n}")
+    assert len(wellformed._known_codes) == 3
+
+
+def test_value_set_memo_stays_bounded(valuesets, monkeypatch):
+    from cds_service.knowledge import valuesets as vs_module
+
+    valuesets._memo.clear()
+    assert valuesets.ids_for("http://loinc.org", "2857-1")  # PSA, remembered
+    assert ("http://loinc.org", "2857-1") in valuesets._memo
+    assert not valuesets.ids_for("http://loinc.org", "9" * 5000)  # over the code bound: not kept
+    assert not valuesets.ids_for("x" * 5000, "2857-1")
+    assert len(valuesets._memo) == 1
+    monkeypatch.setattr(vs_module, "_MEMO_SIZE", 4)
+    for n in range(10):
+        valuesets.ids_for("http://loinc.org", f"{n}-0")
+    assert len(valuesets._memo) <= 4
+    assert valuesets.ids_for("http://loinc.org", "2857-1")  # answers are unchanged by the memo

@@ -38,6 +38,7 @@ SCENARIOS = {
     # issue 9 point 3 (seed situations that had no rule)
     "prostate-post-prostatectomy-early-rising-psa", "prostate-post-prostatectomy-undetectable-psa",
     "breast-aggressive-subtype-staging",
+    "prostate-nonmetastatic-systemic-therapy",
 }
 WAYS = ("http", "cli", "fallback")
 _RULE_LINK = re.compile(r"/rules/([A-Za-z0-9._-]+)")

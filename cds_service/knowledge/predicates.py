@@ -15,10 +15,12 @@ from datetime import date
 from typing import Any
 
 from cds_service.knowledge import vocabulary as voc
-from cds_service.knowledge.risk import assess_risk
+from cds_service.knowledge.risk import assess_risk, t_category
 from cds_service.model import Evidence, Facts, ImagingFact, Measurement, MedicationFact
 
 CURRENT_MED_WINDOW_DAYS = 180  # a completed/unknown-status request within this window still counts
+# "T2" matches T2 and every sub-category (T2a-c); "T2a" matches only itself.
+T_CATEGORIES = ("T0", "T1", "T1a", "T1b", "T1c", "T2", "T2a", "T2b", "T2c", "T3", "T3a", "T3b", "T4")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,16 @@ def _receptor(arg: Any) -> str | None:
     return None
 
 
+def _concept_window(arg: Any) -> str | None:
+    if not isinstance(arg, dict) or set(arg) != {"concepts", "days"}:
+        return "expected {concepts: [<concept id>, ...], days: N}"
+    return _list_of(voc.CONCEPTS, "concept")(arg["concepts"]) or _number(arg["days"])
+
+
+def _t_categories(arg: Any) -> str | None:
+    return _list_of(T_CATEGORIES, "T category")(arg)
+
+
 def _imaging(arg: Any) -> str | None:
     if not isinstance(arg, dict) or not {"modality", "findings_any"} <= set(arg):
         return "expected {modality: [...], findings_any: [...], within_days?: N, latest?: bool}"
@@ -97,6 +109,17 @@ def _imaging(arg: Any) -> str | None:
         or _list_of(voc.FINDINGS, "imaging finding")(arg["findings_any"])
         or (_number(arg["within_days"]) if "within_days" in arg else None)
         or (None if isinstance(arg.get("latest", False), bool) else "latest must be true or false")
+    )
+
+
+def _imaging_done_arg(arg: Any) -> str | None:
+    if not isinstance(arg, dict) or "modality" not in arg:
+        return "expected {modality: [...], within_days?: N}"
+    extra = set(arg) - {"modality", "within_days"}
+    if extra:
+        return f"unknown imaging_done keys {sorted(extra)}"
+    return _list_of(voc.MODALITIES, "modality")(arg["modality"]) or (
+        _number(arg["within_days"]) if "within_days" in arg else None
     )
 
 
@@ -114,6 +137,7 @@ _LEAVES: dict[str, Callable[[Any], str | None]] = {
     "lab_below": _lab_threshold,
     "psa_at_least": _number,
     "psa_below": _number,
+    "psa_above": _number,
     "psa_rising": _true,
     "psa_above_nadir": _number,
     "psa_count_at_least": _number,
@@ -121,8 +145,12 @@ _LEAVES: dict[str, Callable[[Any], str | None]] = {
     "stage_known": _true,
     "risk_group_in": _list_of(voc.RISK_GROUPS, "risk group"),
     "risk_group_known": _true,
+    "t_category_in": _t_categories,
+    "diagnosed_within_days": _concept_window,
+    "diagnosed_over_days_ago": _concept_window,
     "receptor": _receptor,
     "imaging": _imaging,
+    "imaging_done": _imaging_done_arg,
 }
 PREDICATE_NAMES = frozenset(_LEAVES) | {"all", "any", "not"}
 
@@ -344,19 +372,71 @@ def _risk_in(arg: list[str], facts: Facts, _ctx: Context) -> Match:
     return Match(ok, (line,) if ok else ())
 
 
+def _t_in(arg: list[str], facts: Facts, _ctx: Context) -> Match:
+    t = t_category(facts)
+    ok = t is not None and any(want in (f"T{t[0]}", f"T{t[0]}{t[1]}") for want in arg)
+    line = "; ".join([f"T category {facts.tnm.get('T')}", *_written(facts, "T")])
+    return Match(ok, (line,) if ok else ())
+
+
+def diagnosis_date(concepts: list[str], facts: Facts) -> date | None:
+    """When the chart first records the cancer: the earliest dated evidence of any of `concepts`
+    (e.g. the cancer and its "history of" code) or of its staging (grade group, TNM, stage group,
+    which are recorded at diagnosis). The order's own indication is dated today by definition and
+    says nothing about when the disease was found."""
+    dates = [e.date for c in concepts for e in facts.concepts.get(c, ()) if e.date and not e.from_order]
+    dates += [e.date for e in facts.staging_evidence.values() if e.date]
+    return min(dates) if dates else None
+
+
+def _diagnosis_age(arg: Mapping[str, Any], facts: Facts) -> tuple[int | None, str]:
+    when = diagnosis_date(arg["concepts"], facts)
+    if when is None:
+        return None, ""
+    days = (facts.as_of - when).days
+    return days, f"cancer first recorded on {when.isoformat()} ({days} days ago)"
+
+
+def _diagnosed_within(arg: Mapping[str, Any], facts: Facts, _ctx: Context) -> Match:
+    """Recorded and dated no more than `days` ago; an undated diagnosis is not recent (unknown)."""
+    days, line = _diagnosis_age(arg, facts)
+    ok = days is not None and days <= arg["days"]
+    return Match(ok, (line,) if ok else ())
+
+
+def _diagnosed_over(arg: Mapping[str, Any], facts: Facts, _ctx: Context) -> Match:
+    """Dated more than `days` ago; an undated diagnosis is not old either (unknown)."""
+    days, line = _diagnosis_age(arg, facts)
+    ok = days is not None and days > arg["days"]
+    return Match(ok, (line,) if ok else ())
+
+
 def _receptor_is(arg: Mapping[str, str], facts: Facts, _ctx: Context) -> Match:
     ((name, value),) = arg.items()
     ok = facts.receptors.get(name) == value
     return Match(ok, (f"{name.upper()} {value}",) if ok else ())
 
 
-def _imaging_hit(arg: Mapping[str, Any], facts: Facts, ctx: Context) -> Match:
+def _studies(arg: Mapping[str, Any], facts: Facts, ctx: Context) -> list[ImagingFact]:
     wanted = set(arg["modality"])
     studies = [
         s for s in facts.imaging if s.procedure in wanted or ctx.modality_of.get(s.procedure) in wanted
     ]
     if "within_days" in arg:
         studies = [s for s in studies if s.date and (facts.as_of - s.date).days <= arg["within_days"]]
+    return studies
+
+
+def _imaging_done(arg: Mapping[str, Any], facts: Facts, ctx: Context) -> Match:
+    """A study of the modality is on record (report or completed procedure), whatever it found:
+    "no PSMA PET on record" must not depend on the report being coded."""
+    studies = _studies(arg, facts, ctx)
+    lines = [f"{_MODALITY_LABEL.get(s.procedure, s.procedure)}{_d(s.date)} on record" for s in studies]
+    return Match(bool(studies), _dedupe(lines))
+
+
+def _imaging_hit(arg: Mapping[str, Any], facts: Facts, ctx: Context) -> Match:
+    studies = _studies(arg, facts, ctx)
     if arg.get("latest") and studies:
         dated = [s for s in studies if s.date]
         studies = [max(dated, key=lambda s: s.date)] if dated else studies[-1:]
@@ -399,6 +479,7 @@ _EVALUATORS: dict[str, Callable[[Any, Facts, Context], Match]] = {
     "lab_below": _lab_below,
     "psa_at_least": _psa_cmp(lambda v, t: v >= t),
     "psa_below": _psa_cmp(lambda v, t: v < t),
+    "psa_above": _psa_cmp(lambda v, t: v > t),
     "psa_rising": _psa_rising,
     "psa_above_nadir": _psa_nadir,
     "psa_count_at_least": _psa_count,
@@ -406,8 +487,12 @@ _EVALUATORS: dict[str, Callable[[Any, Facts, Context], Match]] = {
     "stage_known": lambda _a, f, _c: Match(f.stage_group is not None),
     "risk_group_in": _risk_in,
     "risk_group_known": lambda _a, f, _c: Match(assess_risk(f).group is not None),
+    "t_category_in": _t_in,
+    "diagnosed_within_days": _diagnosed_within,
+    "diagnosed_over_days_ago": _diagnosed_over,
     "receptor": _receptor_is,
     "imaging": _imaging_hit,
+    "imaging_done": _imaging_done,
 }
 
 

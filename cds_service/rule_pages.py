@@ -23,6 +23,7 @@ from markupsafe import Markup, escape
 from cds_service.engine.card_text import sentences
 from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.knowledge.cases import DEFAULT_CASES_DIR, RuleCases, cases_by_rule
+from cds_service.knowledge.docs import NO_RATING
 from cds_service.knowledge.explain import Clause, concepts_of, explain, med_classes_of
 from cds_service.knowledge.model import UNVERIFIED_MARK, Outcome, Pitfall, Scenario
 
@@ -128,7 +129,7 @@ def _scenario_kind(s: Scenario) -> Markup:
         if kind == "translated":
             label += " from " + ", ".join(s.translated_from)
         kinds.append(label)
-    return Markup("; ").join(escape(k) for k in kinds) if kinds else Markup("none")
+    return Markup("; ").join(escape(k) for k in kinds) if kinds else escape(NO_RATING)
 
 
 def _medications(k: Knowledge, classes: list[str]) -> Markup:

@@ -47,6 +47,7 @@ KIND_LABELS = {
     "seed": "source-article recommendation without a category",
 }
 MAX_LISTED_CASES = 12
+NO_RATING = "none: the rule rates no study (it says why no criteria apply)"
 
 
 def _cell(text: str) -> str:
@@ -64,7 +65,7 @@ def _scenario_kinds(s: Scenario) -> str:
         if kind == "translated":
             label += " from " + ", ".join(s.translated_from)
         kinds.append(label)
-    return "; ".join(kinds) or "none"
+    return "; ".join(kinds) or NO_RATING
 
 
 def _case_names(names: tuple[str, ...], rule_id: str) -> str:

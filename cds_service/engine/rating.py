@@ -161,7 +161,18 @@ def _rate_in_scenario(
         }
         tracer_ids = [p.id for p in knowledge.catalog.procedures.values() if p.pet_tracer]
         if len(outcomes) == 1 and len(options) in (0, len(tracer_ids)):
-            return StudyRating(study, procedure, scenario_id, scenario_id, None, outcomes.pop(), match=match)
+            # no tracer rated at all (a recognised scenario that rates nothing): say so on a card
+            coverage = None if options else explain(procedure, match, knowledge, kidney)
+            return StudyRating(
+                study,
+                procedure,
+                scenario_id,
+                scenario_id,
+                None,
+                outcomes.pop(),
+                match=match,
+                coverage=coverage,
+            )
         return StudyRating(
             study,
             procedure,

@@ -15,10 +15,12 @@ from datetime import date
 from typing import Any
 
 from cds_service.knowledge import vocabulary as voc
-from cds_service.knowledge.risk import assess_risk
+from cds_service.knowledge.risk import assess_risk, t_category
 from cds_service.model import Evidence, Facts, ImagingFact, Measurement, MedicationFact
 
 CURRENT_MED_WINDOW_DAYS = 180  # a completed/unknown-status request within this window still counts
+# "T2" matches T2 and every sub-category (T2a-c); "T2a" matches only itself.
+T_CATEGORIES = ("T0", "T1", "T1a", "T1b", "T1c", "T2", "T2a", "T2b", "T2c", "T3", "T3a", "T3b", "T4")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,16 @@ def _receptor(arg: Any) -> str | None:
     return None
 
 
+def _concept_window(arg: Any) -> str | None:
+    if not isinstance(arg, dict) or set(arg) != {"concepts", "days"}:
+        return "expected {concepts: [<concept id>, ...], days: N}"
+    return _list_of(voc.CONCEPTS, "concept")(arg["concepts"]) or _number(arg["days"])
+
+
+def _t_categories(arg: Any) -> str | None:
+    return _list_of(T_CATEGORIES, "T category")(arg)
+
+
 def _imaging(arg: Any) -> str | None:
     if not isinstance(arg, dict) or not {"modality", "findings_any"} <= set(arg):
         return "expected {modality: [...], findings_any: [...], within_days?: N, latest?: bool}"
@@ -114,6 +126,7 @@ _LEAVES: dict[str, Callable[[Any], str | None]] = {
     "lab_below": _lab_threshold,
     "psa_at_least": _number,
     "psa_below": _number,
+    "psa_above": _number,
     "psa_rising": _true,
     "psa_above_nadir": _number,
     "psa_count_at_least": _number,
@@ -121,6 +134,9 @@ _LEAVES: dict[str, Callable[[Any], str | None]] = {
     "stage_known": _true,
     "risk_group_in": _list_of(voc.RISK_GROUPS, "risk group"),
     "risk_group_known": _true,
+    "t_category_in": _t_categories,
+    "diagnosed_within_days": _concept_window,
+    "diagnosed_over_days_ago": _concept_window,
     "receptor": _receptor,
     "imaging": _imaging,
 }
@@ -344,6 +360,45 @@ def _risk_in(arg: list[str], facts: Facts, _ctx: Context) -> Match:
     return Match(ok, (line,) if ok else ())
 
 
+def _t_in(arg: list[str], facts: Facts, _ctx: Context) -> Match:
+    t = t_category(facts)
+    ok = t is not None and any(want in (f"T{t[0]}", f"T{t[0]}{t[1]}") for want in arg)
+    line = "; ".join([f"T category {facts.tnm.get('T')}", *_written(facts, "T")])
+    return Match(ok, (line,) if ok else ())
+
+
+def diagnosis_date(concepts: list[str], facts: Facts) -> date | None:
+    """When the chart first records the cancer: the earliest dated evidence of any of `concepts`
+    (e.g. the cancer and its "history of" code) or of its staging (grade group, TNM, stage group,
+    which are recorded at diagnosis). The order's own indication is dated today by definition and
+    says nothing about when the disease was found."""
+    dates = [e.date for c in concepts for e in facts.concepts.get(c, ()) if e.date and not e.from_order]
+    dates += [e.date for e in facts.staging_evidence.values() if e.date]
+    return min(dates) if dates else None
+
+
+def _diagnosis_age(arg: Mapping[str, Any], facts: Facts) -> tuple[int | None, str]:
+    when = diagnosis_date(arg["concepts"], facts)
+    if when is None:
+        return None, ""
+    days = (facts.as_of - when).days
+    return days, f"cancer first recorded on {when.isoformat()} ({days} days ago)"
+
+
+def _diagnosed_within(arg: Mapping[str, Any], facts: Facts, _ctx: Context) -> Match:
+    """Recorded and dated no more than `days` ago; an undated diagnosis is not recent (unknown)."""
+    days, line = _diagnosis_age(arg, facts)
+    ok = days is not None and days <= arg["days"]
+    return Match(ok, (line,) if ok else ())
+
+
+def _diagnosed_over(arg: Mapping[str, Any], facts: Facts, _ctx: Context) -> Match:
+    """Dated more than `days` ago; an undated diagnosis is not old either (unknown)."""
+    days, line = _diagnosis_age(arg, facts)
+    ok = days is not None and days > arg["days"]
+    return Match(ok, (line,) if ok else ())
+
+
 def _receptor_is(arg: Mapping[str, str], facts: Facts, _ctx: Context) -> Match:
     ((name, value),) = arg.items()
     ok = facts.receptors.get(name) == value
@@ -399,6 +454,7 @@ _EVALUATORS: dict[str, Callable[[Any, Facts, Context], Match]] = {
     "lab_below": _lab_below,
     "psa_at_least": _psa_cmp(lambda v, t: v >= t),
     "psa_below": _psa_cmp(lambda v, t: v < t),
+    "psa_above": _psa_cmp(lambda v, t: v > t),
     "psa_rising": _psa_rising,
     "psa_above_nadir": _psa_nadir,
     "psa_count_at_least": _psa_count,
@@ -406,6 +462,9 @@ _EVALUATORS: dict[str, Callable[[Any, Facts, Context], Match]] = {
     "stage_known": lambda _a, f, _c: Match(f.stage_group is not None),
     "risk_group_in": _risk_in,
     "risk_group_known": lambda _a, f, _c: Match(assess_risk(f).group is not None),
+    "t_category_in": _t_in,
+    "diagnosed_within_days": _diagnosed_within,
+    "diagnosed_over_days_ago": _diagnosed_over,
     "receptor": _receptor_is,
     "imaging": _imaging_hit,
 }

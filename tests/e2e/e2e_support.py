@@ -35,6 +35,7 @@ SCENARIOS = {
     "prostate-metastatic-systemic-therapy", "breast-neoadjuvant-suspected-metastases",
     "breast-early-stage-asymptomatic", "prostate-biochemical-recurrence", "prostate-initial-staging",
     "breast-metastatic-discordant-bone-imaging", "insufficient-data", "no-criteria-apply", *RED_FLAGS,
+    "prostate-nonmetastatic-systemic-therapy",
 }
 WAYS = ("http", "cli", "fallback")
 _RULE_LINK = re.compile(r"/rules/([A-Za-z0-9._-]+)")

@@ -19,6 +19,7 @@ SCENARIO_IDS = {
     "prostate-biochemical-recurrence",
     "prostate-initial-staging",
     "breast-metastatic-discordant-bone-imaging",
+    "prostate-nonmetastatic-systemic-therapy",
     "red-flag-cord-compression",
     "red-flag-new-neuro-symptoms",
 }

@@ -47,6 +47,8 @@ def _main(args: list[str]) -> int:
     serve.add_argument("--log-level", type=_log_level, default=None, help="default: CDS_LOG_LEVEL or INFO")
     sub.add_parser("replay", help="replay fixture scenarios (see cds_service.replay)", add_help=False)
     sub.add_parser("check", help="load the knowledge base and configuration, then exit")
+    sub.add_parser("prune", help="delete audit records and card links older than CDS_RETENTION_DAYS, "
+                   "and expired JWT ids (run daily)")
     sub.add_parser("report", help="report figures over the fixture cases: `report rated-share` (issue 9)",
                    add_help=False)
     sub.add_parser("fhir-serve", add_help=False,
@@ -65,6 +67,8 @@ def _main(args: list[str]) -> int:
     parsed = parser.parse_args(args)
     if parsed.command == "check":
         return _check()
+    if parsed.command == "prune":
+        return _prune()
     return _serve(parsed)
 
 
@@ -101,6 +105,22 @@ def _check() -> int:
     print(f"ok: knowledge version {knowledge.version} ({len(knowledge.scenarios)} scenarios)")
     for name, value in effective_settings(settings).items():
         print(f"  {name} = {value}")
+    return 0
+
+
+def _prune() -> int:
+    from cds_service.config import Settings
+    from cds_service.protocol.auth import SqliteReplayCache
+    from cds_service.protocol.feedback import FeedbackStore
+
+    settings = Settings.from_env()
+    if not settings.feedback_db.is_file():
+        print(f"prune: nothing to do ({settings.feedback_db} does not exist)")
+        return 0
+    removed = FeedbackStore(settings.feedback_db).prune_older_than(settings.retention_days)
+    removed["seen_jti"] = SqliteReplayCache(settings.feedback_db).prune()
+    print(f"prune: older than {settings.retention_days} days: "
+          + ", ".join(f"{n} {table}" for table, n in removed.items()))
     return 0
 
 

@@ -112,6 +112,17 @@ def _imaging(arg: Any) -> str | None:
     )
 
 
+def _imaging_done_arg(arg: Any) -> str | None:
+    if not isinstance(arg, dict) or "modality" not in arg:
+        return "expected {modality: [...], within_days?: N}"
+    extra = set(arg) - {"modality", "within_days"}
+    if extra:
+        return f"unknown imaging_done keys {sorted(extra)}"
+    return _list_of(voc.MODALITIES, "modality")(arg["modality"]) or (
+        _number(arg["within_days"]) if "within_days" in arg else None
+    )
+
+
 _LEAVES: dict[str, Callable[[Any], str | None]] = {
     "always": _true,
     "concept": _one_of(voc.CONCEPTS, "concept"),
@@ -139,6 +150,7 @@ _LEAVES: dict[str, Callable[[Any], str | None]] = {
     "diagnosed_over_days_ago": _concept_window,
     "receptor": _receptor,
     "imaging": _imaging,
+    "imaging_done": _imaging_done_arg,
 }
 PREDICATE_NAMES = frozenset(_LEAVES) | {"all", "any", "not"}
 
@@ -405,13 +417,26 @@ def _receptor_is(arg: Mapping[str, str], facts: Facts, _ctx: Context) -> Match:
     return Match(ok, (f"{name.upper()} {value}",) if ok else ())
 
 
-def _imaging_hit(arg: Mapping[str, Any], facts: Facts, ctx: Context) -> Match:
+def _studies(arg: Mapping[str, Any], facts: Facts, ctx: Context) -> list[ImagingFact]:
     wanted = set(arg["modality"])
     studies = [
         s for s in facts.imaging if s.procedure in wanted or ctx.modality_of.get(s.procedure) in wanted
     ]
     if "within_days" in arg:
         studies = [s for s in studies if s.date and (facts.as_of - s.date).days <= arg["within_days"]]
+    return studies
+
+
+def _imaging_done(arg: Mapping[str, Any], facts: Facts, ctx: Context) -> Match:
+    """A study of the modality is on record (report or completed procedure), whatever it found:
+    "no PSMA PET on record" must not depend on the report being coded."""
+    studies = _studies(arg, facts, ctx)
+    lines = [f"{_MODALITY_LABEL.get(s.procedure, s.procedure)}{_d(s.date)} on record" for s in studies]
+    return Match(bool(studies), _dedupe(lines))
+
+
+def _imaging_hit(arg: Mapping[str, Any], facts: Facts, ctx: Context) -> Match:
+    studies = _studies(arg, facts, ctx)
     if arg.get("latest") and studies:
         dated = [s for s in studies if s.date]
         studies = [max(dated, key=lambda s: s.date)] if dated else studies[-1:]
@@ -467,6 +492,7 @@ _EVALUATORS: dict[str, Callable[[Any, Facts, Context], Match]] = {
     "diagnosed_over_days_ago": _diagnosed_over,
     "receptor": _receptor_is,
     "imaging": _imaging_hit,
+    "imaging_done": _imaging_done,
 }
 
 

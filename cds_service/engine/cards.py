@@ -291,7 +291,7 @@ def _verdict(ctx: RenderContext, rated: StudyRating) -> str:
     if rated.text_note:
         return "**Not rated**: on the coded record alone no scenario rates this study."
     if rated.coverage:
-        return _md(ct.grammar(rated.coverage.note))
+        return _md(ct.grammar(rated.coverage.note).replace("*", ""))  # its emphasis would show escaped
     return f"**Not rated** for {_md(scenario.label)}: no criteria apply to this study."
 
 

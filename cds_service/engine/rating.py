@@ -154,25 +154,15 @@ def _rate_in_scenario(
     scenario_id = match.scenario.id
     alts = _alternatives(match, knowledge, exclude=procedure.id)
     kidney = _kidney_risk(match, facts, knowledge, ctx)
-    if procedure.id == PET_UNSPECIFIED:
-        options = [a for a in _alternatives(match, knowledge, None) if a.procedure.pet_tracer]
-        outcomes = {PAMA_BY_CATEGORY.get(a.category or "", NO_CRITERIA_APPLY) for a in options} or {
-            NO_CRITERIA_APPLY
-        }
+    options = [a for a in _alternatives(match, knowledge, None) if a.procedure.pet_tracer]
+    # A scenario that neither rates nor recommends any tracer-specific PET (undetectable PSA after
+    # prostatectomy, low-risk prostate cancer with bone pain): the tracer cannot change the answer,
+    # so the untraced PET/CT is answered below like any study the scenario does not rate, with a card.
+    if procedure.id == PET_UNSPECIFIED and options:
+        outcomes = {PAMA_BY_CATEGORY.get(a.category or "", NO_CRITERIA_APPLY) for a in options}
         tracer_ids = [p.id for p in knowledge.catalog.procedures.values() if p.pet_tracer]
-        if len(outcomes) == 1 and len(options) in (0, len(tracer_ids)):
-            # no tracer rated at all (a recognised scenario that rates nothing): say so on a card
-            coverage = None if options else explain(procedure, match, knowledge, kidney)
-            return StudyRating(
-                study,
-                procedure,
-                scenario_id,
-                scenario_id,
-                None,
-                outcomes.pop(),
-                match=match,
-                coverage=coverage,
-            )
+        if len(outcomes) == 1 and len(options) == len(tracer_ids):
+            return StudyRating(study, procedure, scenario_id, scenario_id, None, outcomes.pop(), match=match)
         return StudyRating(
             study,
             procedure,

@@ -49,6 +49,7 @@ FINDING_SETS = {
     "finding-stable": "stable",
     "finding-progression": "progression",
     "finding-new-lesions": "new-lesions",
+    "finding-equivocal": "equivocal",
 }
 REPORT_STATUSES = frozenset({"final", "amended", "corrected", "appended"})
 # Concepts a report conclusion can state that the rules read wherever they are recorded: a cord

@@ -78,6 +78,9 @@ FINDINGS = frozenset(
         "stable",
         "progression",
         "new-lesions",
+        # An equivocal / indeterminate study (seed 000 "If the scan is indeterminate", seed 001 "If
+        # the bone scan is indeterminate or equivocal"): problem-solving CT or MRI of the site.
+        "equivocal",
     }
 )
 RISK_GROUPS = ("low", "favorable-intermediate", "unfavorable-intermediate", "high", "very-high")
@@ -119,6 +122,12 @@ PITFALL_IDS = frozenset(
         "low-psa-conventional-imaging-low-yield",
         "contrast-kidney-risk",
         "psma-radioligand-eligibility",
+        # issue 9 point 3: seed situations that had no rule
+        "early-rising-psa-psma-pet",
+        "undetectable-psa-imaging-low-yield",
+        "psma-pet-for-lu177-selection",
+        "short-interval-repeat-bone-scan",
+        "focal-pain-after-negative-or-equivocal-bone-scan",
     }
 )
 

@@ -35,6 +35,9 @@ SCENARIOS = {
     "prostate-metastatic-systemic-therapy", "breast-neoadjuvant-suspected-metastases",
     "breast-early-stage-asymptomatic", "prostate-biochemical-recurrence", "prostate-initial-staging",
     "breast-metastatic-discordant-bone-imaging", "insufficient-data", "no-criteria-apply", *RED_FLAGS,
+    # issue 9 point 3 (seed situations that had no rule)
+    "prostate-post-prostatectomy-early-rising-psa", "prostate-post-prostatectomy-undetectable-psa",
+    "breast-aggressive-subtype-staging",
     "prostate-nonmetastatic-systemic-therapy",
 }
 WAYS = ("http", "cli", "fallback")

@@ -85,14 +85,50 @@ def test_the_checker_catches_each_kind_of_problem():
     assert all(card_problems(card) for card in bad)
 
 
+def rating_problems(body: dict[str, Any], rule_kinds: dict[tuple[str, str], set[str]]) -> list[str]:
+    """An ACR category only for a rating whose rule says source kind `acr` (issue 9 point 5)."""
+    out = []
+    actions = body.get("systemActions") or []
+    resources = [a.get("resource") or {} for a in actions]
+    resources += [o for c in body.get("cards", []) for s in c.get("suggestions") or []
+                  for a in s.get("actions") or [] for o in [a.get("resource") or {}]]
+    for res in resources:
+        for ext in res.get("extension") or []:
+            if not str(ext.get("url", "")).endswith("/StructureDefinition/imaging-appropriateness"):
+                continue
+            sub = {e["url"]: e.get("valueCode") for e in ext.get("extension") or []}
+            # a part of a rated combination carries the combination's rating: its kind is not listed
+            kinds = rule_kinds.get((sub.get("rule", ""), sub.get("procedure", "")), {"acr", "translated"})
+            sent = sub.get("sourceKind")
+            if "category" in sub and (sent != "acr" or "acr" not in kinds):
+                out.append(f"ACR category sent for a rating of kind {sent}: {sub}")
+            if "translatedCategory" in sub and (sent != "translated" or "translated" not in kinds):
+                out.append(f"translatedCategory sent for a rating of kind {sent}: {sub}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def rule_kinds() -> dict[tuple[str, str], set[str]]:
+    """(rule, procedure) -> the source kinds its variants give that study."""
+    from cds_service.knowledge import load_knowledge
+
+    kinds: dict[tuple[str, str], set[str]] = {}
+    for s in load_knowledge().scenarios:
+        for v in s.variants:
+            for pid, r in v.ratings.items():
+                kinds.setdefault((s.id, pid), set()).add(r.source_kind)
+    return kinds
+
+
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_every_card_of_the_case_is_concise_and_readable(case, e2e, apps):
+def test_every_card_of_the_case_is_concise_and_readable(case, e2e, apps, rule_kinds):
     rendered = 0
     for hook in case["hooks"]:
         for quiet in (True, False):
             rp, _ = e2e.load(case, hook)
             status, body, _ = replay.run(rp, _app(apps, e2e, rp.as_of, quiet))
             assert status == 200, f"{case['name']} [{hook}] -> {status}"
+            assert not rating_problems(body, rule_kinds), rating_problems(body, rule_kinds)
             for card in body.get("cards", []):
                 rendered += 1
                 problems = card_problems(card)
@@ -101,3 +137,17 @@ def test_every_card_of_the_case_is_concise_and_readable(case, e2e, apps):
     if any(c not in (None, "none", ["none"]) and "none" not in (c if isinstance(c, list) else [c])
            for c in expected_cards):
         assert rendered, f"{case['name']}: a card is expected but none was rendered"
+
+
+def test_the_rating_checker_catches_a_translated_rating_sent_as_an_acr_category():
+    def body(**sub: str) -> dict[str, Any]:
+        ext = [{"url": k, "valueCode": v} for k, v in sub.items()]
+        ours = {"url": "https://x.org/fhir/StructureDefinition/imaging-appropriateness", "extension": ext}
+        return {"systemActions": [{"resource": {"extension": [ours]}}]}
+
+    kinds = {("prostate-initial-staging", "psma-pet-ct"): {"translated"}}
+    where = {"rule": "prostate-initial-staging", "procedure": "psma-pet-ct"}
+    assert rating_problems(body(category="usually-not-appropriate", sourceKind="acr", **where), kinds)
+    assert rating_problems(body(category="usually-not-appropriate", sourceKind="translated", **where), kinds)
+    ok = body(translatedCategory="usually-not-appropriate", sourceKind="translated", **where)
+    assert rating_problems(ok, kinds) == []

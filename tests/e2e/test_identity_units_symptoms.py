@@ -69,7 +69,8 @@ FOREIGN_SUBJECTS = [
 @pytest.mark.parametrize("subject", FOREIGN_SUBJECTS, ids=lambda s: json.dumps(s)[:40])
 def test_a_foreign_psa_never_turns_undetectable_psa_into_recurrence(subject):
     # The issue's example: a foreign PSA turned PSMA PET for an undetectable-PSA patient into
-    # "usually appropriate". Canonical: no-criteria-apply, no card.
+    # "usually appropriate". Canonical: no-criteria-apply, with the undetectable-PSA info card
+    # (issue 9 point 3: seed 002 ties PSMA PET to a PSA above 0.2 ng/mL; no source rates it here).
     name = "prostate-post-prostatectomy-undetectable-psa"
     canonical, _ = _run(_bundle(name), "psma-pet-ct-piflufolastat")
     foreign_psa = {
@@ -85,9 +86,11 @@ def test_a_foreign_psa_never_turns_undetectable_psa_into_recurrence(subject):
     assert set(_pama(canonical).values()) == {"no-criteria-apply"}
     assert _pama(variant) == _pama(canonical)
     assert "prostate-biochemical-recurrence" not in variant.rules
-    # Justified difference: a record was left out, so the chart may be incomplete: one info card.
-    assert _rules(canonical) == []
-    assert _rules(variant) == ["unreadable-data"]
+    # Justified difference: a record was left out, so the chart may be incomplete: the same card,
+    # whose detail says so.
+    undetectable = ["prostate-post-prostatectomy-undetectable-psa", "undetectable-psa-imaging-low-yield"]
+    assert sorted(_rules(canonical)) == sorted(undetectable)
+    assert sorted(_rules(variant)) == sorted(undetectable)
     assert "another patient" in body["cards"][0]["detail"]
 
 

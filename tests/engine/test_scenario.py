@@ -83,9 +83,18 @@ def test_initial_staging_picks_the_variant_by_risk_group():
     assert variant(CASES["prostate-initial-staging"]) == "high-or-very-high"
 
 
-def test_low_risk_with_bone_pain_has_no_rated_variant():
-    f = facts("prostate-cancer", "bone-pain", grade_group=1, tnm={"T": "T1c"}, psa=psa(5.0))
-    assert select_scenario(f, KNOWLEDGE).outcome == NO_CRITERIA_APPLY
+def test_low_risk_with_bone_pain_gets_the_bone_symptom_variant():
+    # Issue 9 point 3: J Nucl Med 2020;61(3):405 Table 1, initial staging, ACR 2017 "Usually
+    # appropriate" for "Bone symptom"; AUA Statement 6 (usually not appropriate) is for
+    # asymptomatic patients only. Only the bone scan is rated: no source rates PSMA PET here.
+    for symptom in ("bone-pain", "back-pain"):
+        f = facts("prostate-cancer", symptom, grade_group=1, tnm={"T": "T1c"}, psa=psa(5.0))
+        match = select_scenario(f, KNOWLEDGE).match
+        assert match is not None and match.variant.id == "low-or-favorable-intermediate-bone-symptoms"
+        assert match.variant.ratings["bone-scan-whole-body"].category == "usually-appropriate"
+        assert "psma-pet-ct" not in match.variant.ratings
+    asymptomatic = facts("prostate-cancer", grade_group=1, tnm={"T": "T1c"}, psa=psa(5.0))
+    assert select_scenario(asymptomatic, KNOWLEDGE).match.variant.id == "low-or-favorable-intermediate"
 
 
 def test_radiotherapy_recurrence_uses_nadir_plus_two():

@@ -232,3 +232,11 @@ def test_malformed_presented_form_of_a_text_report_is_named(valuesets):
     facts = extract_facts(record(res), valuesets)
     assert facts.imaging[0].findings == frozenset()
     assert any("not valid base64" in i for i in facts.data_issues)
+
+
+def test_equivocal_or_indeterminate_bone_scan(valuesets):
+    # seeds 000/001: an indeterminate or equivocal bone scan -> targeted CT or MRI of the site
+    for code in ("42425007", "82334004", "419984006"):
+        res = report((CPT, "78306"), conclusion_codes=[(SCT, code)])
+        (fact,) = extract_facts(record(res), valuesets).imaging
+        assert fact.findings == frozenset({"equivocal"}), code

@@ -22,6 +22,9 @@ SCENARIO_IDS = {
     "prostate-nonmetastatic-systemic-therapy",
     "red-flag-cord-compression",
     "red-flag-new-neuro-symptoms",
+    "prostate-post-prostatectomy-early-rising-psa",
+    "prostate-post-prostatectomy-undetectable-psa",
+    "breast-aggressive-subtype-staging",
 }
 CATALOG_IDS = {
     "bone-scan-whole-body",

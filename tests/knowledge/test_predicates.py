@@ -200,3 +200,15 @@ def test_repeat_doses_of_an_ongoing_therapy_are_not_a_new_start():
     )
     m = evaluate(pred, facts(medications=restarted))
     assert m.ok and "started 30 days ago" in m.evidence[0]
+
+
+def test_imaging_done_is_any_study_of_the_modality_whatever_it_found():
+    # "no PSMA PET on record" (issue 9 point 3, Lu-177 selection) must not depend on coded findings
+    f = facts(imaging=(prior("psma-pet", ago=60), prior("bone-scan", "stable", ago=400)))
+    m = evaluate({"imaging_done": {"modality": ["psma-pet"]}}, f)
+    assert m.ok and "PSMA PET on" in m.evidence[0]
+    assert not evaluate({"imaging_done": {"modality": ["fdg-pet"]}}, f).ok
+    assert not evaluate({"imaging_done": {"modality": ["bone-scan"], "within_days": 180}}, f).ok
+    assert check({"imaging_done": {"modality": ["pet"]}}, "t") == ["t.imaging_done: unknown modality ['pet']"]
+    problems = check({"imaging_done": {"modality": ["ct"], "latest": True}}, "t")
+    assert "unknown imaging_done keys" in problems[0]

@@ -119,6 +119,7 @@ SYMPTOM_LOINC: Coding = (LOINC, "75325-1", "Symptom")
 
 STAGE_VALUES: Mapping[str, tuple[str, str]] = {
     "1222724007": ("1A", "Stage IA"),
+    "1222766008": ("2A", "Stage IIA"),
     "1222769001": ("2B", "Stage IIB"),
     "1222806003": ("3C", "Stage IIIC"),
     "1229903009": ("cM1", "cM1"),

@@ -13,7 +13,7 @@ from cds_service import facts, rule_pages
 from cds_service.config import ConfigError, Settings
 from cds_service.engine import EngineOptions
 from cds_service.knowledge import DEFAULT_CARDS_DIR, load_knowledge
-from cds_service.protocol import access_log, cors, openapi
+from cds_service.protocol import access_log, cors, metrics, openapi
 from cds_service.protocol.auth import Authenticator, SqliteReplayCache, load_trusted_clients
 from cds_service.protocol.discovery import load_prefetch_templates
 from cds_service.protocol.errors import ProtocolError, operation_outcome
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         n = settings.trust_proxy_headers
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's default provider has it
     feedback = FeedbackStore(settings.feedback_db, settings.feedback_store_comments)
     app.extensions["cds"] = ServiceState(
         settings=settings,
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         snoozer=Snoozer(feedback, state_secret(settings.state_secret), settings.snooze_hours * 3600),
     )
     access_log.init_app(app)
+    metrics.init_app(app)
     cors.init_app(app, settings.cors_origins)
     app.register_blueprint(blueprint)
     app.register_blueprint(rule_pages.blueprint)

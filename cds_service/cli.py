@@ -137,6 +137,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.log_level is None:
         args.log_level = check_log_level(os.environ.get("CDS_LOG_LEVEL", "INFO"))
     os.environ["CDS_LOG_LEVEL"] = args.log_level
+    _metrics_dir()  # before the app (and prometheus_client) is imported
     app = _build_app()  # built once in the master (preload): a bad knowledge base stops here
     if app is None:
         return 2
@@ -146,6 +147,7 @@ def _serve(args: argparse.Namespace) -> int:
         print("cds-service serve: --threads is ignored; sync workers serve one request each "
               "(see README, Worker protection)", file=sys.stderr)
     options = gunicorn_options(args)
+    options["child_exit"] = _worker_exited
 
     class _Server(BaseApplication):
         def load_config(self) -> None:
@@ -157,6 +159,26 @@ def _serve(args: argparse.Namespace) -> int:
 
     _Server().run()
     return 0
+
+
+def _metrics_dir() -> Path:
+    """A directory where every worker writes its metric samples (prometheus_client multiprocess).
+
+    Emptied at start: samples of a previous run's workers would otherwise be summed in.
+    """
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    path = Path(configured) if configured else Path(tempfile.mkdtemp(prefix="cds-metrics-"))
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path
+
+
+def _worker_exited(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def gunicorn_options(args: argparse.Namespace) -> dict[str, Any]:

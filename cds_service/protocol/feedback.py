@@ -172,6 +172,9 @@ def _is_datetime(value: str) -> bool:
     return "T" in value
 
 
+_TABLES = ("card_index", "feedback", "card_subject", "snooze")
+
+
 class FeedbackStore:
     """One connection per thread and process, kept open: safe across threads and forked workers.
 
@@ -205,6 +208,16 @@ class FeedbackStore:
         db = self._db()
         with db:  # commit on success, roll back on error
             yield db
+
+    def ready(self) -> str | None:
+        """None when the database answers and holds every table this code writes; else why not."""
+        try:
+            rows = self._db().execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+            tables = {row[0] for row in rows}
+        except sqlite3.Error as exc:
+            return f"database unreachable ({type(exc).__name__})"
+        missing = set(_TABLES) - tables
+        return f"database schema is missing {sorted(missing)}" if missing else None
 
     def index_cards(
         self,

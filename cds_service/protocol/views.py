@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from cds_service import engine
 from cds_service.config import Settings
 from cds_service.model import HookRequest
-from cds_service.protocol import access_log
+from cds_service.protocol import access_log, metrics
 from cds_service.protocol.auth import Authenticator, AuthError, Caller
 from cds_service.protocol.discovery import SERVICES, SERVICES_BY_ID, PrefetchTemplate, ServiceDefinition
 from cds_service.protocol.errors import ProtocolError
@@ -153,6 +153,7 @@ def invoke(service_id: str) -> Response:
     except sqlite3.Error:
         # The guidance matters more than its feedback link: answer anyway, and say so in the log.
         log.exception("could not index cards for feedback")
+    metrics.note_result(response_body, {u: str(m.get("rule_id")) for u, m in shown.card_index.items()})
     access_log.note(
         rule_ids=list(result.rule_ids), cards=len(response_body["cards"]), snoozed=shown.snoozed or None,
         system_actions=len(response_body.get("systemActions", [])),
@@ -180,8 +181,30 @@ def feedback(service_id: str) -> Response:
 
 @blueprint.get("/healthz")
 def healthz() -> Response:
+    """Liveness: the process answers. Depends on nothing, so a database outage never restarts it."""
     version = getattr(_state().knowledge, "version", None)
     return jsonify({"status": "ok", "knowledgeVersion": str(version)})
+
+
+@blueprint.get("/readyz")
+def readyz() -> Response:
+    """Readiness: send traffic here? The knowledge base is loaded and the state database answers.
+
+    A database outage does not block guidance (hook calls still answer), but a replica that cannot
+    record feedback should leave the load balancer's pool until it can.
+    """
+    state = _state()
+    checks = {
+        "knowledge": "ok" if state.knowledge is not None and state.knowledge.scenarios else "not loaded",
+        "database": state.feedback.ready() or "ok",
+    }
+    ready = all(v == "ok" for v in checks.values())
+    response = jsonify({"status": "ready" if ready else "not ready", "checks": checks,
+                        "knowledgeVersion": str(getattr(state.knowledge, "version", None))})
+    response.status_code = 200 if ready else 503
+    if not ready:
+        response.headers["Retry-After"] = "5"
+    return response
 
 
 def _has_service_requests(req: HookRequest) -> bool:

@@ -295,6 +295,8 @@ class Case:
 
 def case_paths(inputs: Sequence[str]) -> list[Path]:
     """The case files named: files as given, directories as their *.json (sorted)."""
+    if not inputs and not DEFAULT_CASES_DIR.is_dir():  # an installed package carries no fixtures
+        raise replay.ReplayError("no CASES given and no fixtures/cases beside this installation")
     paths: list[Path] = []
     for raw in inputs or [str(DEFAULT_CASES_DIR)]:
         path = Path(raw)

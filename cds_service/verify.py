@@ -119,7 +119,7 @@ def _extension_values(exts: Iterable[Any]) -> Iterable[str]:
 
 
 def _card_rules(card: Mapping[str, Any], vocab: Vocabulary) -> set[str]:
-    rules = set()
+    rules: set[str] = set()
     # Until cards link each pitfall's own rule page, a pitfall is recognised by its title in the detail.
     detail = str(card.get("detail") or "")
     rules.update(pid for title, pid in vocab.pitfall_titles.items() if title in detail)

@@ -1,4 +1,4 @@
-"""`cds-service` command: `serve` (gunicorn) and `replay` (fixtures; cds_service.replay)."""
+"""`cds-service` command: `serve` (gunicorn), `replay` (fixtures; cds_service.replay), `verify` (cases)."""
 
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ def _main(args: list[str]) -> int:
                    "and expired JWT ids (run daily)")
     sub.add_parser("report", help="report figures over the fixture cases: `report rated-share` (issue 9)",
                    add_help=False)
+    sub.add_parser("verify", add_help=False,
+                   help="run case files and check each answer against its expected outcome (PASS/FAIL)")
     sub.add_parser("fhir-serve", add_help=False,
                    help="serve a fixture patient as a read-only FHIR server (try the no-prefetch path)")
 
@@ -60,6 +62,10 @@ def _main(args: list[str]) -> int:
         from cds_service import coverage_report
 
         return coverage_report.main(args[1:])
+    if args[:1] == ["verify"]:
+        from cds_service import verify
+
+        return _piped(verify.main, args[1:])
     if args[:1] == ["fhir-serve"]:
         from cds_service import fhir_serve
 
@@ -80,8 +86,12 @@ def _replay(argv: list[str]) -> int:
             raise
         print("cds-service replay: cds_service.replay is not installed in this build", file=sys.stderr)
         return 2
+    return _piped(replay.main, argv)
+
+
+def _piped(command: Any, argv: list[str]) -> int:
     try:
-        result = replay.main(argv)
+        result = command(argv)
     except BrokenPipeError:
         # `cds-service replay ... | head`: the reader left. No traceback, the usual exit status;
         # stdout goes to /dev/null so the interpreter's final flush does not fail again.

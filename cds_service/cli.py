@@ -179,7 +179,7 @@ def _serve(args: argparse.Namespace) -> int:
     options = gunicorn_options(args)
     options["child_exit"] = _worker_exited
 
-    class _Server(BaseApplication):
+    class _Server(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
         def load_config(self) -> None:
             for name, value in options.items():
                 self.cfg.set(name, value)
@@ -208,7 +208,7 @@ def _metrics_dir() -> Path:
 def _worker_exited(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 def gunicorn_options(args: argparse.Namespace) -> dict[str, Any]:

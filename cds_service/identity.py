@@ -110,7 +110,7 @@ def is_the_patient(resource: Mapping[str, Any], identity: PatientIdentity) -> bo
     rid = resource.get("id")
     if rid is None:
         return bool(identifiers_of(resource) & identity.identifiers)
-    return rid == identity.id
+    return bool(rid == identity.id)
 
 
 def resolve_reference(ref: Any, identity: PatientIdentity) -> str:

@@ -84,7 +84,7 @@ class Replay:
 
     @property
     def patient_id(self) -> str:
-        return patient_of(self.bundle)["id"]
+        return str(patient_of(self.bundle)["id"])
 
     @property
     def as_of(self) -> date:

@@ -16,7 +16,7 @@ try:
 except ImportError:  # PyYAML built without libyaml
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
-C_LOADER = _Loader is not yaml.SafeLoader
+C_LOADER = _Loader.__name__ == "CSafeLoader"
 
 
 def safe_load(stream: str | bytes | IO[Any]) -> Any:

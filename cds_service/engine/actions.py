@@ -52,8 +52,8 @@ class RatingInfo:
     unknown_facts: tuple[str, ...] = ()  # "rated with the T category unknown": ("t-category",)
 
 
-def rating_extensions(info: RatingInfo, knowledge: Knowledge, options: EngineOptions) -> list[dict]:
-    extensions: list[dict] = [
+def rating_extensions(info: RatingInfo, knowledge: Knowledge, options: EngineOptions) -> list[dict[str, Any]]:
+    extensions: list[dict[str, Any]] = [
         {
             "url": PAMA_RATING,
             "valueCodeableConcept": {
@@ -64,7 +64,7 @@ def rating_extensions(info: RatingInfo, knowledge: Knowledge, options: EngineOpt
     ]
     if options.qcdsm_id:
         extensions.append({"url": PAMA_QCDSM, "valueString": options.qcdsm_id})
-    detail: list[dict] = []
+    detail: list[dict[str, Any]] = []
     if info.category and info.source_kind == "acr":
         detail.append({"url": "category", "valueCode": info.category})
     elif info.category:  # another guideline's statement translated by the project: not an ACR category
@@ -82,7 +82,7 @@ def rating_extensions(info: RatingInfo, knowledge: Knowledge, options: EngineOpt
 
 def rating_action(
     order: ImagingOrder, rated: StudyRating, knowledge: Knowledge, options: EngineOptions
-) -> dict:
+) -> dict[str, Any]:
     ours = knowledge.texts.rating_extension_url
     resource = copy.deepcopy(dict(order.resource))
     if rated.pama is None:
@@ -111,7 +111,7 @@ def _coding(system: str, code: str) -> dict[str, str]:
     return {"system": system, "code": code}
 
 
-def _order_template(template: Resource, code: dict[str, Any], new_id: str, *, urgent: bool) -> dict:
+def _order_template(template: Resource, code: dict[str, Any], new_id: str, *, urgent: bool) -> dict[str, Any]:
     order: dict[str, Any] = {
         "resourceType": "ServiceRequest",
         "id": new_id,
@@ -150,7 +150,7 @@ def new_orders(
     urgent: bool = False,
     rating: RatingInfo | None = None,
     skip: frozenset[str] = frozenset(),
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """ServiceRequests for `procedure`: one per component of a combined study; PET with its tracer code.
 
     With `rating`, each proposed order already carries its rating extensions, so an accepted
@@ -171,7 +171,7 @@ def _unrated_orders(
     options: EngineOptions,
     urgent: bool,
     skip: frozenset[str] = frozenset(),
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     catalog = knowledge.catalog
     if procedure.pet_tracer:
         pet = catalog.procedures["pet-ct-unspecified-tracer"].codes[0]
@@ -205,7 +205,7 @@ def replace_actions(
     *,
     urgent: bool = False,
     rating: RatingInfo | None = None,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     actions: list[dict[str, Any]] = [
         {"type": "delete", "description": f"Remove the draft order {o.reference}", "resourceId": o.reference}
         for o in orders
@@ -224,7 +224,7 @@ def add_tracer_action(
     knowledge: Knowledge,
     options: EngineOptions,
     rating: RatingInfo,
-) -> dict:
+) -> dict[str, Any]:
     """Update a PET/CT draft with the chosen tracer in orderDetail (a user-accepted suggestion), rated."""
     tracer = next(t for t in knowledge.catalog.tracers.values() if t.procedure == procedure.id)
     resource = copy.deepcopy(dict(order.resource))

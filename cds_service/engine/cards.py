@@ -9,7 +9,7 @@ table, the sources and the full reasoning (cds_service/rule_pages.py). Wording: 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +34,8 @@ SUMMARY_MAX = ct.SUMMARY_MAX
 
 @dataclass
 class Rendered:
-    cards: list[dict] = field(default_factory=list)
-    system_actions: list[dict] = field(default_factory=list)
+    cards: list[dict[str, Any]] = field(default_factory=list[Any])
+    system_actions: list[dict[str, Any]] = field(default_factory=list[Any])
     card_index: dict[str, dict[str, str]] = field(default_factory=dict)
     rule_ids: list[str] = field(default_factory=list)
 
@@ -106,7 +106,7 @@ def _evidence(text: str | None) -> str:
     return f"**Evidence**: {_md(line)}" if line else ""
 
 
-def _fit_detail(build: Any) -> str:
+def _fit_detail(build: Callable[[int], str]) -> str:
     """`build(facts_limit)` -> detail; fewer facts until the detail fits the line budget."""
     limit = ct.MAX_FACTS
     detail = build(limit)
@@ -131,7 +131,7 @@ def _card(
     summary: str,
     detail: str,
     indicator: str,
-    suggestions: list[dict] | None = None,
+    suggestions: list[dict[str, Any]] | None = None,
     also_explained: Iterable[tuple[str, str]] = (),
     orders: Iterable[ImagingOrder] = (),
 ) -> None:
@@ -189,7 +189,9 @@ def order_codes(orders: Iterable[ImagingOrder]) -> str:
     return " + ".join(sorted(k for k in keys if k))
 
 
-def _suggestion(ctx: RenderContext, label: str, actions: list[dict], recommended: bool) -> dict:
+def _suggestion(
+    ctx: RenderContext, label: str, actions: list[dict[str, Any]], recommended: bool
+) -> dict[str, Any]:
     return {
         "label": label[:120],
         "uuid": ctx.options.new_uuid(),
@@ -200,7 +202,7 @@ def _suggestion(ctx: RenderContext, label: str, actions: list[dict], recommended
 
 def _replacement_suggestions(
     ctx: RenderContext, rated: StudyRating, alts: Iterable[Alternative]
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     # Never propose a study that is already drafted in this ordering session.
     offer = [a for a in alts if can_order(a.procedure, ctx.knowledge) and a.procedure.id not in ctx.drafted]
     return [
@@ -363,7 +365,7 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
     out.rule_ids += [p.pitfall.id for p in rated.pitfalls]
 
 
-def _coverage_suggestions(ctx: RenderContext, rated: StudyRating) -> list[dict]:
+def _coverage_suggestions(ctx: RenderContext, rated: StudyRating) -> list[dict[str, Any]]:
     """Complete a part into the rated study (add the missing parts), or order the rated study instead."""
     cov = rated.coverage
     if cov is None or cov.related is None or cov.related_rating is None or cov.inherited:
@@ -624,7 +626,7 @@ def _add_only(
     template: Mapping[str, Any],
     rating: RatingInfo,
     skip: frozenset[str] = frozenset(),
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     orders = new_orders(
         procedure, template, ctx.knowledge, ctx.options, urgent=True, rating=rating, skip=skip
     )

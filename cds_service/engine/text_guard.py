@@ -10,7 +10,7 @@ studies still come from all facts, and the card says what the text suggested.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
@@ -23,7 +23,7 @@ NOT_APPROPRIATE = "usually-not-appropriate"
 T = TypeVar("T")
 
 
-def _merged(first: Iterable[T], second: Iterable[T], key) -> tuple[T, ...]:
+def _merged(first: Iterable[T], second: Iterable[T], key: Callable[[T], object]) -> tuple[T, ...]:
     out: dict[object, T] = {}
     for item in (*first, *second):
         out.setdefault(key(item), item)

@@ -8,6 +8,7 @@ receptors stage.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import date
 
 from cds_service.facts._util import Partial, add_evidence, concept_label, first_date, freeze, ref, status_code
 from cds_service.facts.selection import Hit
@@ -30,7 +31,7 @@ def counts(condition: Resource) -> bool:
     return clinical in ACTIVE
 
 
-def condition_date(condition: Resource):
+def condition_date(condition: Resource) -> date | None:
     period = condition.get("onsetPeriod") or {}
     return first_date(condition.get("onsetDateTime"), period.get("start"), condition.get("recordedDate"))
 

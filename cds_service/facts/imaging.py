@@ -111,7 +111,7 @@ def _from_text(report: Resource, procedure: str, valuesets: ValueSets) -> tuple[
     return fact, Partial(concepts=freeze(concepts), issues=tuple(issues))
 
 
-def report_date(report: Resource):
+def report_date(report: Resource) -> date | None:
     return first_date(
         report.get("effectiveDateTime"), period_start(report.get("effectivePeriod")), report.get("issued")
     )

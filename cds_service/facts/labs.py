@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from datetime import date
 from typing import Any
 
 from cds_service.facts._util import Partial, first_date, fmt, period_start, ref
@@ -22,7 +23,7 @@ RESULT_STATUSES = frozenset({"final", "amended", "corrected"})
 LAB_KEYS = ("alp", "ast", "alt", "bilirubin", "egfr", "creatinine", "testosterone")
 
 
-def observation_date(obs: Resource):
+def observation_date(obs: Resource) -> date | None:
     return first_date(
         obs.get("effectiveDateTime"),
         period_start(obs.get("effectivePeriod")),

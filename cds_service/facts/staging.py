@@ -318,7 +318,7 @@ def _read_condition_stage(
             _read_any(obs, out, valuesets, from_text_code=False)
 
 
-def _latest(values: list, what: str, issues: list[str]) -> tuple[Any, Evidence | None]:
+def _latest(values: list[Any], what: str, issues: list[str]) -> tuple[Any, Evidence | None]:
     """Latest value, or None (with an issue) when the latest date carries two different values."""
     if not values:
         return None, None

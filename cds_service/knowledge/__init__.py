@@ -88,7 +88,8 @@ def load_knowledge(cards_dir: Path | None = None, cache_dir: Path | None = None)
     root = Path(cards_dir) if cards_dir is not None else DEFAULT_CARDS_DIR
     if not root.is_dir():
         return _load(root)  # the full load names what is missing
-    return cache.cached(root, cache_dir, lambda: _load(root), Knowledge)
+    knowledge: Knowledge = cache.cached(root, cache_dir, lambda: _load(root), Knowledge)
+    return knowledge
 
 
 def _load(root: Path) -> Knowledge:
@@ -159,6 +160,8 @@ class _Reader:
             where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             raise KnowledgeError(f"{path}: {where}: {first.message}{more}")
+        if not isinstance(data, dict):  # every schema's top level is an object
+            raise KnowledgeError(f"{path}: (top level): not a mapping")
         return data
 
     def _validator(self, name: str) -> Draft202012Validator:
@@ -268,7 +271,7 @@ def _containers(file: str, procedures: Mapping[str, Procedure]) -> dict[str, fro
     return closed
 
 
-def _check_predicate(file: str | Path, pred: Any, path: str) -> dict[str, Any]:
+def _check_predicate(file: str | Path, pred: Any, path: str) -> Any:
     problems = predicates.check(pred, path)
     if problems:
         raise KnowledgeError(

@@ -203,7 +203,8 @@ class SqliteReplayCache:
             local.db = sqlite3.connect(self.path, timeout=5.0)
             local.db.execute("PRAGMA synchronous=NORMAL")
             local.pid = os.getpid()
-        return local.db
+        db: sqlite3.Connection = local.db
+        return db
 
     def first_use(self, iss: str, jti: str, exp: float) -> bool:
         now = time.time()

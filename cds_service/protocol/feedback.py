@@ -227,7 +227,8 @@ class FeedbackStore:
             local.db = sqlite3.connect(self.path, timeout=5.0)
             local.db.execute("PRAGMA synchronous=NORMAL")
             local.pid = os.getpid()
-        return local.db
+        db: sqlite3.Connection = local.db
+        return db
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

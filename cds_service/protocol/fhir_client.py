@@ -450,6 +450,7 @@ def is_error_outcome(resource: dict[str, Any]) -> bool:
 def next_link(bundle: dict[str, Any]) -> str | None:
     links = bundle.get("link")
     for link in links if isinstance(links, list) else ():
-        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
-            return link["url"]
+        url = link.get("url") if isinstance(link, dict) and link.get("relation") == "next" else None
+        if isinstance(url, str):
+            return url
     return None

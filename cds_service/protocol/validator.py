@@ -106,7 +106,7 @@ def validate_card(card: Any, path: str = "card", uuids: list[str] | None = None)
     return p
 
 
-def _uuid(obj: dict, path: str, p: list[str], seen: list[str]) -> None:
+def _uuid(obj: dict[str, Any], path: str, p: list[str], seen: list[str]) -> None:
     value = obj.get("uuid")
     if not isinstance(value, str) or not value:
         p.append(f"{path}.uuid: required so feedback can be linked")
@@ -172,7 +172,7 @@ def _actions(actions: Any, path: str) -> list[str]:
     return p
 
 
-def _pama(resource: dict, path: str, p: list[str]) -> None:
+def _pama(resource: dict[str, Any], path: str, p: list[str]) -> None:
     extensions = resource.get("extension")
     for ext in extensions if isinstance(extensions, list) else ():
         if not isinstance(ext, dict) or ext.get("url") != PAMA_RATING_URL:

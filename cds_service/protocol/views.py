@@ -50,7 +50,8 @@ class Unauthorized(Exception):
 
 
 def _state() -> ServiceState:
-    return current_app.extensions["cds"]
+    state: ServiceState = current_app.extensions["cds"]
+    return state
 
 
 def _base_url() -> str:

@@ -235,17 +235,17 @@ def test_timeout_degrades_to_incomplete(client, captured, fhir):
 
 
 def test_timeouts_are_passed_to_every_call(make_app, captured, fhir, monkeypatch):
-    from cds_service.protocol.fhir_client import SESSION
+    from requests.adapters import HTTPAdapter
 
     serve_all(fhir)
     seen = []
-    original = SESSION.get
+    original = HTTPAdapter.send
 
-    def spy(url, **kwargs):
+    def spy(self, request, **kwargs):
         seen.append(kwargs.get("timeout"))
-        return original(url, **kwargs)
+        return original(self, request, **kwargs)
 
-    monkeypatch.setattr(SESSION, "get", spy)
+    monkeypatch.setattr(HTTPAdapter, "send", spy)
     make_app(fhir_connect_timeout=0.7, fhir_read_timeout=1.2).test_client().post(
         SELECT, json=with_server(hook_request()))
     assert len(seen) == QUERIES

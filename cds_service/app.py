@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         n = settings.trust_proxy_headers
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's default provider has it
     feedback = FeedbackStore(settings.feedback_db, settings.feedback_store_comments)
     app.extensions["cds"] = ServiceState(
         settings=settings,

@@ -178,7 +178,7 @@ def _metrics_dir() -> Path:
 def _worker_exited(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def gunicorn_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -164,7 +164,7 @@ def load_case(path: Path) -> Replay:
     bundle = load_bundle(root / "patients" / f"{case['patient']}.json")
     orders = [order_from_arg(str(root / "orders" / f"{name}.json")) for name in case["orders"]]
     by_name = {name: o.get("id") for name, o in zip(case["orders"], orders, strict=True)}
-    selections = [by_name[n] for n in case.get("selections", [])] or None
+    selections = [str(by_name[n]) for n in case.get("selections", [])] or None
     hooks = case.get("hooks") or ["order-select"]
     return Replay(bundle, orders, hooks[0], selections, case.get("expected"), list(case["orders"]))
 

@@ -60,6 +60,7 @@ def evaluate_facts(
     ratings = complete_ratings(ratings, selection, facts, knowledge, tuple(record.incomplete))
     drafted = frozenset(
         s.procedure_id for s in studies_to_rate("order-sign", request.draft_orders, (), knowledge.catalog)
+        if s.procedure_id is not None
     )
     ctx = RenderContext(request, record, facts, knowledge, options, drafted)
     out = render(ctx, selection, ratings)

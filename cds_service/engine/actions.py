@@ -85,6 +85,8 @@ def rating_action(
 ) -> dict:
     ours = knowledge.texts.rating_extension_url
     resource = copy.deepcopy(dict(order.resource))
+    if rated.pama is None:
+        raise ValueError("rating_action needs a rated study")  # render() only passes rated ones
     info = RatingInfo(
         rated.pama,
         rated.category,
@@ -204,7 +206,7 @@ def replace_actions(
     urgent: bool = False,
     rating: RatingInfo | None = None,
 ) -> list[dict]:
-    actions = [
+    actions: list[dict[str, Any]] = [
         {"type": "delete", "description": f"Remove the draft order {o.reference}", "resourceId": o.reference}
         for o in orders
     ]

@@ -178,7 +178,8 @@ def order_codes(orders: Iterable[ImagingOrder]) -> str:
     for order in orders:
         code = order.resource.get("code")
         code = code if isinstance(code, Mapping) else {}
-        codings = code.get("coding") if isinstance(code.get("coding"), list) else []
+        raw = code.get("coding")
+        codings = raw if isinstance(raw, list) else []
         parts = sorted({
             f"{c.get('system') or ''}|{c['code']}" for c in codings
             if isinstance(c, Mapping) and isinstance(c.get("code"), str) and c["code"]
@@ -507,6 +508,7 @@ def _red_flag_card(
 ) -> None:
     scenario = flag.scenario
     procs = ctx.knowledge.catalog.procedures
+    assert scenario.urgent_procedure is not None  # the rule-file schema requires it on red flags
     urgent: Procedure = procs[scenario.urgent_procedure]
     parts = [procs[c] for c in urgent.components] or [urgent]
     part_ids = {p.id for p in parts}
@@ -608,6 +610,7 @@ def _alt_rating(rated: StudyRating, alt: Alternative) -> RatingInfo:
 
 def _urgent_rating(flag: ScenarioMatch) -> RatingInfo:
     procedure_id = flag.scenario.urgent_procedure
+    assert procedure_id is not None  # the rule-file schema requires it on red flags
     rating = flag.variant.ratings.get(procedure_id)
     category = rating.category if rating else None
     pama = PAMA_BY_CATEGORY.get(category or "", "no-criteria-apply")

@@ -138,7 +138,7 @@ def group_studies(
             parts = [next((o for o in remaining if o.procedure_id == c), None) for c in components]
             if any(p is None for p in parts):
                 break
-            group = tuple(parts)
+            group = tuple(p for p in parts if p is not None)  # all present: narrows the type
             remaining = [o for o in remaining if o not in group]
             studies.append(Study(combo_id, group, rated(group)))
     for order in remaining:

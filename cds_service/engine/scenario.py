@@ -100,9 +100,9 @@ def _try(scenario: Scenario, facts: Facts, ctx: Context) -> ScenarioMatch | Miss
         return None
     evidence += criteria.evidence
     for variant in scenario.variants:
-        m = evaluate(variant.when, facts, ctx) if variant.when else None
-        if m is None or m.ok:
-            evidence += m.evidence if m else ()
+        when = evaluate(variant.when, facts, ctx) if variant.when else None
+        if when is None or when.ok:
+            evidence += when.evidence if when else ()
             return ScenarioMatch(scenario, variant, tuple(dict.fromkeys(evidence)))
     return None
 

@@ -98,13 +98,14 @@ def _measure(obs: Resource, vs: ValueSet, label: str) -> tuple[Measurement | Non
             continue
         for bound in ("low", "high"):
             q = rng.get(bound)
-            if isinstance(q, Mapping) and _number(q) is not None:
+            n = _number(q) if isinstance(q, Mapping) else None
+            if isinstance(q, Mapping) and n is not None:
                 f, _ = _factor(q, vs, fallback_unit=unit)
                 if f is not None:
                     if bound == "low":
-                        low = _number(q) * f
+                        low = n * f
                     else:
-                        high = _number(q) * f
+                        high = n * f
         break  # the first range is the one for this patient's population
     if high is None:
         high = vs.default_ref_high

@@ -348,8 +348,8 @@ def _text_only(resource: Mapping[str, Any], rtype: str, valuesets: ValueSets) ->
         return Hit(resource, frozenset()) if readable else None
     if rtype == "DiagnosticReport" and isinstance(label, str) and label.strip():
         modalities = text.modality_from_text(label, valuesets.text_targets)
-        readable = ("conclusion", "presentedForm", "conclusionCode")
-        if modalities and any(resource.get(k) for k in readable):
+        sections = ("conclusion", "presentedForm", "conclusionCode")
+        if modalities and any(resource.get(k) for k in sections):
             return Hit(resource, frozenset(f"imaging-{m}" for m in modalities))
     return None
 

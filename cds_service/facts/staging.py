@@ -91,9 +91,9 @@ def _coded_category(concept: Any, category: str, valuesets: ValueSets) -> str | 
         if str(label).startswith(category):
             return str(label)
     for code in _ajcc_codes(concept):
-        label = notation.ajcc_category(code, category)
-        if label:
-            return label
+        ajcc = notation.ajcc_category(code, category)
+        if ajcc:
+            return ajcc
     return None
 
 
@@ -378,8 +378,8 @@ def extract_staging(
                     f"history of metastatic cancer{_on(when)} ({key}) has no yes/no value; not used"
                 )
                 continue
-            evidence = Evidence(f"History of metastatic cancer: {'yes' if flag else 'no'}", when, key)
-            add_evidence(concepts if flag else negations, "metastatic-disease", evidence)
+            history = Evidence(f"History of metastatic cancer: {'yes' if flag else 'no'}", when, key)
+            add_evidence(concepts if flag else negations, "metastatic-disease", history)
 
     by_ref: dict[str, Resource] | None = None
 

@@ -51,7 +51,7 @@ def _presence(obs: Mapping[str, Any], valuesets: ValueSets, symptom_in_value: bo
         return "present"  # the code names the finding; valueBoolean true or no value asserts it
     answers = set(valuesets.value_in(ANSWERS, value))
     if len(answers) == 1:
-        return answers.pop()  # "present" or "absent"
+        return str(answers.pop())  # "present" or "absent"
     return "unreadable"  # no known answer, or codings that contradict each other
 
 

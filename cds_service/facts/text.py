@@ -96,7 +96,7 @@ def _skip_quickumls() -> None:
     stub = types.ModuleType("quickumls")
     stub.spacy_component = types.ModuleType("quickumls.spacy_component")  # type: ignore[attr-defined]
     sys.modules["quickumls"] = stub
-    sys.modules["quickumls.spacy_component"] = stub.spacy_component  # type: ignore[attr-defined]
+    sys.modules["quickumls.spacy_component"] = stub.spacy_component
 
 
 class _Pipeline:

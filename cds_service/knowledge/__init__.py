@@ -219,12 +219,12 @@ def _catalog(data: dict[str, Any]) -> Catalog:
             family=p.get("family"),
         )
     for i, p in enumerate(data["procedures"]):
-        refs = [("components", c) for c in p.get("components", ())]
+        refs: list[tuple[str, str]] = [("components", c) for c in p.get("components", ())]
         refs += [("component_sets", c) for s in p.get("component_sets", ()) for c in s]
         refs += [("part_of", c) for c in p.get("part_of", ())]
-        for key, comp in refs:
-            if comp not in procedures or comp == p["id"]:
-                raise _fail(file, f"procedures[{i}].{key}", f"unknown procedure id {comp!r}")
+        for field_name, ref_id in refs:
+            if ref_id not in procedures or ref_id == p["id"]:
+                raise _fail(file, f"procedures[{i}].{field_name}", f"unknown procedure id {ref_id!r}")
     tracers: dict[tuple[str, str], Tracer] = {}
     for i, t in enumerate(data["pet_tracers"]):
         if t["procedure"] not in procedures or not procedures[t["procedure"]].pet_tracer:

@@ -302,25 +302,28 @@ def _lab_line(name: str, m: Measurement) -> str:
 
 def _lab_above(lab: str, facts: Facts, _ctx: Context) -> Match:
     m = _latest(facts.labs.get(lab, ()))
-    ok = m is not None and m.ref_high is not None and m.value > m.ref_high
-    return Match(ok, (_lab_line(lab, m),) if ok else ())
+    if m is None or m.ref_high is None or not m.value > m.ref_high:
+        return Match(False, ())
+    return Match(True, (_lab_line(lab, m),))
 
 
 def _lab_below(arg: Mapping[str, Any], facts: Facts, _ctx: Context) -> Match:
     m = _latest(facts.labs.get(arg["lab"], ()))
-    ok = m is not None and m.value < arg["value"]
-    return Match(ok, (_lab_line(arg["lab"], m),) if ok else ())
+    if m is None or not m.value < arg["value"]:
+        return Match(False, ())
+    return Match(True, (_lab_line(arg["lab"], m),))
 
 
 def _psa_line(m: Measurement) -> str:
     return f"PSA {m.value:g} ng/mL{_d(m.date)}"
 
 
-def _psa_cmp(test: Callable[[float], bool]) -> Callable[[Any, Facts, Context], Match]:
+def _psa_cmp(test: Callable[[float, float], bool]) -> Callable[[Any, Facts, Context], Match]:
     def ev(arg: float, facts: Facts, _ctx: Context) -> Match:
         m = _latest(facts.psa)
-        ok = m is not None and test(m.value, arg)
-        return Match(ok, (_psa_line(m),) if ok else ())
+        if m is None or not test(m.value, arg):
+            return Match(False, ())
+        return Match(True, (_psa_line(m),))
 
     return ev
 
@@ -438,8 +441,8 @@ def _imaging_done(arg: Mapping[str, Any], facts: Facts, ctx: Context) -> Match:
 def _imaging_hit(arg: Mapping[str, Any], facts: Facts, ctx: Context) -> Match:
     studies = _studies(arg, facts, ctx)
     if arg.get("latest") and studies:
-        dated = [s for s in studies if s.date]
-        studies = [max(dated, key=lambda s: s.date)] if dated else studies[-1:]
+        dated = [(s.date, s) for s in studies if s.date is not None]
+        studies = [max(dated, key=lambda pair: pair[0])[1]] if dated else studies[-1:]
     hits = [s for s in studies if s.findings & set(arg["findings_any"])]
     return Match(bool(hits), tuple(_imaging_line(s) for s in hits))
 

@@ -67,7 +67,7 @@ def assess_risk(facts: Facts) -> RiskAssessment:
         return RiskAssessment("very-high", missing, tuple(reasons))
     if high:
         return RiskAssessment("high", missing, tuple(reasons))
-    if missing:
+    if missing or t is None or gg is None or psa is None:  # the second half narrows types only
         return RiskAssessment(None, missing, tuple(reasons))
 
     if t == (2, ""):  # T2 without sub-category: only usable if T2a and T2b give the same group

@@ -258,7 +258,8 @@ class Authenticator:
             raise AuthError(f"algorithm {alg!r} not allowed")
         if not isinstance(kid, str) or not kid:
             raise AuthError("no kid in JWT header")
-        client = self.clients.get(unverified.get("iss")) if isinstance(unverified, dict) else None
+        iss = unverified.get("iss") if isinstance(unverified, dict) else None
+        client = self.clients.get(iss) if isinstance(iss, str) else None
         if client is None:
             raise AuthError("issuer not trusted")
         jwk = self._key(client, kid, jku)

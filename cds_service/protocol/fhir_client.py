@@ -487,7 +487,9 @@ def _with_local_medication(resource: dict[str, Any], local: Mapping[str, str]) -
     FHIR server does on a transaction): the facts stage then finds the Medication by type and id.
     Only this one element is rewritten, on a copy; everything else is left as sent."""
     ref = resource.get("medicationReference")
-    target = local.get(ref.get("reference")) if isinstance(ref, dict) else None
+    if not isinstance(ref, dict) or not isinstance(ref.get("reference"), str):
+        return resource
+    target = local.get(ref["reference"])
     if target is None:
         return resource
     return {**resource, "medicationReference": {**ref, "reference": target}}

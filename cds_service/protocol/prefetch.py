@@ -108,7 +108,9 @@ def gather_record(
         # The orders' reasonReference targets the prefetch did not bring, and the Medications that
         # medication records reference but nobody sent (no `_include`): one parallel wave, same
         # client, same deadline.
-        have = {(r.get("resourceType"), r.get("id")) for res in results.values() for r in res.resources}
+        have = {
+            (str(r.get("resourceType")), str(r.get("id"))) for res in results.values() for r in res.resources
+        }
         wanted_targets = missing_targets(request.draft_orders, have, client.base_url)
         wanted_medications = _missing_medications(client, results)
         answers = read_many(

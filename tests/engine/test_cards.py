@@ -203,7 +203,12 @@ def test_not_appropriate_without_alternative_offers_removal():
 
 
 def test_pitfall_card_on_an_appropriate_order_is_a_warning_with_the_pitfall_text():
-    f = facts("prostate-cancer", "metastatic-disease", medications=(med("enzalutamide", "arpi", started=20),))
+    f = facts(
+        "prostate-cancer",
+        "metastatic-disease",
+        medications=(med("enzalutamide", "arpi", started=20),),
+        imaging=(prior("bone-scan", "bone-metastases"),),  # the flare caution needs a scan to compare with
+    )
     result = run(f, cpt("bs", "78306"))
     [card] = result.cards
     assert card["indicator"] == "warning" and "flare" in card["summary"]

@@ -10,7 +10,7 @@ import pytest
 from cds_service.engine.scenario import INSUFFICIENT_DATA, NO_CRITERIA_APPLY, select_scenario
 from cds_service.knowledge.predicates import check, evaluate
 from cds_service.model import Evidence, MedicationFact
-from tests.engine.builders import KNOWLEDGE, cpt, days_ago, facts, med, pama, proc, psa, run
+from tests.engine.builders import KNOWLEDGE, cpt, days_ago, facts, med, pama, prior, proc, psa, run
 
 STAGING = "prostate-initial-staging"
 METASTATIC = "prostate-metastatic-systemic-therapy"
@@ -274,3 +274,28 @@ def test_t_category_in_matches_sub_categories_of_a_listed_category():
     assert evaluate({"t_category_in": ["T2"]}, facts(tnm={"T": "T2"})).ok
     assert not evaluate({"t_category_in": ["T2a"]}, facts(tnm={"T": "cT2b"})).ok
     assert not evaluate({"t_category_in": ["T2"]}, facts()).ok
+
+
+# --- flare: a therapy change within 3 months AND a prior bone scan to compare with --------------
+
+
+@pytest.mark.parametrize(
+    ("chart", "therapy"),
+    [
+        (("breast-cancer", "bone-pain"), med("doxorubicin", "chemotherapy", started=60)),
+        (("prostate-cancer", "metastatic-disease"), med("abiraterone", "arpi", started=40)),
+    ],
+    ids=["breast-neoadjuvant", "prostate-metastatic"],
+)
+def test_flare_caution_needs_a_recent_therapy_change_and_a_prior_bone_scan(chart, therapy):
+    """Seed 000 (Pitfalls): new or brighter lesions early after a therapy change may be flare, read
+    against a scan >= 3 months after the change; clinical-knowledge 1.A: "new bone-scan lesions
+    within about 3 months of a therapy change should be confirmed on a later scan". At first imaging
+    there is no earlier scan to misread (issue 9: neoadjuvant chemotherapy, first bone scan)."""
+    first = facts(*chart, medications=(therapy,))
+    result = run(first, cpt("bs", "78306"))
+    assert "flare-phenomenon" not in result.rule_ids
+    compared = replace(first, imaging=(prior("bone-scan", "bone-metastases", ago=150),))
+    assert "flare-phenomenon" in run(compared, cpt("bs", "78306")).rule_ids
+    old_change = replace(compared, medications=(replace(therapy, start=days_ago(200)),))
+    assert "flare-phenomenon" not in run(old_change, cpt("bs", "78306")).rule_ids

@@ -70,7 +70,11 @@ def test_may_be_appropriate_is_appropriate_for_pama():
 
 
 def test_flare_pitfall_when_therapy_changed_within_three_months():
-    f = facts(*METASTATIC_PROSTATE, medications=(ADT_OLD, med("enzalutamide", "arpi", started=45)))
+    f = facts(
+        *METASTATIC_PROSTATE,
+        medications=(ADT_OLD, med("enzalutamide", "arpi", started=45)),
+        imaging=(prior("bone-scan", "bone-metastases"),),  # a prior bone scan to compare with
+    )
     [r] = rate(f, cpt("bs", "78306"))
     assert pitfall_ids(r) == {"flare-phenomenon"}
     assert r.pama == "appropriate"

@@ -1,4 +1,4 @@
-"""`cds-service` command: `serve` (gunicorn) and `replay` (fixtures; cds_service.replay)."""
+"""`cds-service` command: `serve` (gunicorn), `replay` (fixtures; cds_service.replay), `verify` (cases)."""
 
 from __future__ import annotations
 
@@ -47,8 +47,12 @@ def _main(args: list[str]) -> int:
     serve.add_argument("--log-level", type=_log_level, default=None, help="default: CDS_LOG_LEVEL or INFO")
     sub.add_parser("replay", help="replay fixture scenarios (see cds_service.replay)", add_help=False)
     sub.add_parser("check", help="load the knowledge base and configuration, then exit")
+    sub.add_parser("prune", help="delete audit records and card links older than CDS_RETENTION_DAYS, "
+                   "and expired JWT ids (run daily)")
     sub.add_parser("report", help="report figures over the fixture cases: `report rated-share` (issue 9)",
                    add_help=False)
+    sub.add_parser("verify", add_help=False,
+                   help="run case files and check each answer against its expected outcome (PASS/FAIL)")
     sub.add_parser("fhir-serve", add_help=False,
                    help="serve a fixture patient as a read-only FHIR server (try the no-prefetch path)")
 
@@ -58,6 +62,10 @@ def _main(args: list[str]) -> int:
         from cds_service import coverage_report
 
         return coverage_report.main(args[1:])
+    if args[:1] == ["verify"]:
+        from cds_service import verify
+
+        return _piped(verify.main, args[1:])
     if args[:1] == ["fhir-serve"]:
         from cds_service import fhir_serve
 
@@ -65,6 +73,8 @@ def _main(args: list[str]) -> int:
     parsed = parser.parse_args(args)
     if parsed.command == "check":
         return _check()
+    if parsed.command == "prune":
+        return _prune()
     return _serve(parsed)
 
 
@@ -76,8 +86,12 @@ def _replay(argv: list[str]) -> int:
             raise
         print("cds-service replay: cds_service.replay is not installed in this build", file=sys.stderr)
         return 2
+    return _piped(replay.main, argv)
+
+
+def _piped(command: Any, argv: list[str]) -> int:
     try:
-        result = replay.main(argv)
+        result = command(argv)
     except BrokenPipeError:
         # `cds-service replay ... | head`: the reader left. No traceback, the usual exit status;
         # stdout goes to /dev/null so the interpreter's final flush does not fail again.
@@ -101,6 +115,22 @@ def _check() -> int:
     print(f"ok: knowledge version {knowledge.version} ({len(knowledge.scenarios)} scenarios)")
     for name, value in effective_settings(settings).items():
         print(f"  {name} = {value}")
+    return 0
+
+
+def _prune() -> int:
+    from cds_service.config import Settings
+    from cds_service.protocol.auth import SqliteReplayCache
+    from cds_service.protocol.feedback import FeedbackStore
+
+    settings = Settings.from_env()
+    if not settings.feedback_db.is_file():
+        print(f"prune: nothing to do ({settings.feedback_db} does not exist)")
+        return 0
+    removed = FeedbackStore(settings.feedback_db).prune_older_than(settings.retention_days)
+    removed["seen_jti"] = SqliteReplayCache(settings.feedback_db).prune()
+    print(f"prune: older than {settings.retention_days} days: "
+          + ", ".join(f"{n} {table}" for table, n in removed.items()))
     return 0
 
 

@@ -92,6 +92,9 @@ class Settings:
     fhir_max_bytes: int = 20 * 1024 * 1024
     feedback_db: Path = default_state_dir() / "feedback.sqlite3"
     feedback_store_comments: bool = False  # free-text override comments may contain PHI
+    # Days an audit record (one per hook call) and a card's feedback link are kept; `cds-service
+    # prune` deletes older rows (run it daily). Feedback items themselves are kept.
+    retention_days: int = 400
     # No nagging (issue 9.7): after an override/dismissal the same card (patient, order code, rule,
     # verdict) is not shown again for this many hours; 0: never snoozed. Red flags never are.
     snooze_hours: float = 24.0
@@ -181,6 +184,7 @@ class Settings:
             fhir_max_bytes=_int(env, "CDS_FHIR_MAX_BYTES", d.fhir_max_bytes),
             feedback_db=_path(env, "CDS_FEEDBACK_DB", d.feedback_db) or d.feedback_db,
             feedback_store_comments=_bool(env, "CDS_FEEDBACK_STORE_COMMENTS", d.feedback_store_comments),
+            retention_days=_int(env, "CDS_RETENTION_DAYS", d.retention_days),
             snooze_hours=_hours(env, "CDS_SNOOZE_HOURS", d.snooze_hours),
             state_secret=_secret(env, "CDS_STATE_SECRET"),
             trusted_clients=_path(env, "CDS_TRUSTED_CLIENTS", None),

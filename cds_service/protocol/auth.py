@@ -216,6 +216,11 @@ class SqliteReplayCache:
             cursor = db.execute("INSERT OR IGNORE INTO seen_jti VALUES (?, ?, ?)", (iss, jti, exp))
             return cursor.rowcount == 1
 
+    def prune(self) -> int:
+        """Forget the jti values of expired tokens (a replay of those fails on `exp` anyway)."""
+        with self._connect() as db:
+            return db.execute("DELETE FROM seen_jti WHERE exp < ?", (time.time(),)).rowcount
+
 
 @dataclass
 class Authenticator:

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -79,6 +79,19 @@ CREATE TABLE IF NOT EXISTS snooze (
     PRIMARY KEY (patient_key, order_codes, rule_id, verdict)
 );
 CREATE INDEX IF NOT EXISTS snooze_age ON snooze(snoozed_at);
+CREATE TABLE IF NOT EXISTS audit (
+    hook_instance TEXT,
+    service_id TEXT NOT NULL,
+    hook TEXT,
+    at TEXT NOT NULL,
+    knowledge_version TEXT,
+    rule_ids TEXT NOT NULL,
+    ratings TEXT NOT NULL,
+    card_uuids TEXT NOT NULL,
+    fhir_calls INTEGER NOT NULL,
+    client_iss TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_age ON audit(at);
 """
 
 
@@ -101,6 +114,19 @@ class FeedbackItem:
             separators=(",", ":"),
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    service_id: str
+    hook_instance: str
+    hook: str
+    knowledge_version: str
+    rule_ids: tuple[str, ...]
+    ratings: tuple[Mapping[str, str], ...]  # per rated order: pama, category, sourceKind, scenario, rule
+    card_uuids: tuple[str, ...]
+    fhir_calls: int
+    client_iss: str | None
 
 
 class Recorded(NamedTuple):
@@ -172,7 +198,7 @@ def _is_datetime(value: str) -> bool:
     return "T" in value
 
 
-_TABLES = ("card_index", "feedback", "card_subject", "snooze")
+_TABLES = ("card_index", "feedback", "card_subject", "snooze", "audit")
 
 
 class FeedbackStore:
@@ -244,6 +270,44 @@ class FeedbackStore:
                     "INSERT OR IGNORE INTO card_subject VALUES (?,?,?,?,?,?,?)",
                     [(uuid, service_id, *subject, at) for uuid, subject in subjects.items()],
                 )
+
+    def audit(self, entry: AuditEntry) -> None:
+        """One row per hook call: what advice was given, from which rules and knowledge version.
+
+        Codes and ids of rules only: no patient, user or order identifier, no token, no card text.
+        """
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (entry.hook_instance, entry.service_id, entry.hook, _now(), entry.knowledge_version,
+                 json.dumps(list(entry.rule_ids)), json.dumps([dict(r) for r in entry.ratings]),
+                 json.dumps(list(entry.card_uuids)), entry.fhir_calls, entry.client_iss),
+            )
+
+    def audit_rows(self) -> list[dict[str, Any]]:
+        with self._connect() as db:
+            db.row_factory = sqlite3.Row
+            try:
+                return [dict(r) for r in db.execute("SELECT * FROM audit ORDER BY at")]
+            finally:
+                db.row_factory = None
+
+    def prune_older_than(self, days: float) -> dict[str, int]:
+        """Retention: forget audit rows, card links and snooze subjects older than `days`.
+
+        Feedback itself is kept (the governance record); a card's index row goes with its age, so
+        feedback arriving later for such an old card is counted as unknown.
+        """
+        cutoff = datetime.now(UTC) - timedelta(days=days)
+        iso, epoch = cutoff.isoformat(timespec="milliseconds"), cutoff.timestamp()
+        with self._connect() as db:
+            return {
+                "audit": db.execute("DELETE FROM audit WHERE at < ?", (iso,)).rowcount,
+                "card_index": db.execute("DELETE FROM card_index WHERE created_at < ?", (iso,)).rowcount,
+                "card_subject": db.execute(
+                    "DELETE FROM card_subject WHERE created_at < ?", (epoch,)
+                ).rowcount,
+            }
 
     def snoozed(self, subjects: Iterable[CardSubject], since: float) -> set[CardSubject]:
         wanted = set(subjects)

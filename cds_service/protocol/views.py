@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from cds_service import engine
 from cds_service.config import Settings
 from cds_service.model import HookRequest
-from cds_service.protocol import access_log, metrics
+from cds_service.protocol import access_log, audit, metrics
 from cds_service.protocol.auth import Authenticator, AuthError, Caller
 from cds_service.protocol.discovery import SERVICES, SERVICES_BY_ID, PrefetchTemplate, ServiceDefinition
 from cds_service.protocol.errors import ProtocolError
@@ -122,7 +122,7 @@ def discovery() -> Response:
 
 @blueprint.post("/cds-services/<service_id>")
 def invoke(service_id: str) -> Response:
-    _authenticate()
+    caller = _authenticate()
     service = _service(service_id)
     access_log.note(service=service.id)
     body = _json_body()
@@ -134,6 +134,7 @@ def invoke(service_id: str) -> Response:
         # Only ServiceRequests can be imaging orders: a medication or diet order needs no
         # patient data, so none is fetched (an EHR may call on every order selected).
         access_log.note(skipped="no ServiceRequest in focus")
+        _audit(state, service.id, call, (), {"cards": []}, 0, caller)
         return jsonify({"cards": []})
     today = state.settings.today or datetime.now(UTC).date()
     record, stats = gather_record(call, state.templates, state.settings, today)
@@ -153,12 +154,26 @@ def invoke(service_id: str) -> Response:
     except sqlite3.Error:
         # The guidance matters more than its feedback link: answer anyway, and say so in the log.
         log.exception("could not index cards for feedback")
+    _audit(state, service.id, call, result.rule_ids, response_body, stats.fhir_calls, caller)
     metrics.note_result(response_body, {u: str(m.get("rule_id")) for u, m in shown.card_index.items()})
     access_log.note(
         rule_ids=list(result.rule_ids), cards=len(response_body["cards"]), snoozed=shown.snoozed or None,
         system_actions=len(response_body.get("systemActions", [])),
     )
     return jsonify(response_body)
+
+
+def _audit(
+    state: ServiceState, service_id: str, call: ParsedCall, rule_ids: Any, body: dict[str, Any],
+    fhir_calls: int, caller: Caller | None,
+) -> None:
+    record = audit.entry(service_id, call.request.hook_instance, call.request.hook, state.knowledge, rule_ids,
+                         body, fhir_calls, caller.iss if caller else None)
+    try:
+        state.feedback.audit(record)
+    except sqlite3.Error:
+        # Guidance is never held back by its audit trail; the gap is in the log, by hookInstance.
+        log.exception("could not write the audit record")
 
 
 @blueprint.post("/cds-services/<service_id>/feedback")

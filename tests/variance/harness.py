@@ -292,6 +292,9 @@ class _NoFeedback:
     def index_cards(self, *args: Any, **kwargs: Any) -> None:
         pass
 
+    def audit(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
 
 class Harness:
     """One in-process service (knowledge loaded once) and its discovery templates."""

@@ -1,0 +1,55 @@
+"""The audit record of a hook call: which advice was given, by which rules, from which knowledge.
+
+Built from what the response already says, as codes: PAMA ratings with the ACR category, source kind,
+scenario and rule of each rated order, the fired rule ids, the card uuids (which link feedback to a
+card). Never a patient, user or order identifier, a token or card text (free text may carry PHI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from cds_service.protocol.feedback import AuditEntry
+
+_PAMA_RATING = "/pama-rating"
+
+
+def entry(
+    service_id: str, hook_instance: str, hook: str, knowledge: Any, rule_ids: Iterable[str],
+    body: Mapping[str, Any], fhir_calls: int, client_iss: str | None,
+) -> AuditEntry:
+    rating_url = knowledge.texts.rating_extension_url
+    return AuditEntry(
+        service_id=service_id,
+        hook_instance=hook_instance,
+        hook=hook,
+        knowledge_version=str(knowledge.version),
+        rule_ids=tuple(rule_ids),
+        ratings=tuple(ratings_of(body.get("systemActions") or (), rating_url)),
+        card_uuids=tuple(str(c.get("uuid")) for c in body.get("cards") or () if isinstance(c, Mapping)),
+        fhir_calls=fhir_calls,
+        client_iss=client_iss,
+    )
+
+
+def ratings_of(actions: Iterable[Any], rating_url: str) -> Iterable[dict[str, str]]:
+    """Per rated order: the PAMA code and our extension's coded parts (no ids, no uuids)."""
+    for action in actions:
+        resource = action.get("resource") if isinstance(action, Mapping) else None
+        if not isinstance(resource, Mapping):
+            continue
+        rated: dict[str, str] = {}
+        for ext in resource.get("extension") or ():
+            if not isinstance(ext, Mapping):
+                continue
+            url = str(ext.get("url", ""))
+            if url.endswith(_PAMA_RATING):
+                codings = (ext.get("valueCodeableConcept") or {}).get("coding") or ()
+                rated["pama"] = next((str(c.get("code")) for c in codings if isinstance(c, Mapping)), "")
+            elif url == rating_url:
+                for part in ext.get("extension") or ():
+                    if isinstance(part, Mapping) and isinstance(part.get("valueCode"), str):
+                        rated[str(part.get("url"))] = part["valueCode"]
+        if rated:
+            yield rated

@@ -2,7 +2,8 @@
 
 Contract (relied on by the protocol layer): `load_knowledge(cards_dir) -> Knowledge`, raising
 `KnowledgeError` naming the file and the path inside it; `Knowledge.version` (from `cards/VERSION`).
-Every file is checked against its JSON schema in `cards/schema/`, every predicate against the closed
+Every file is checked against its JSON schema in `cds_service/knowledge/schema/` (shipped with the
+code that relies on it, so a site's own `cards/` cannot loosen it), every predicate against the closed
 vocabulary in `predicates.py`, and every procedure or pitfall id against the catalog, so a bad edit
 stops the service at start instead of misfiring on a patient.
 """
@@ -53,6 +54,8 @@ def _builtin_cards_dir() -> Path:
 
 
 DEFAULT_CARDS_DIR = _builtin_cards_dir()
+# The JSON schemas guard the data, so they ship with the code, not beside the data they check.
+SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def _load(root: Path) -> Knowledge:
 
 
 class _Reader:
-    """Reads YAML files and checks them against `schema/<name>.schema.json`."""
+    """Reads YAML files and checks them against `SCHEMA_DIR/<name>.schema.json`."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -163,7 +166,7 @@ class _Reader:
         from jsonschema import Draft202012Validator
 
         if name not in self._validators:
-            schema_path = self.root / "schema" / f"{name}.schema.json"
+            schema_path = SCHEMA_DIR / f"{name}.schema.json"
             try:
                 schema = json.loads(schema_path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:

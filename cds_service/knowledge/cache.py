@@ -37,12 +37,12 @@ _memo: dict[str, Any] = {}
 
 
 def content_key(cards_dir: Path) -> str:
-    """sha256 over the loader's code and every file under `cards_dir` (names and bytes)."""
+    """sha256 over the loader's code and schemas and every file under `cards_dir` (names and bytes)."""
     h = hashlib.sha256(f"{FORMAT}|{sys.version_info[:3]}|{pickle.HIGHEST_PROTOCOL}".encode())
     for label, root in (("code", _CODE_DIR), ("cards", cards_dir)):
         files = sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
         for path in files:
-            if label == "code" and path.suffix != ".py":
+            if label == "code" and path.suffix not in {".py", ".json"}:  # loader code and its schemas
                 continue
             data = path.read_bytes()
             h.update(f"{label}/{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())

@@ -21,7 +21,7 @@ from cds_service.knowledge.errors import KnowledgeError
 from cds_service.knowledge.vocabulary import CONCEPTS, FINDINGS, MODALITIES
 
 TARGETS_FILE = "text/targets.yaml"
-SCHEMA_FILE = "schema/text-targets.schema.json"
+SCHEMA_FILE = Path(__file__).resolve().parent / "schema" / "text-targets.schema.json"
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def _fail(path: str, message: str) -> KnowledgeError:
 def load_text_targets(cards_dir: Path) -> TextTargets:
     """Read and check cards/text/targets.yaml; KnowledgeError names the file and the place."""
     path = Path(cards_dir) / TARGETS_FILE
-    schema_path = Path(cards_dir) / SCHEMA_FILE
+    schema_path = SCHEMA_FILE
     try:
         raw = path.read_text(encoding="utf-8")
         data = yaml_load.safe_load(raw)

@@ -60,7 +60,7 @@ MAX_CODE_CHARS = 64
 _MEMO_SIZE = 20_000  # distinct (system, code) answers kept per loaded knowledge base
 MAX_SYSTEM_CHARS = 512
 
-SCHEMA_DIR = "schema"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schema"  # with the code, not in cards/
 VALUESETS_DIR = "valuesets"
 MEDICATIONS_FILE = "medications.yaml"
 
@@ -249,7 +249,7 @@ def _read_yaml(path: Path) -> Any:
 
 
 def _schema(cards_dir: Path, name: str) -> jsonschema.protocols.Validator:
-    path = cards_dir / SCHEMA_DIR / name
+    path = SCHEMA_DIR / name
     try:
         schema = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

@@ -201,7 +201,6 @@ def test_empty_or_non_text_input(targets):
 
 @pytest.fixture
 def cards_copy(tmp_path: Path) -> Path:
-    shutil.copytree(CARDS / "schema", tmp_path / "schema")
     shutil.copytree(CARDS / "text", tmp_path / "text")
     return tmp_path
 

@@ -75,7 +75,6 @@ def test_answer_values(valuesets):
 @pytest.fixture
 def cards_copy(tmp_path: Path) -> Path:
     target = tmp_path / "cards"
-    shutil.copytree(CARDS / "schema", target / "schema")
     shutil.copytree(CARDS / "valuesets", target / "valuesets")
     shutil.copy(CARDS / "medications.yaml", target / "medications.yaml")
     shutil.copytree(CARDS / "text", target / "text")

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -105,9 +106,12 @@ def test_metrics_are_summed_over_gunicorn_workers(tmp_path):
                     break
             except requests.RequestException:
                 time.sleep(0.2)
-        calls = 12
-        for _ in range(calls):
-            assert requests.get(f"{base}/cds-services", timeout=10).status_code == 200
+        # Concurrent calls: a sync worker serves one at a time, so the other worker must take some.
+        calls = 48
+        with ThreadPoolExecutor(16) as pool:
+            statuses = list(pool.map(lambda _: requests.get(f"{base}/cds-services", timeout=10).status_code,
+                                     range(calls)))
+        assert statuses == [200] * calls
         text = requests.get(f"{base}/metrics", timeout=10).text
         served = re.search(r'cds_requests_total\{endpoint="discovery",service="-",status="200"\} (\S+)', text)
         assert served and float(served.group(1)) == calls

@@ -136,7 +136,8 @@ class FhirSim(ThreadingHTTPServer):
 
     @contextlib.contextmanager
     def working(self) -> Any:
-        """One query's time on the server: waits for a slot (arrival order), then `delay_s`."""
+        """One query's time on the server: waits for a slot (arrival order), then holds it while the
+        handler builds the answer and sleeps out the rest of `delay_s` (see `_Handler.do_GET`)."""
         with self._lock:
             self.queries += 1
             self._in_flight += 1
@@ -152,8 +153,7 @@ class FhirSim(ThreadingHTTPServer):
                     self._busy += 1
                     self._turn.notify_all()
             try:
-                time.sleep(self.delay_s)
-                yield
+                yield time.monotonic()  # the query is taken up: its `delay_s` starts
             finally:
                 if self._slots:
                     with self._turn:
@@ -201,10 +201,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self.server.unauthorized += 1
             self._send(401, _outcome("security", "no or wrong bearer token"))
             return
-        with self.server.working():
-            self._answer()
+        # The answer is built first and sent when `delay_s` has passed since the query was taken
+        # up: each query takes `delay_s` in all, the simulator's own work included. (Building it
+        # after the delay put up to ~18 ms of the bench process's CPU per hook call, the answers
+        # built one at a time under its GIL, on top of the delay the arm is meant to measure.)
+        with self.server.working() as started:
+            status, data = self._answer()
+            time.sleep(max(0.0, self.server.delay_s - (time.monotonic() - started)))
+            self._write(status, data)
 
-    def _answer(self) -> None:
+    def _answer(self) -> tuple[int, bytes]:
         parts = urlsplit(self.path)
         path = parts.path.strip("/").split("/")
         params = parse_qsl(parts.query, keep_blank_values=True)
@@ -213,10 +219,8 @@ class _Handler(BaseHTTPRequestHandler):
             found = self.server.patient if rtype == "Patient" and rid == self.server.patient_id else next(
                 (r for r in self.server.by_type.get(rtype, []) if r.get("id") == rid), None)
             if found is None:
-                self._send(404, _outcome("not-found", f"{rtype}/{rid} is not known"))
-            else:
-                self._send(200, found)
-            return
+                return 404, _dumps(_outcome("not-found", f"{rtype}/{rid} is not known"))
+            return 200, _dumps(found)
         rtype = path[0]
         paging = dict(p for p in params if p[0] in ("_count", "_offset"))
         filters = [p for p in params if p[0] not in ("_count", "_offset")]
@@ -224,8 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
             size = max(1, min(int(paging.get("_count", DEFAULT_PAGE_SIZE)), MAX_PAGE_SIZE))
             offset = max(0, int(paging.get("_offset", 0)))
         except ValueError:
-            self._send(400, _outcome("invalid", "_count and _offset must be integers"))
-            return
+            return 400, _dumps(_outcome("invalid", "_count and _offset must be integers"))
         matches = [self.server.patient] if rtype == "Patient" else self.server.search(rtype, filters)
         page = matches[offset: offset + size]
         bundle: Resource = {
@@ -237,15 +240,21 @@ class _Handler(BaseHTTPRequestHandler):
         if offset + size < len(matches):
             query = urlencode([*filters, ("_count", str(size)), ("_offset", str(offset + size))])
             bundle["link"] = [{"relation": "next", "url": f"{self.server.base_url}/{rtype}?{query}"}]
-        self._send(200, bundle)
+        return 200, _dumps(bundle)
 
     def _send(self, status: int, body: object) -> None:
-        data = json.dumps(body).encode()
+        self._write(status, _dumps(body))
+
+    def _write(self, status: int, data: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/fhir+json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+def _dumps(body: object) -> bytes:
+    return json.dumps(body).encode()
 
 
 def _outcome(code: str, text: str) -> Resource:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -27,7 +28,14 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+
+try:
+    import orjson
+except ImportError:  # optional: the standard parser gives the same answers, slower
+    orjson = None  # type: ignore[assignment]
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from requests.utils import requote_uri
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
@@ -98,6 +106,52 @@ def _shared_session() -> requests.Session:
 
 
 SESSION = _shared_session()
+_session_pid = os.getpid()
+_session_lock = threading.Lock()
+# Per origin (scheme, host, port): the proxies / CA bundle the environment sets for it (what
+# `requests` would look up on every call: about a third of its cost per query), per process.
+_ORIGIN_SETTINGS_MAX = 256
+_origin_settings: dict[tuple[str, str, int], dict[str, Any]] = {}
+
+
+def session() -> requests.Session:
+    """This process's session. A worker forked from a process that already made calls gets a
+    session of its own (sharing the parent's sockets would mix two processes' answers)."""
+    global SESSION, _session_pid  # noqa: PLW0603 - one per process, replaced only after a fork
+    if _session_pid != os.getpid():
+        with _session_lock:
+            if _session_pid != os.getpid():
+                SESSION = _shared_session()
+                _origin_settings.clear()
+                _session_pid = os.getpid()
+    return SESSION
+
+
+def _send(url: str, headers: dict[str, str], timeout: tuple[float, float]) -> requests.Response:
+    """GET `url` through the session's adapter, streamed, no redirects: what `SESSION.get` does,
+    without its per-call work this client has no use for (cookies are refused anyway, the URL is
+    ours and checked against the allowlist; the environment's settings are looked up once per
+    origin). The URL is quoted exactly as `requests` quotes it."""
+    current = session()
+    origin = _origin(url)
+    settings = _origin_settings.get(origin) if origin else None
+    if settings is None:
+        scheme, host, port = origin or ("https", "", 0)
+        settings = current.merge_environment_settings(f"{scheme}://{host}:{port}/", {}, True, None, None)
+        if len(_origin_settings) >= _ORIGIN_SETTINGS_MAX:
+            _origin_settings.clear()
+        if origin:
+            _origin_settings[origin] = settings
+    request = requests.PreparedRequest()
+    request.method = "GET"
+    request.url = requote_uri(url)
+    request.headers = CaseInsensitiveDict({**current.headers, **headers})  # User-Agent, gzip
+    request.body = None
+    request.hooks = {"response": []}
+    return current.get_adapter(request.url).send(
+        request, stream=True, timeout=timeout, verify=settings["verify"], cert=settings["cert"],
+        proxies=settings["proxies"],
+    )
 
 
 class FhirAccessError(Exception):
@@ -291,7 +345,7 @@ class FhirClient:
         try:
             # No redirects: a redirect could carry the bearer token to a host nobody allowed.
             # stream=True: the body is read below, chunk by chunk, under the deadline and the cap.
-            response = SESSION.get(url, headers=headers, timeout=timeout, allow_redirects=False, stream=True)
+            response = _send(url, headers, timeout)
         except requests.Timeout as exc:
             raise FhirAccessError("FHIR server timed out") from exc
         except requests.RequestException as exc:
@@ -318,11 +372,7 @@ class FhirClient:
                 response.raw.release_conn()  # read to the end: the connection may be reused
             else:
                 response.close()  # mid-answer or unread: close the socket, never pool it
-        try:
-            # Only ever a body within the cap; NaN/Infinity are not JSON and are refused.
-            data = json.loads(body, parse_constant=_refuse_constant)
-        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
-            raise FhirAccessError("FHIR server answered invalid JSON") from exc
+        data = _parse(body)
         if not isinstance(data, dict):
             raise FhirAccessError("FHIR server answered JSON that is not a resource")
         return data
@@ -375,6 +425,18 @@ class FhirClient:
     def _release(self, size: int) -> None:
         with self._lock:
             self.bytes_read -= size
+
+
+def _parse(body: bytearray) -> Any:
+    """Only ever a body within the cap. orjson where installed (several times faster; it refuses
+    NaN/Infinity, overflow, lone surrogates and nesting beyond 1,024 by itself), else the
+    standard parser with NaN/Infinity refused."""
+    try:
+        if orjson is not None:
+            return orjson.loads(body)
+        return json.loads(body, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:  # orjson.JSONDecodeError is a ValueError
+        raise FhirAccessError("FHIR server answered invalid JSON") from exc
 
 
 def _refuse_constant(name: str) -> Any:

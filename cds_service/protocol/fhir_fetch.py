@@ -11,8 +11,10 @@ decide whether a call gets complete data in time:
   Observation's codings on (system, code). A server that refuses the joined query (400/404/413/414/
   422, or an OperationOutcome for a Bundle) gets the templates one by one instead, and is remembered
   for the life of the process (at most 1,024 servers), so later calls ask it per template at once.
-- Every other query (and each key's chain of `next` pages) runs in one bounded pool, all at once;
-  the follow-up reads (order reasons, referenced Medications) run in parallel too, in one wave.
+- Every other query (and each key's chain of `next` pages) runs at once, at most
+  `CDS_FHIR_MAX_WORKERS` of one call together, on the process's kept pool of threads (see
+  `executor`); the follow-up reads (order reasons, referenced Medications) run in parallel too,
+  in one wave.
 
 Everything runs under the client's one deadline: every query has its timeouts, and what is still
 running when the deadline passes is cancelled (`FhirClient.cancel`) and reported incomplete.
@@ -21,9 +23,10 @@ running when the deadline passes is cancelled (`FhirClient.cancel`) and reported
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -189,15 +192,54 @@ def _codings(resource: Mapping[str, Any]) -> set[tuple[str, str]]:
 # --- running them -----------------------------------------------------------------------------
 
 
+_running = 0  # queries being run in this process, all hook calls together (see `running`)
+_running_lock = threading.Lock()
+
+
+def running() -> int:
+    """Queries running now: 0 once every hook call has returned (none outlives its call)."""
+    return _running
+
+
 def _run(client: FhirClient, query: Query, on_sent: Callable[[], None] | None = None) -> Outcome:
-    if query.bundle is not None:
-        return client.follow(query.bundle)
-    if query.is_read:
-        return [client.read(query.query, on_sent)], True
-    return client.search(query.query)
+    global _running  # noqa: PLW0603
+    with _running_lock:
+        _running += 1
+    try:
+        if query.bundle is not None:
+            return client.follow(query.bundle)
+        if query.is_read:
+            return [client.read(query.query, on_sent)], True
+        return client.search(query.query)
+    finally:
+        with _running_lock:
+            _running -= 1
 
 
 Report = Callable[[Query, "Outcome | FhirAccessError | None"], None]
+
+
+_EXECUTOR_MIN_THREADS = 32  # per process: room for two or three hook calls' queries at once
+_executor: ThreadPoolExecutor | None = None
+_executor_pid = 0
+_executor_lock = threading.Lock()
+
+
+def executor(threads: int) -> ThreadPoolExecutor:
+    """This process's query threads, kept between hook calls (starting a dozen threads on every
+    call cost about 1 ms of CPU). A forked worker inherits the object but none of its threads, so
+    a new pid gets a new pool; so does a call that needs more threads than the pool has (the old
+    one finishes what it runs and its idle threads end)."""
+    global _executor, _executor_pid  # noqa: PLW0603 - one per process, replaced after a fork
+    with _executor_lock:
+        pool = _executor
+        if pool is None or _executor_pid != os.getpid() or pool._max_workers < threads:
+            if pool is not None and _executor_pid == os.getpid():
+                pool.shutdown(wait=False)
+            pool = ThreadPoolExecutor(max_workers=max(_EXECUTOR_MIN_THREADS, threads),
+                                      thread_name_prefix="fhir")
+            _executor, _executor_pid = pool, os.getpid()
+        return pool
 
 
 def run_all(
@@ -208,46 +250,58 @@ def run_all(
     max_workers: int,
     report: Report,
 ) -> None:
-    """Run `first` (the Patient read) ahead of `queries`, all within the client's deadline.
+    """Run `first` (the Patient read) ahead of `queries`, all within the client's deadline; at
+    most `max_workers` of `queries` at once (`first` comes on top).
 
     `report(query, outcome)` is called in this thread once per query: (resources, complete), the
     FhirAccessError it ended with, or None when the deadline passed first. A joined query the
     server refuses is not reported: its per-template queries are run and reported instead.
     """
-    first, queries = list(first), list(queries)
-    lead = ThreadPoolExecutor(max_workers=max(1, len(first)), thread_name_prefix="fhir-patient")
-    pool = ThreadPoolExecutor(
-        max_workers=max(1, min(max_workers, len(queries) + len(first))), thread_name_prefix="fhir"
-    )
+    first, backlog = list(first), deque(queries)
+    limit = max(1, max_workers)
+    pool = executor(limit + len(first))
     jobs: dict[Future[Outcome], Query] = {}
     try:
         sent = threading.Event()
+        lead = set()
         for query in first:
-            future = lead.submit(_run, client, query, sent.set)
+            future = pool.submit(_run, client, query, sent.set)
             future.add_done_callback(lambda _f: sent.set())
             jobs[future] = query
+            lead.add(future)
         if first:
             sent.wait(max(0.0, min(PATIENT_HEAD_START, client.deadline - time.monotonic())))
-        for query in queries:
-            jobs[pool.submit(_run, client, query)] = query
-        _collect(client, pool, jobs, searches, report)
+        _collect(client, pool, jobs, lead, backlog, limit, searches, report)
     finally:
-        _stop([lead, pool], jobs, client)
+        _stop(jobs, client)
 
 
 def _collect(
     client: FhirClient,
     pool: ThreadPoolExecutor,
     jobs: dict[Future[Outcome], Query],
+    lead: set[Future[Outcome]],
+    backlog: deque[Query],
+    limit: int,
     searches: Mapping[str, str],
     report: Report,
 ) -> None:
     pending = set(jobs)
+
+    def fill() -> None:  # keep `limit` queries of this call running (the lead read on top)
+        while backlog and len(pending - lead) < limit:
+            query = backlog.popleft()
+            future = pool.submit(_run, client, query)
+            jobs[future] = query
+            pending.add(future)
+
+    fill()
     while pending:
         remaining = client.deadline + _DEADLINE_SLACK - time.monotonic()
         if remaining <= 0:
             break
-        done, pending = wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
+        done, _ = wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
+        pending.difference_update(done)
         for future in done:
             query = jobs[future]
             try:
@@ -259,27 +313,25 @@ def _collect(
                 if query.joined and isinstance(exc, (FhirRejected, FhirNotFound)):
                     remember_refusal(client.base_url)
                     log.info("joined search refused (%s); asking per template", exc)
-                    for single in unjoin(query, searches):
-                        new = pool.submit(_run, client, single)
-                        jobs[new] = single
-                        pending.add(new)
+                    backlog.extendleft(reversed(unjoin(query, searches)))
                     continue
                 outcome = exc
             report(query, outcome)
+        fill()
     for future in pending:
         report(jobs[future], None)
+    for query in backlog:  # never started: the deadline passed first
+        report(query, None)
 
 
-def _stop(pools: list[ThreadPoolExecutor], jobs: Mapping[Future[Outcome], Query], client: FhirClient) -> None:
-    """Leave no thread or connection behind: no query may outlive the hook call."""
+def _stop(jobs: Mapping[Future[Outcome], Query], client: FhirClient) -> None:
+    """Leave no query running past the hook call (the pool's idle threads stay for the next)."""
     if all(future.done() for future in jobs):
-        for pool in pools:
-            pool.shutdown(wait=True)  # idle workers only: returns at once
         return
     client.cancel()  # running queries stop at their next chunk and close their connections
+    for future in jobs:
+        future.cancel()  # still queued behind another call's queries: never starts
     _, stragglers = wait(list(jobs), timeout=STRAGGLER_GRACE)
-    for pool in pools:
-        pool.shutdown(wait=not stragglers, cancel_futures=True)
     if stragglers:
         log.warning("%d FHIR queries still running after the deadline", len(stragglers))
 

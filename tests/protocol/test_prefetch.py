@@ -235,17 +235,19 @@ def test_timeout_degrades_to_incomplete(client, captured, fhir):
 
 
 def test_timeouts_are_passed_to_every_call(make_app, captured, fhir, monkeypatch):
-    from cds_service.protocol.fhir_client import SESSION
+    from cds_service.protocol import fhir_client
 
     serve_all(fhir)
     seen = []
-    original = SESSION.get
+    original = fhir_client._send
 
-    def spy(url, **kwargs):
-        seen.append(kwargs.get("timeout"))
-        return original(url, **kwargs)
+    def spy(url, headers, timeout):
+        seen.append(timeout)
+        return original(url, headers, timeout)
 
-    monkeypatch.setattr(SESSION, "get", spy)
+    # (the module's function, not HTTPAdapter.send: the `fhir` mock patches that, and undoing a
+    # patch over it after the mock has stopped would leave the mock in place for later tests)
+    monkeypatch.setattr(fhir_client, "_send", spy)
     make_app(fhir_connect_timeout=0.7, fhir_read_timeout=1.2).test_client().post(
         SELECT, json=with_server(hook_request()))
     assert len(seen) == QUERIES

@@ -134,18 +134,21 @@ def _send(url: str, headers: dict[str, str], timeout: tuple[float, float]) -> re
     origin). The URL is quoted exactly as `requests` quotes it."""
     current = session()
     origin = _origin(url)
-    settings = _origin_settings.get(origin) if origin else None
-    if settings is None:
+    cached = _origin_settings.get(origin) if origin else None
+    if cached is None:
         scheme, host, port = origin or ("https", "", 0)
-        settings = current.merge_environment_settings(f"{scheme}://{host}:{port}/", {}, True, None, None)
+        merged = current.merge_environment_settings(f"{scheme}://{host}:{port}/", {}, True, None, None)
+        cached = dict(merged)
         if len(_origin_settings) >= _ORIGIN_SETTINGS_MAX:
             _origin_settings.clear()
         if origin:
-            _origin_settings[origin] = settings
+            _origin_settings[origin] = cached
+    settings: dict[str, Any] = cached
     request = requests.PreparedRequest()
     request.method = "GET"
     request.url = requote_uri(url)
-    request.headers = CaseInsensitiveDict({**current.headers, **headers})  # User-Agent, gzip
+    merged_headers: dict[str, Any] = {**current.headers, **headers}  # User-Agent, gzip
+    request.headers = CaseInsensitiveDict(merged_headers)
     request.body = None
     request.hooks = {"response": []}
     return current.get_adapter(request.url).send(

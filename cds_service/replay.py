@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cds_service import terminal
 from cds_service.bundle_search import BundleStore
 
 SERVICE_IDS = {"order-select": "imaging-appropriateness", "order-sign": "imaging-appropriateness-sign"}
@@ -415,7 +416,9 @@ def _ext_value(ext: Mapping[str, Any]) -> str | None:
     return None
 
 
-def render_text(replay: Replay, request: Mapping[str, Any], status: int, body: Any) -> str:
+def render_text(
+    replay: Replay, request: Mapping[str, Any], status: int, body: Any, colour: bool = False
+) -> str:
     lines = [f"Patient {replay.patient_id} as of {replay.as_of.isoformat()} | hook {replay.hook} | "
              f"hookInstance {request['hookInstance']}"]
     orders = [e["resource"] for e in request["context"]["draftOrders"]["entry"]]
@@ -428,9 +431,10 @@ def render_text(replay: Replay, request: Mapping[str, Any], status: int, body: A
     lines.append("")
     lines.append(f"{len(cards)} card(s)" if cards else "No cards.")
     for card in cards:
-        lines.append(f"[{str(card.get('indicator', '?')).upper()}] {card.get('summary', '')}")
+        tag = terminal.indicator(str(card.get("indicator", "?")).upper(), colour)
+        lines.append(f"{tag} {terminal.plain(str(card.get('summary', '')))}")
         if card.get("detail"):
-            lines.extend("    " + line for line in str(card["detail"]).splitlines())
+            lines.extend(terminal.detail_lines(str(card["detail"])))
         for s in card.get("suggestions") or []:
             star = " (recommended)" if s.get("isRecommended") else ""
             lines.append(f"    -> suggestion: {s.get('label')}{star}")
@@ -533,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(body, indent=2))
     else:
-        print(render_text(replay, request, status, body))
+        print(render_text(replay, request, status, body, colour=sys.stdout.isatty()))
     if status != 200:
         print(f"replay: the service answered HTTP {status}: {_outcome_text(body)}", file=sys.stderr)
         return 1

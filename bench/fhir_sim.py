@@ -31,7 +31,9 @@ Resource = dict[str, Any]
 
 DEFAULT_PAGE_SIZE = 20  # HAPI FHIR's default page size when a search has no _count
 MAX_PAGE_SIZE = 1000  # Medplum's (and many servers') largest page
-SYNTHEA_DIR = Path("/work/shared/data/synthea-r4")  # reference data outside the repository
+# Reference data beside the repository (../shared/data), not in it: absent elsewhere, the arm and its
+# test fall back or skip.
+SYNTHEA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea-r4"
 SYNTHEA_PATIENT = "prostate-metastatic-a.json"  # long PSA series, metastatic prostate cancer
 
 

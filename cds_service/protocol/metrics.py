@@ -68,13 +68,14 @@ def _endpoint(path: str) -> str:
     return "feedback" if path.rstrip("/").endswith("/feedback") else "hook"
 
 
-def note_result(body: Mapping[str, Any], card_rules: Mapping[str, str]) -> None:
-    """Remember the answer's cards (uuid -> rule id) and ratings for this call's samples."""
-    g.metrics_result = (body, card_rules)
+def note_result(body: Mapping[str, Any], card_rules: Mapping[str, str], ratings: Iterable[str]) -> None:
+    """Remember the answer's cards (uuid -> rule id) and PAMA ratings (as read once for the audit
+    record) for this call's samples."""
+    g.metrics_result = (body, card_rules, tuple(ratings))
 
 
 def observe(endpoint: str, fields: Mapping[str, Any], status: int, seconds: float,
-            result: tuple[Mapping[str, Any], Mapping[str, str]] | None = None) -> None:
+            result: tuple[Mapping[str, Any], Mapping[str, str], tuple[str, ...]] | None = None) -> None:
     service = str(fields.get("service") or "-")
     REQUESTS.labels(endpoint, service, str(status)).inc()
     LATENCY.labels(endpoint, service).observe(seconds)
@@ -95,21 +96,12 @@ def observe(endpoint: str, fields: Mapping[str, Any], status: int, seconds: floa
         match = _REASON.match(str(auth))
         AUTH_FAILURES.labels(match.group(0) if match else "other").inc()
     if result is not None:
-        body, card_rules = result
+        body, card_rules, ratings = result
         for card in body.get("cards") or ():
             rule = card_rules.get(str(card.get("uuid")), "-")
             CARDS.labels(service, rule, str(card.get("indicator"))).inc()
-        for rating in _ratings(body.get("systemActions") or ()):
+        for rating in ratings:
             RATINGS.labels(service, rating).inc()
-
-
-def _ratings(actions: Iterable[Any]) -> Iterable[str]:
-    for action in actions:
-        resource = action.get("resource") if isinstance(action, Mapping) else None
-        for ext in (resource or {}).get("extension") or ():
-            if isinstance(ext, Mapping) and str(ext.get("url", "")).endswith("/pama-rating"):
-                for coding in (ext.get("valueCodeableConcept") or {}).get("coding") or ():
-                    yield str(coding.get("code"))
 
 
 @blueprint.get("/metrics")

@@ -18,7 +18,7 @@ from cds_service.protocol import access_log, audit, metrics
 from cds_service.protocol.auth import Authenticator, AuthError, Caller
 from cds_service.protocol.discovery import SERVICES, SERVICES_BY_ID, PrefetchTemplate, ServiceDefinition
 from cds_service.protocol.errors import ProtocolError
-from cds_service.protocol.feedback import FeedbackStore, parse_feedback
+from cds_service.protocol.feedback import AuditEntry, FeedbackStore, parse_feedback
 from cds_service.protocol.json_input import parse_json_body
 from cds_service.protocol.prefetch import gather_record
 from cds_service.protocol.request import ParsedCall, parse_hook_request
@@ -155,8 +155,11 @@ def invoke(service_id: str) -> Response:
     except sqlite3.Error:
         # The guidance matters more than its feedback link: answer anyway, and say so in the log.
         log.exception("could not index cards for feedback")
-    _audit(state, service.id, call, result.rule_ids, response_body, stats.fhir_calls, caller)
-    metrics.note_result(response_body, {u: str(m.get("rule_id")) for u, m in shown.card_index.items()})
+    audited = _audit(state, service.id, call, result.rule_ids, response_body, stats.fhir_calls, caller)
+    metrics.note_result(
+        response_body, {u: str(m.get("rule_id")) for u, m in shown.card_index.items()},
+        [r["pama"] for r in audited.ratings if "pama" in r],
+    )
     access_log.note(
         rule_ids=list(result.rule_ids), cards=len(response_body["cards"]), snoozed=shown.snoozed or None,
         system_actions=len(response_body.get("systemActions", [])),
@@ -167,7 +170,7 @@ def invoke(service_id: str) -> Response:
 def _audit(
     state: ServiceState, service_id: str, call: ParsedCall, rule_ids: Any, body: dict[str, Any],
     fhir_calls: int, caller: Caller | None,
-) -> None:
+) -> AuditEntry:
     record = audit.entry(service_id, call.request.hook_instance, call.request.hook, state.knowledge, rule_ids,
                          body, fhir_calls, caller.iss if caller else None)
     try:
@@ -175,6 +178,7 @@ def _audit(
     except sqlite3.Error:
         # Guidance is never held back by its audit trail; the gap is in the log, by hookInstance.
         log.exception("could not write the audit record")
+    return record
 
 
 @blueprint.post("/cds-services/<service_id>/feedback")

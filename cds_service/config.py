@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -246,50 +248,43 @@ def _path(env: Mapping[str, str], name: str, default: Path | None) -> Path | Non
     return Path(raw) if raw else default
 
 
-def _date(env: Mapping[str, str], name: str) -> date | None:
+def _parsed(env: Mapping[str, str], name: str, convert: Callable[[str], T], what: str) -> T | None:
+    """The variable converted, None when unset or blank; a value that does not convert is refused."""
     raw = env.get(name, "").strip()
     if not raw:
         return None
     try:
-        return date.fromisoformat(raw)
+        return convert(raw)
     except ValueError as exc:
-        raise ConfigError(f"{name} must be a date YYYY-MM-DD, got {raw!r}") from exc
+        raise ConfigError(f"{name} must be {what}, got {raw!r}") from exc
+
+
+def _date(env: Mapping[str, str], name: str) -> date | None:
+    return _parsed(env, name, date.fromisoformat, "a date YYYY-MM-DD")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
+    value = _parsed(env, name, int, "an integer")
+    if value is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
     if value < 0:
         raise ConfigError(f"{name} must not be negative")
     return value
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
+    value = _parsed(env, name, float, "a number of seconds")
+    if value is None:
         return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from exc
     if value <= 0:
         raise ConfigError(f"{name} must be positive")
     return value
 
 
 def _hours(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
+    value = _parsed(env, name, float, "a number of hours")
+    if value is None:
         return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number of hours, got {raw!r}") from exc
     if not 0 <= value <= 24 * 365:  # also refuses nan and inf
         raise ConfigError(f"{name} must be between 0 (off) and 8760 hours")
     return value

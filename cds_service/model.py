@@ -173,6 +173,7 @@ class EngineResult:
     cards: tuple[Mapping[str, Any], ...] = ()
     system_actions: tuple[Mapping[str, Any], ...] = ()
     rule_ids: tuple[str, ...] = ()  # fired rules, for the structured log line
-    # card uuid -> {"rule_id", "scenario_id", "knowledge_version", "procedure_id", "order_codes"}:
+    # card uuid -> {"rule_id", "scenario_id", "knowledge_version", "procedure_id", "indicator",
+    # "order_codes"}:
     # feedback links, and the order codes of the snooze key (protocol/snooze.py)
     card_index: Mapping[str, Mapping[str, str]] = field(default_factory=dict)

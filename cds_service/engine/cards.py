@@ -167,6 +167,7 @@ def _card(
         "scenario_id": scenario_id,
         "knowledge_version": ctx.knowledge.version,
         "procedure_id": procedure_id,
+        "indicator": indicator,  # alert burden by indicator (governance view)
         "order_codes": order_codes(orders),  # the protocol layer's snooze key (issue 9.7)
     }
 

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS card_index (
     scenario_id TEXT,
     knowledge_version TEXT,
     procedure_id TEXT,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    indicator TEXT
 );
 CREATE TABLE IF NOT EXISTS feedback (
     item_key TEXT PRIMARY KEY,
@@ -89,7 +90,12 @@ CREATE TABLE IF NOT EXISTS audit (
     ratings TEXT NOT NULL,
     card_uuids TEXT NOT NULL,
     fhir_calls INTEGER NOT NULL,
-    client_iss TEXT
+    client_iss TEXT,
+    site_config_version TEXT,
+    orders INTEGER NOT NULL DEFAULT 0,
+    missing_facts TEXT NOT NULL DEFAULT '[]',
+    unreadable TEXT NOT NULL DEFAULT '[]',
+    unknown_codes TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS audit_age ON audit(at);
 """
@@ -127,6 +133,11 @@ class AuditEntry:
     card_uuids: tuple[str, ...]
     fhir_calls: int
     client_iss: str | None
+    site_config_version: str | None = None
+    orders: int = 0
+    missing_facts: tuple[str, ...] = ()  # facts a card asked for
+    unreadable: tuple[str, ...] = ()  # facts present in the chart but unreadable
+    unknown_codes: tuple[str, ...] = ()  # "system|code" of codes not understood
 
 
 class Recorded(NamedTuple):
@@ -220,6 +231,17 @@ class FeedbackStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
 
+    @property
+    def engine(self) -> Any:
+        """A SQLAlchemy engine on the same database, for reads through `cds_service.state.tables`
+        (the governance view). Built on first use, one per process."""
+        if getattr(self, "_engine_pid", None) != os.getpid():
+            from sqlalchemy import create_engine
+
+            self._engine = create_engine(f"sqlite:///{self.path}")
+            self._engine_pid = os.getpid()
+        return self._engine
+
     def _db(self) -> sqlite3.Connection:
         local = self._local
         # a connection must never cross a fork (gunicorn forks workers after the app is built)
@@ -261,11 +283,11 @@ class FeedbackStore:
         now = _now()
         rows = [
             (uuid, service_id, hook_instance, meta.get("rule_id"), meta.get("scenario_id"),
-             meta.get("knowledge_version"), meta.get("procedure_id"), now)
+             meta.get("knowledge_version"), meta.get("procedure_id"), now, meta.get("indicator"))
             for uuid, meta in card_index.items()
         ]
         with self._connect() as db:
-            db.executemany("INSERT OR IGNORE INTO card_index VALUES (?,?,?,?,?,?,?,?)", rows)
+            db.executemany("INSERT OR IGNORE INTO card_index VALUES (?,?,?,?,?,?,?,?,?)", rows)
             if subjects and at is not None:
                 db.executemany(
                     "INSERT OR IGNORE INTO card_subject VALUES (?,?,?,?,?,?,?)",
@@ -279,10 +301,12 @@ class FeedbackStore:
         """
         with self._connect() as db:
             db.execute(
-                "INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (entry.hook_instance, entry.service_id, entry.hook, _now(), entry.knowledge_version,
                  json.dumps(list(entry.rule_ids)), json.dumps([dict(r) for r in entry.ratings]),
-                 json.dumps(list(entry.card_uuids)), entry.fhir_calls, entry.client_iss),
+                 json.dumps(list(entry.card_uuids)), entry.fhir_calls, entry.client_iss,
+                 entry.site_config_version, entry.orders, json.dumps(list(entry.missing_facts)),
+                 json.dumps(list(entry.unreadable)), json.dumps(list(entry.unknown_codes))),
             )
 
     def audit_rows(self) -> list[dict[str, Any]]:

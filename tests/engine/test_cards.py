@@ -80,8 +80,10 @@ def test_every_response_satisfies_cds_hooks_rules(name):
             "scenario_id",
             "knowledge_version",
             "procedure_id",
+            "indicator",
             "order_codes",
         }
+        assert result.card_index[card["uuid"]]["indicator"] == card["indicator"]
         # every card about an order names its codes: the snooze key (issue 9.7); red flags need none
         assert card["indicator"] == "critical" or "|" in result.card_index[card["uuid"]]["order_codes"]
         assert (

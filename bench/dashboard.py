@@ -117,7 +117,6 @@ def time_page(db: Path, rounds: int, query: str) -> tuple[list[float], list[floa
     from cds_service.app import create_app
     from cds_service.config import Settings
 
-    logging.getLogger("cds_service").setLevel(logging.ERROR)  # start-up warnings of a dev config
     app = create_app(Settings(feedback_db=db, admin_token=TOKEN, cache_dir=None))
     client = app.test_client()
     headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -142,6 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--db", type=Path, help="database file to fill (once) and keep")
     args = parser.parse_args(argv)
+    quiet = logging.getLogger("cds_service")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the start-up warnings of a development configuration, per app
+    try:
+        return _run(args)
+    finally:
+        quiet.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="cds-dashboard-bench-") as tmp:
         db = args.db or Path(tmp) / "state.sqlite3"
         load_before = os.getloadavg()[0]

@@ -35,6 +35,7 @@ import requests
 
 from cds_service import replay
 from cds_service.knowledge import load_knowledge
+from cds_service.verify import Vocabulary, procedures_of, vocabulary
 
 REPO = Path(__file__).resolve().parents[2]
 CASES_DIR = REPO / "fixtures" / "cases"
@@ -42,6 +43,7 @@ SITE_FILE = REPO / "fixtures" / "site" / "example-site.yaml"
 # The fixtures are dated 2026-11-15; the service rates as of that day (the cards' and audit rows'
 # times are still the real clock: the dashboard's date filters work on those).
 FIXTURE_TODAY = "2026-11-15"
+CPT = "http://www.ama-assn.org/go/cpt"
 SERVICES = tuple(replay.SERVICE_IDS.values())  # imaging-appropriateness, imaging-appropriateness-sign
 RATED_SHARE = {"appropriate": "appropriate", "not-appropriate": "not-appropriate",
                "no-criteria-apply": "no-criteria"}
@@ -182,20 +184,36 @@ class Call:
     body: dict[str, Any]
 
 
-def replay_cases(base: str, case_paths: Iterable[Path]) -> tuple[list[Call], list[Identity]]:
-    """Every hook of every case, sent to the running service as an EHR would (prefetch filled)."""
+# Imaging orders whose codes the catalog does not know (CPT "unlisted" radiology codes): the
+# dashboard's data-quality table lists such codes; the fixture cases have none.
+UNKNOWN_CODE_ORDERS = (f"{CPT}|76499", f"{CPT}|78999")
+
+
+def replay_cases(base: str, case_paths: Iterable[Path],
+                 unknown_codes: Iterable[str] = UNKNOWN_CODE_ORDERS) -> tuple[list[Call], list[Identity]]:
+    """Every hook of every case, sent to the running service as an EHR would (prefetch filled);
+    then, for the first case's patient, each of `unknown_codes` as a draft order under order-sign."""
     transport = replay.Remote(base)
     identities: dict[str, Identity] = {}
     calls = []
-    for path in case_paths:
+    paths = list(case_paths)
+
+    def send(rep: replay.Replay, name: str) -> None:
+        rep.bundle, _ = disguise(rep.bundle, identities)
+        status, body, request = replay.run(rep, transport)
+        assert status == 200, f"{name} {rep.hook}: HTTP {status} {body}"
+        calls.append(Call(name, rep.hook, replay.SERVICE_IDS[rep.hook], request, body))
+
+    for path in paths:
         case = json.loads(path.read_text())
         for hook in case["hooks"]:
             rep = replay.load_case(path)
             rep.hook = hook
-            rep.bundle, _ = disguise(rep.bundle, identities)
-            status, body, request = replay.run(rep, transport)
-            assert status == 200, f"{path.stem} {hook}: HTTP {status} {body}"
-            calls.append(Call(path.stem, hook, replay.SERVICE_IDS[hook], request, body))
+            send(rep, path.stem)
+    for i, code in enumerate(unknown_codes, start=1):
+        rep = replay.load_case(paths[0])
+        rep.orders, rep.hook, rep.selections = [replay.order_from_arg(code, i)], "order-sign", None
+        send(rep, f"unknown-code-{code}")
     return calls, list(identities.values())
 
 
@@ -265,8 +283,19 @@ class CallRecord:
     fired: frozenset[str]  # rule ids the call fired
     ratings: tuple[str, ...]  # PAMA code per rated order, sorted
     orders: int  # imaging orders in the call's focus
-    missing: frozenset[str]  # facts the call's cards asked for
+    unknown_codes: frozenset[str]  # "system|code" of those outside the procedure catalog
     day: str  # UTC day of the call
+
+
+@dataclass(frozen=True)
+class QualityRecord:
+    """What a call says about the chart's data: only the audit row has it (a response shows the
+    missing facts of some cards only, and unreadable data as text)."""
+
+    service: str
+    day: str
+    missing: frozenset[str]  # facts the cards asked for
+    unreadable: frozenset[str]  # kinds of chart data that could not be read or retrieved
 
 
 @dataclass(frozen=True)
@@ -284,30 +313,27 @@ class Observed:
     calls: list[CallRecord]
     cards: dict[str, CardRecord]  # by uuid
     feedback: list[Sent]
+    quality: list[QualityRecord] | None = None  # from the database only
 
     @classmethod
     def from_responses(cls, calls: list[Call], sent: list[Sent], day: str) -> Observed:
         knowledge = load_knowledge(replay._cards_dir())
         pitfalls = set(knowledge.pitfalls)
         urgent = {s.id: s.urgent_procedure for s in knowledge.scenarios if s.kind == "red-flag"}
-        by_code = dict(knowledge.catalog.by_code)
+        vocab = vocabulary(knowledge)
         records, cards = [], {}
         for call in calls:
             ratings = replay.ratings(call.body)
             focus = _focus_orders(call.request)
             fired: set[str] = set()
-            missing: set[str] = set()
             for card in call.body.get("cards") or []:
                 rule = str(card["source"]["topic"]["code"])
                 fired.add(rule)
                 # a pitfall that shaped a card links its own rule page
                 fired.update(_rule_link_ids(card) & pitfalls)
-                ext = card.get("extension")
-                if isinstance(ext, Mapping):
-                    missing.update(ext.get("missingFacts") or ())
                 cards[card["uuid"]] = CardRecord(
                     card["uuid"], call.service, rule,
-                    _card_procedure(call, card, rule, ratings, focus, urgent, by_code),
+                    _card_procedure(call, card, rule, ratings, focus, urgent, vocab),
                     str(card["indicator"]), day,
                 )
             # every rated order names the rule that rated it (no-criteria-apply included)
@@ -315,7 +341,10 @@ class Observed:
             records.append(CallRecord(
                 call.service, frozenset(fired),
                 tuple(sorted(info["pama"] for info in ratings.values() if "pama" in info)),
-                len(focus), frozenset(missing), day,
+                sum(_is_imaging(o, vocab) for o in focus),
+                frozenset(f"{system}|{code}" for o in focus if _is_imaging(o, vocab)
+                          for system, code in _codes(o) if not any(k in vocab.codes for k in _codes(o))),
+                day,
             ))
         return cls(records, cards, _stored(sent, cards))
 
@@ -332,8 +361,13 @@ class Observed:
                     CallRecord(
                         row.service_id, frozenset(json.loads(row.rule_ids)),
                         tuple(sorted(str(r["pama"]) for r in json.loads(row.ratings) if "pama" in r)),
-                        int(row.orders), frozenset(json.loads(row.missing_facts)), row.at[:10],
+                        int(row.orders), frozenset(json.loads(row.unknown_codes)), row.at[:10],
                     )
+                    for row in db.execute(select(audit))
+                ]
+                quality = [
+                    QualityRecord(row.service_id, row.at[:10], frozenset(json.loads(row.missing_facts)),
+                                  frozenset(json.loads(row.unreadable)))
                     for row in db.execute(select(audit))
                 ]
                 cards = {
@@ -354,7 +388,7 @@ class Observed:
                         items.append(Sent(row.service_id, row.card_uuid, "dismissed"))
         finally:
             engine.dispose()
-        return cls(calls, cards, items)
+        return cls(calls, cards, items, quality)
 
     def comparable(self) -> tuple[Counter[CallRecord], dict[str, CardRecord], Counter[Sent]]:
         return Counter(self.calls), self.cards, Counter(self.feedback)
@@ -383,6 +417,26 @@ def _focus_orders(request: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return drafts
 
 
+# Imaging, whatever the code: SNOMED CT "Imaging" and LOINC "Radiology" order categories, and CPT's
+# radiology and nuclear-medicine section (70010-79999).
+IMAGING_CATEGORIES = {("http://snomed.info/sct", "363679005"), ("http://loinc.org", "LP29684-5")}
+
+
+def _codes(order: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [(str(c.get("system")), str(c.get("code"))) for c in (order.get("code") or {}).get("coding") or ()]
+
+
+def _is_imaging(order: Mapping[str, Any], vocab: Vocabulary) -> bool:
+    """An imaging order: a catalog code, an imaging category or a CPT radiology code (not a PSA lab)."""
+    code = _codes(order)
+    category = [(c.get("system"), str(c.get("code")))
+                for cat in order.get("category") or () for c in cat.get("coding") or ()]
+    radiology = any(system == CPT and len(c) == 5 and c.isdigit() and "70010" <= c <= "79999"
+                    for system, c in code)
+    return (radiology or any(key in vocab.codes for key in code)
+            or any(key in IMAGING_CATEGORIES for key in category))
+
+
 def _rule_link_ids(card: Mapping[str, Any]) -> set[str]:
     return {str(link["url"]).rsplit("/rules/", 1)[1] for link in card.get("links") or ()
             if "/rules/" in str(link.get("url", ""))}
@@ -390,8 +444,7 @@ def _rule_link_ids(card: Mapping[str, Any]) -> set[str]:
 
 def _card_procedure(
     call: Call, card: Mapping[str, Any], rule: str, ratings: Mapping[str, Mapping[str, str]],
-    focus: list[Mapping[str, Any]], urgent: Mapping[str, str | None],
-    by_code: Mapping[tuple[str, str], str],
+    focus: list[Mapping[str, Any]], urgent: Mapping[str, str | None], vocab: Vocabulary,
 ) -> str:
     """The catalog study a card is about, as the clinician reads it:
     a red-flag card: the urgent study its rule file names;
@@ -402,9 +455,10 @@ def _card_procedure(
     rated = {info["procedure"] for info in ratings.values()
              if info.get("rule") == rule and info.get("procedure")}
     if not rated:
-        rated = {by_code[(c.get("system"), str(c.get("code")))]
-                 for o in focus for c in (o.get("code") or {}).get("coding") or ()
-                 if (c.get("system"), str(c.get("code"))) in by_code}
+        # the catalog's reading of the order codes (tracer codes included); a composite study
+        # (CT chest + CT abdomen/pelvis) stands for its parts
+        rated = procedures_of(focus, vocab)
+        rated -= {part for proc in rated for part in vocab.components.get(proc, ())}
     assert len(rated) == 1, (
         f"{call.case} {call.hook}: cannot tell which study card {rule!r} is about ({sorted(rated)}); "
         "replay a case with one study per rule"
@@ -473,7 +527,13 @@ def figures(obs: Observed, service: str | None = None, start: str | None = None,
     out["alert-burden"] = {
         k: {"cards": n, "per100": _percent(n, orders[k.split("|", 1)[0]])} for k, n in burden.items()
     }
-    out["missing-facts"] = {k: {"count": n} for k, n in Counter(f for c in calls for f in c.missing).items()}
+    issues = Counter(f"code|{x}" for c in calls for x in c.unknown_codes)
+    if obs.quality is not None:
+        quality = [q for q in obs.quality if kept(q.service, q.day)]
+        missing = Counter(f for q in quality for f in q.missing)
+        out["missing-facts"] = {k: {"count": n} for k, n in missing.items()}
+        issues.update(f"unreadable|{x}" for q in quality for x in q.unreadable)
+    out["data-quality"] = {k: {"count": n} for k, n in issues.items()}
 
     weekly: dict[str, Counter[str]] = {}
     for c in cards.values():

@@ -5,7 +5,8 @@ scenario and rule of each rated order, the fired rule ids, the card uuids (which
 card); and from the engine's result: how many imaging orders the call rated, the facts the cards
 asked for, the kinds of chart data that could not be read or retrieved, and imaging order codes
 outside the procedure catalog. Chart codes the facts stage could not use are not tracked by code
-(their issue texts quote record references; only their kind is kept). Never a patient, user or order identifier, a token or card text (free text may carry PHI).
+(their issue texts quote record references; only their kind is kept).
+Never a patient, user or order identifier, a token or card text (free text may carry PHI).
 """
 
 from __future__ import annotations

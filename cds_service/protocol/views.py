@@ -155,7 +155,9 @@ def invoke(service_id: str) -> Response:
     except sqlite3.Error:
         # The guidance matters more than its feedback link: answer anyway, and say so in the log.
         log.exception("could not index cards for feedback")
-    audited = _audit(state, service.id, call, result.rule_ids, response_body, stats.fhir_calls, caller, result)
+    audited = _audit(
+        state, service.id, call, result.rule_ids, response_body, stats.fhir_calls, caller, result
+    )
     metrics.note_result(
         response_body, {u: str(m.get("rule_id")) for u, m in shown.card_index.items()},
         [r["pama"] for r in audited.ratings if "pama" in r],

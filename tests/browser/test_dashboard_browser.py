@@ -1,16 +1,20 @@
 """The governance dashboard (`/admin/`) in a real browser: headless Chromium driven by Playwright.
 
 A real `cds-service serve` (fresh state database, CDS_ADMIN_TOKEN, the example site file when there
-is one) gets every fixture case, both hooks, over HTTP, as an EHR would send them; then feedback on
-some of the cards (a suggestion accepted, overridden with a coded reason, overridden without one).
-The figures the page must show are counted here from those responses and that feedback
-(tests/browser/harness.py), never by the dashboard's own queries, and the same records are read back
-from the database through SQLAlchemy on `cds_service/state/tables.py` and must agree.
+is one) gets every fixture case once (the case's hooks taken in turn, so both services) over HTTP,
+as an EHR would send it, plus two imaging orders with codes outside the catalog; then feedback on
+some of the cards (a suggestion accepted, overridden with a coded reason, overridden without one,
+a repeat, a card of the other service, a card never issued). The figures the page must show are
+counted here from those responses and that feedback (tests/browser/harness.py), never by the
+dashboard's own queries; the same records are read back from the database through SQLAlchemy on
+`cds_service/state/tables.py` and must agree. Missing and unreadable facts, which a response does
+not give as codes, are counted from the audit rows.
 
-In the browser: every figure cell of the rules, studies, override-reasons, rated-share,
-alert-burden, missing-facts and weekly tables; the service filter chosen in the form and applied
-with its button; a date range outside the data; a CSV downloaded by clicking its link; a full-page
-screenshot saved under the test's output folder; 401 without the token; no patient identifier.
+In the browser: every figure cell of all eight tables and each table's JSON twin; the service
+filter chosen in the form and applied with its button; a date range outside the data, then today
+only; a CSV downloaded by clicking its link; a full-page screenshot saved under the test's output
+folder (`make test-browser`: test-output/); 401 without the token, with a wrong one, or without
+the Bearer scheme; no patient identifier, hookInstance or card uuid in the page, CSVs or JSON.
 
 Chromium is the system's (/usr/bin/chromium, or CHROMIUM_PATH): Playwright never downloads one.
 """
@@ -23,7 +27,6 @@ import json
 import os
 import re
 import sqlite3
-import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,7 +64,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         f"no Chromium at {CHROMIUM}: install Debian's chromium package (.ci/run does) or set CHROMIUM_PATH"
     )
     workdir = tmp_path_factory.mktemp("dashboard-service")
-    started = time.monotonic()
     with harness.running_service(workdir) as service:
         calls, identities = harness.replay_cases(service.base, sorted(harness.CASES_DIR.glob("*.json")))
         day = datetime.now(UTC).date().isoformat()
@@ -83,7 +85,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         assert sum(a["unknown"] for a in answers) == 2
         yield {
             "service": service, "calls": calls, "identities": identities, "sent": sent,
-            "expected": expected, "day": day, "prepared": time.monotonic() - started,
+            "expected": expected, "day": day,
         }
 
 
@@ -205,8 +207,19 @@ def test_the_site_file_is_in_force(world: dict[str, Any]) -> None:
 def test_dashboard_figures_equal_the_counts_of_the_replayed_cases(admin: BrowserContext,
                                                                   world: dict[str, Any]) -> None:
     page = _open(admin)
-    assert_tables(read_page(page), figures(world["expected"]), "all services, all days")
+    expected = figures(world["expected"])
+    assert_tables(read_page(page), expected, "all services, all days")
     assert page.locator("#open-mode").count() == 0  # a token is set: not the open development mode
+    # each table's JSON twin, at the address its link gives, says the same
+    twins = {}
+    for name in COUNTED:
+        href = page.get_attribute(f"a[data-json={name}]", "href")
+        assert href, f"no JSON link for {name}"
+        answer = admin.request.get(href)
+        assert answer.status == 200, (href, answer.status)
+        twins[name] = {row["key"]: {c: v for c, v in row.items() if c not in ("key", "display")}
+                       for row in answer.json()["rows"]}
+    assert_tables(twins, expected, "JSON twins")
 
 
 def test_filters_by_service_and_date_change_the_figures(admin: BrowserContext, world: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ def call(settings: Settings, case: str, hook: str = "order-select", drop: tuple[
     rp = replay.load(REPO / "fixtures" / "cases" / f"{case}.json")
     rp.hook = hook
     rp.orders = [*rp.orders, *(json.loads((orders_dir / f"{o}.json").read_text()) for o in extra_orders)]
-    transport = replay.InProcess(rp.as_of, settings=settings, quiet=True)
+    transport = replay.InProcess(rp.as_of, settings=settings)
     service = replay.SERVICE_IDS[hook]
     request = replay.build_request(rp)
     if select_first_only:

@@ -85,7 +85,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Tally, str,
         rp.hook = hook
         if n == 0:
             rp.orders = [*rp.orders, UNLISTED]  # an imaging order outside the catalog
-        transport = transports.setdefault(rp.as_of, replay.InProcess(rp.as_of, settings=settings, quiet=True))
+        transport = transports.setdefault(rp.as_of, replay.InProcess(rp.as_of, settings=settings))
         service = SERVICE[hook]
         request = replay.build_request(rp)
         replay.fill_prefetch(request, replay.discovery_templates(transport, service), BundleStore(rp.bundle))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 # What a database failure raises, whatever the backend: SQLAlchemy wraps the driver's errors
@@ -36,6 +36,14 @@ if TYPE_CHECKING:
     from cds_service.config import Settings
 
 SQLITE_BUSY_SECONDS = 5.0  # a writer waits this long for another process's write lock
+# After PostgreSQL could not be reached, this process's calls fail at once for this many seconds
+# instead of each waiting out the connect timeout (a hook call makes 3-4): the answer is never
+# held back more than one timeout. It is also the Retry-After of the 503s that follow.
+DOWN_SECONDS = 5.0
+
+
+class DatabaseUnavailable(SQLAlchemyError):
+    """PostgreSQL failed moments ago (DOWN_SECONDS): not tried again yet."""
 
 
 class DatabaseConfigError(ValueError):
@@ -104,6 +112,7 @@ class Database:
         self._engine: Engine | None = None
         self._pid = 0
         self._local = threading.local()
+        self._down_until = 0.0  # monotonic time until which PostgreSQL is not tried (per process)
 
     @property
     def dialect(self) -> str:
@@ -159,7 +168,7 @@ class Database:
             with self.begin() as conn:
                 yield conn
             return
-        with self.engine.connect() as pooled:
+        with self._pooled() as pooled:
             # reset to the engine's isolation level when the connection returns to the pool
             yield pooled.execution_options(isolation_level="AUTOCOMMIT")
 
@@ -167,9 +176,9 @@ class Database:
     def connect(self) -> Iterator[Connection]:
         """A connection of this thread and process. SQLite: the thread's own, kept open between
         calls (a pool checkout and reset per call cost about as much as the write itself); on
-        PostgreSQL one from the pool, checked before use (pool_pre_ping) and returned after."""
+        PostgreSQL one from the pool (pinged first after an idle spell), returned after."""
         if self.dialect != "sqlite":
-            with self.engine.connect() as pooled:
+            with self._pooled() as pooled:
                 yield pooled
             return
         local, pid = self._local, os.getpid()
@@ -182,6 +191,31 @@ class Database:
             if kept.in_transaction():  # a read left its implicit transaction open: end it
                 kept.rollback()
 
+    @contextmanager
+    def _pooled(self) -> Iterator[Connection]:
+        """A pooled PostgreSQL connection, unless the database failed within DOWN_SECONDS."""
+        if time.monotonic() < self._down_until:
+            raise DatabaseUnavailable("the state database could not be reached a moment ago")
+        try:
+            conn = self.engine.connect()
+        except DatabaseError:
+            self.mark_down()
+            raise
+        with conn:
+            try:
+                yield conn
+            except DBAPIError as exc:
+                if exc.connection_invalidated:  # the server went away under the statement
+                    self.mark_down()
+                raise
+
+    def mark_down(self) -> None:
+        self._down_until = time.monotonic() + DOWN_SECONDS
+
+    def mark_up(self) -> None:
+        """The database answered (a readiness probe): calls need not wait for DOWN_SECONDS."""
+        self._down_until = 0.0
+
     def dispose(self) -> None:
         """Close this process's pooled connections (tests, shutdown)."""
         if self._engine is not None and self._pid == os.getpid():
@@ -192,7 +226,7 @@ class Database:
         if self.dialect == "sqlite":
             # No pool: each thread keeps its own connection (connect()), opened once.
             engine = create_engine(
-                self.url, poolclass=NullPool,
+                self.url, poolclass=NullPool, hide_parameters=True,
                 connect_args={"timeout": SQLITE_BUSY_SECONDS, "check_same_thread": False},
             )
             event.listen(engine, "connect", _sqlite_pragmas)
@@ -200,12 +234,21 @@ class Database:
         statement_ms = max(1, round(o.statement_timeout * 1000))
         engine = create_engine(
             self.url,
+            # error messages (logged) show the SQL, never the values: no row content in the log
+            hide_parameters=True,
             pool_size=o.pool_size,
             max_overflow=o.max_overflow,
             pool_timeout=o.pool_timeout,
             pool_recycle=1800,
             connect_args={
                 "connect_timeout": max(2, round(o.connect_timeout)),
+                # a server that vanishes mid-call (host down, network cut) is given up on after
+                # about these seconds, not the minutes of the kernel's TCP retransmissions
+                "tcp_user_timeout": round((o.connect_timeout + o.statement_timeout) * 1000),
+                "keepalives": 1,
+                "keepalives_idle": max(1, round(o.statement_timeout)),
+                "keepalives_interval": 1,
+                "keepalives_count": 2,
                 "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}"
                 " -c synchronous_commit=off",
                 "application_name": "cds-service",

@@ -18,6 +18,7 @@ _PAMA_RATING = "/pama-rating"
 def entry(
     service_id: str, hook_instance: str, hook: str, knowledge: Any, rule_ids: Iterable[str],
     body: Mapping[str, Any], fhir_calls: int, client_iss: str | None,
+    site_config_version: str | None = None,
 ) -> AuditEntry:
     rating_url = knowledge.texts.rating_extension_url
     return AuditEntry(
@@ -30,6 +31,7 @@ def entry(
         card_uuids=tuple(str(c.get("uuid")) for c in body.get("cards") or () if isinstance(c, Mapping)),
         fhir_calls=fhir_calls,
         client_iss=client_iss,
+        site_config_version=site_config_version,  # the site file's `version` (CDS_SITE_CONFIG)
     )
 
 

@@ -99,14 +99,19 @@ def _per_service(
 ) -> dict[str, tuple[EngineOptions, Snoozer]]:
     """Each service's quiet mode and snooze window: the site file's, else the CDS_* settings'."""
     out = {}
+    windows = [snoozer.window_seconds]
     for service in SERVICES:
         local = site.services.get(service.id) if site else None
         quiet = local.quiet if local and local.quiet is not None else options.quiet_appropriate
         hours = local.snooze_hours if local and local.snooze_hours is not None else None
+        if hours is not None:
+            windows.append(hours * 3600)
         out[service.id] = (
             dataclasses.replace(options, quiet_appropriate=quiet),
             dataclasses.replace(snoozer, window_seconds=hours * 3600) if hours is not None else snoozer,
         )
+    for _, service_snoozer in out.values():  # the store is shared: prune only past the longest window
+        service_snoozer.keep_seconds = max(windows)
     return out
 
 

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import pytest
+from conftest import EXAMPLE_SITE
 from e2e_support import all_cases
 
 from cds_service.app import create_app
@@ -170,3 +171,85 @@ def test_the_local_name_of_a_study_is_used_in_card_text_and_suggestions(e2e_site
     assert local in card["detail"] and card["suggestions"][0]["label"].startswith(f"Replace with {local}")
     created = next(a for a in card["suggestions"][0]["actions"] if a["type"] == "create")
     assert created["resource"]["code"]["text"].startswith(local)
+
+
+def test_quiet_mode_is_set_per_service(e2e, e2e_site):
+    """The example site shows usually-appropriate orders at signing only (quiet: false for the
+    order-sign service); order-select keeps CDS_QUIET_APPROPRIATE (quiet)."""
+    name = "breast-neoadjuvant-bone-pain-ct-cap-contrast"
+    assert run(e2e, name, "order-sign")["cards"] == []
+    assert run(e2e_site, name, "order-select")["cards"] == []
+    cards = run(e2e_site, name, "order-sign")["cards"]
+    assert cards and all(c["indicator"] == "info" and "usually appropriate" in c["summary"] for c in cards)
+
+
+class _Clock:
+    t = 1_900_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_snooze_hours_are_set_per_service_and_a_dismissal_counts_for_both(e2e, tmp_path):
+    """order-select keeps CDS_SNOOZE_HOURS (24 h); the example site sets 72 h for order-sign."""
+    import dataclasses
+
+    from cds_service import replay
+    from cds_service.bundle_search import BundleStore
+
+    settings = dataclasses.replace(
+        e2e.settings, site_config=EXAMPLE_SITE, feedback_db=tmp_path / "fb.sqlite3", state_secret="s" * 40
+    )
+    rp = replay.load(CASES["prostate-bcr-post-prostatectomy-bone-scan"]["_path"])
+    app = replay.InProcess(rp.as_of, settings=settings)
+    state = app.client.application.extensions["cds"]
+    clock = _Clock()
+    for snoozer in state.snoozers.values():
+        snoozer.clock = clock
+    state.snoozer.clock = clock
+    assert {s: z.window_seconds / 3600 for s, z in state.snoozers.items()} == {
+        "imaging-appropriateness": 24, "imaging-appropriateness-sign": 72
+    }
+
+    def call(hook: str) -> list[dict[str, Any]]:
+        rp.hook = hook
+        request = replay.build_request(rp)
+        service = replay.SERVICE_IDS[hook]
+        replay.fill_prefetch(request, replay.discovery_templates(app, service), BundleStore(rp.bundle))
+        status, body = app.post(f"/cds-services/{service}", request)
+        assert status == 200, body
+        return list(body["cards"])
+
+    [card] = call("order-select")
+    assert call("order-sign")
+    status, _ = app.post("/cds-services/imaging-appropriateness/feedback", {"feedback": [
+        {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-15T10:00:00Z"}
+    ]})
+    assert status == 200
+    assert call("order-select") == [] and call("order-sign") == []
+    clock.t += 48 * 3600  # past order-select's 24 h, inside order-sign's 72 h
+    assert call("order-select") and call("order-sign") == []
+    clock.t += 30 * 3600
+    assert call("order-sign")
+
+
+def test_each_audit_row_records_the_site_file_version(e2e, tmp_path):
+    import dataclasses
+
+    from sqlalchemy import select
+
+    from cds_service import replay
+    from cds_service.state.tables import audit
+
+    rows = []
+    for site in (EXAMPLE_SITE, None):
+        db = tmp_path / f"{site is None}.sqlite3"
+        settings = dataclasses.replace(e2e.settings, site_config=site, feedback_db=db)
+        rp = replay.load(CASES["prostate-mets-flare-bone-scan"]["_path"])
+        app = replay.InProcess(rp.as_of, settings=settings)
+        status, _, _ = replay.run(rp, app)
+        assert status == 200
+        store = app.client.application.extensions["cds"].feedback
+        with store.engine.connect() as connection:
+            rows.append(connection.execute(select(audit.c.site_config_version)).scalars().all())
+    assert rows == [["2026-11-30.1"], [None]]

@@ -28,7 +28,7 @@ def test_check_prints_the_site_configuration(monkeypatch, tmp_path, capsys):
     assert f"site_config = {EXAMPLE}" in out
     assert f"site configuration {EXAMPLE}: Example General Hospital, version 2026-11-30.1" in out
     assert "  unavailable = psma-pet-ct" in out
-    who = "  rule contrast-kidney-risk: switched off at this site by Dr A. Rivera, CDS committee on 2026-11-02: "
+    who = "rule contrast-kidney-risk: switched off at this site by Dr A. Rivera, CDS committee on 2026-11-02"
     assert who in out
     assert "  rule flare-phenomenon: shown as info at this site by Dr B. Chen" in out
     assert "  service imaging-appropriateness-sign: quiet=false, snooze_hours=72" in out

@@ -321,6 +321,37 @@ def _caution(fired: FiredPitfall, facts: Iterable[str] = ()) -> str:
     return f"**{_md(p.title)}**: {_md(ct.verified(p.text, limit=2))}{record}"
 
 
+def _not_here(ctx: RenderContext, rated: StudyRating) -> str:
+    """" (not offered at <site>)" after an ordered study the site does not offer, in a list of orders."""
+    proc = rated.procedure
+    local = ctx.knowledge.local
+    return f" (not offered {local.where})" if proc is not None and not local.offered(proc.id) else ""
+
+
+def _not_offered_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
+    """An order no rule rates, for a study the site does not offer: not blocked, but said."""
+    proc = rated.procedure
+    assert proc is not None
+    outcome = ctx.knowledge.texts.outcomes[NO_CRITERIA_APPLY]
+    where = ctx.knowledge.local.where
+    _card(
+        ctx,
+        out,
+        rule_id=outcome.id,
+        title=outcome.title,
+        scenario_id=rated.scenario_id,
+        procedure_id=proc.id,
+        summary=ct.fit(f"{proc.display} is not offered {where}", f"{ct.short_name(proc)} is not offered"),
+        detail=_join(
+            f"**Not offered {_md(where)}**: {_md(proc.display)}. The order is not blocked; no rule rates it "
+            "for this patient, so no other study is suggested.",
+            _confidence(ctx),
+        ),
+        indicator="info",
+        orders=rated.study.to_rate,
+    )
+
+
 def _not_offered_line(ctx: RenderContext, rated: StudyRating) -> str:
     """Why the card suggests another study than the source would: the site does not offer it."""
     if not rated.not_offered:
@@ -602,6 +633,7 @@ def _red_flag_card(
     rated_lines = [
         f"{r.procedure.display if r.procedure else 'Unrecognised study'}: "
         f"{_category_label(ctx, r.category).lower() if r.category else 'no criteria apply'}"
+        + _not_here(ctx, r)
         for r in ratings
     ]
     on_draft = [p.display for p in parts if p.id in drafted]
@@ -695,7 +727,7 @@ def _insufficient_card(
         f"For {_md(m.scenario.label)}: record " + "; ".join(_md(_missing_facts(x)) for x in m.missing)
         for m in selection.missing
     ]
-    ordered = [r.procedure.display for r in ratings if r.procedure]
+    ordered = [r.procedure.display + _not_here(ctx, r) for r in ratings if r.procedure]
     detail = _join(
         "No rating rather than a guess: facts that decide the scenario or its variant are missing. "
         "Record them and re-select the order.",
@@ -781,6 +813,8 @@ def render(ctx: RenderContext, selection: Selection, ratings: list[StudyRating])
                 _open_question_card(ctx, out, rated)
             elif rated.rule_id == "pet-tracer-unspecified":
                 _tracer_card(ctx, out, rated)
+            elif rated.match is None and rated.scenario_id == NO_CRITERIA_APPLY and _not_here(ctx, rated):
+                _not_offered_card(ctx, out, rated)
             else:
                 _study_card(ctx, out, rated)
     in_scope = [r for r in ratings if _rated_somewhere(ctx, r)]

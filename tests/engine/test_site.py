@@ -127,3 +127,20 @@ def test_a_downgraded_scenario_shows_its_usually_not_appropriate_verdict_as_info
     result = run(site(rules={rule.rule_id: rule}), early, *ct_cap)
     [card] = result.cards
     assert card["indicator"] == "info" and pama(result) == pama(run(None, early, *ct_cap))
+
+
+def test_an_order_no_rule_rates_for_a_study_not_offered_gets_a_card_saying_so():
+    nothing = facts()
+    assert run(None, nothing, psma_pet()).cards == ()
+    result = run(site("psma-pet-ct"), nothing, psma_pet())
+    [card] = result.cards
+    assert card["summary"] == "PSMA PET/CT skull base to mid-thigh is not offered at Test Hospital"
+    assert card["indicator"] == "info" and "suggestions" not in card
+    assert pama(result) == {"pet": "no-criteria-apply"}
+
+
+def test_a_red_flag_card_marks_an_order_the_site_does_not_offer():
+    [card] = run(site("psma-pet-ct"), CORD, psma_pet()).cards
+    assert card["indicator"] == "critical"
+    line = "PSMA PET/CT skull base to mid-thigh: no criteria apply (not offered at Test Hospital)"
+    assert line in card["detail"]

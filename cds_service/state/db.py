@@ -1,14 +1,15 @@
 """The state database: one SQLAlchemy engine per process on SQLite (embedded) or PostgreSQL.
 
 SQLite (`CDS_FEEDBACK_DB`, the default) is a file beside the service: WAL journal, synchronous=NORMAL
-and pooled connections kept open, because the card index is written on the request path and a
-connection opened, fully synced and closed per call cost 5-30 ms. PostgreSQL (`CDS_DATABASE_URL`)
+and one connection per thread kept open, because the card index is written on the request path and
+a connection opened, fully synced and closed per call cost 5-30 ms. PostgreSQL (`CDS_DATABASE_URL`)
 is shared by every replica; its connections are pooled per worker process, with bounded connect and
-statement timeouts so a dead database costs a hook call at most those seconds, never a hung worker.
+statement timeouts, and after a failure the process stops trying for DOWN_SECONDS: a dead database
+costs a hook call at most one connect timeout, never a hung worker.
 
-gunicorn forks its workers after the app (and so this object) is built: a pooled connection must
-never be shared by two processes, so the first use in a new process drops the inherited pool
-without closing its connections (they belong to the parent) and opens its own.
+gunicorn forks its workers after the app (and so this object) is built: a connection must never be
+shared by two processes, so the first use in a new process drops the inherited pool without closing
+its connections (they belong to the parent) and opens its own.
 """
 
 from __future__ import annotations

@@ -359,6 +359,20 @@ def _iso_week(day: str) -> str:
     return f"{year}-W{week:02d}"
 
 
+def site_versions(engine: Engine, filters: Filters) -> list[tuple[str | None, int]]:
+    """Which site configuration (CDS_SITE_CONFIG `version`; None: none loaded) was in force for how
+    many hook calls of the range: figures before and after a local change are not comparable."""
+    a = audit.c
+    q = select(a.site_config_version, func.count()).where(*filters.on_audit()).group_by(a.site_config_version)
+    with engine.connect() as db:
+        found: list[tuple[str | None, int]] = []
+        row: Any
+        for row in db.execute(q):
+            found.append((None if row[0] is None else str(row[0]), int(row[1])))
+        # sorted here: the databases disagree on where NULL sorts
+        return sorted(found, key=lambda vc: (vc[0] is not None, vc[0] or ""))
+
+
 def build(engine: Engine, filters: Filters, names: Iterable[str] | None = None) -> dict[str, list[Row]]:
     """The named tables (None: all) for the filters, from one connection and one audit scan."""
     wanted = list(names) if names is not None else [t.name for t in TABLES]

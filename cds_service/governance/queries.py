@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, literal_column, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -155,6 +155,13 @@ def parse_filters(args: Mapping[str, str], services: Iterable[str]) -> Filters:
     return Filters(start, end, None if service == "all" else service)
 
 
+def day_of(col: Any) -> Any:
+    """The UTC day of an ISO-text time. The bounds are inline constants, not bound parameters, so the
+    SELECT and GROUP BY copies of the expression stay one expression for PostgreSQL whatever the
+    driver's parameter binding (server-side binding would make them $1, $2 and $3, $4)."""
+    return func.substr(col, literal_column("1"), literal_column("10"))
+
+
 # --- SQL groupings ------------------------------------------------------------------------------
 
 def _feedback_counts() -> list[Any]:
@@ -204,7 +211,7 @@ def feedback_summary(db: Connection, filters: Filters) -> FeedbackSummary:
     c = card_index.c
     out = FeedbackSummary()
     for key, counts in _feedback_by(db, filters, c.rule_id, c.procedure_id,
-                                    func.substr(c.created_at, 1, 10)).items():
+                                    day_of(c.created_at)).items():
         rule, procedure, day = key
         for table, k in ((out.by_rule, rule), (out.by_procedure, procedure), (out.by_day, day)):
             if k:
@@ -341,7 +348,7 @@ def alert_burden_table(db: Connection, filters: Filters, summary: AuditSummary) 
 
 
 def weekly_table(db: Connection, filters: Filters, fb: FeedbackSummary) -> list[Row]:
-    day = func.substr(card_index.c.created_at, 1, 10)
+    day = day_of(card_index.c.created_at)
     weeks: dict[str, list[int]] = {}
     # grouped by day in SQL (the same expression on both databases), folded into ISO weeks here
     for key, n in _cards_by(db, filters, day).items():

@@ -92,9 +92,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
-        # Playwright starts Chromium with --no-sandbox by default (chromium_sandbox=False), which a
-        # root user such as CI's needs; /usr/bin/chromium is Debian's build, never a downloaded one.
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        # Chromium refuses to run its sandbox as root (CI and this project's machines run as root):
+        # --no-sandbox there only; any other user keeps the sandbox. /usr/bin/chromium is Debian's
+        # build, never a downloaded one.
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, chromium_sandbox=os.geteuid() != 0)
         try:
             yield b
         finally:

@@ -45,8 +45,10 @@ bench: $(STAMP)
 report: $(STAMP)
 	$(BIN)/cds-service report rated-share
 
+# make docs SITE=site.yaml: the document for one site's configuration (CDS_SITE_CONFIG).
+SITE ?=
 docs: $(STAMP)
-	$(BIN)/python -m cds_service.knowledge.docs
+	$(BIN)/python -m cds_service.knowledge.docs $(if $(SITE),--site $(SITE))
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info test-output

@@ -227,12 +227,25 @@ def _case_links(rule_id: str) -> Markup:
     return body
 
 
+def _study(k: Knowledge, procedure_id: str) -> Markup:
+    """A study's catalog name, with what this site says about it (local name, not offered)."""
+    site = _site()
+    name = escape(k.catalog.procedures[procedure_id].display)
+    if site is None:
+        return name
+    if procedure_id in site.display_names:
+        name += Markup(' <span class="local">(called %s here)</span>') % site.display_names[procedure_id]
+    if procedure_id in site.unavailable:
+        name += Markup(' <span class="local" data-local="not-offered">(not offered at this site)</span>')
+    return name
+
+
 def _ratings_table(s: Scenario, k: Knowledge, variant: Any) -> Markup:
     procs = k.catalog.procedures
     rows = Markup("").join(
         Markup("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>")
         % (
-            procs[r.procedure_id].display,
+            _study(k, r.procedure_id),
             k.texts.category_labels[r.category],
             r.provenance if r.is_acr else f"Translated from {r.guideline}: not an ACR rating",
             procs[r.procedure_id].rrl_text,

@@ -23,7 +23,13 @@ from cds_service.engine.actions import (
     replace_actions,
 )
 from cds_service.engine.options import EngineOptions
-from cds_service.engine.rating import PAMA_BY_CATEGORY, Alternative, FiredPitfall, StudyRating
+from cds_service.engine.rating import (
+    PAMA_BY_CATEGORY,
+    SHOWN_ALTERNATIVES,
+    Alternative,
+    FiredPitfall,
+    StudyRating,
+)
 from cds_service.engine.scenario import INSUFFICIENT_DATA, NO_CRITERIA_APPLY, ScenarioMatch, Selection
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.model import Procedure
@@ -239,7 +245,7 @@ def _alt_text(ctx: RenderContext, alts: Iterable[Alternative]) -> str:
 
 def _better_line(ctx: RenderContext, rated: StudyRating) -> str:
     if rated.replacements:
-        return "**Consider instead**: " + _alt_text(ctx, rated.replacements[:2]) + "."
+        return "**Consider instead**: " + _alt_text(ctx, rated.replacements[:SHOWN_ALTERNATIVES]) + "."
     if rated.category == "usually-not-appropriate":
         return "**No alternative** study is rated appropriate for this scenario."
     return ""

@@ -42,6 +42,7 @@ PAMA_BY_CATEGORY = {
 }
 CATEGORY_ORDER = {"usually-appropriate": 0, "may-be-appropriate": 1, None: 2, "usually-not-appropriate": 3}
 KIDNEY_PITFALL = "contrast-kidney-risk"
+SHOWN_ALTERNATIVES = 2  # studies a card's "consider instead" line names (engine/cards.py)
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,10 @@ def _offerable(
     alts: list[Alternative], wanted: list[str], kidney_risk: bool, local: Local
 ) -> tuple[tuple[Alternative, ...], tuple[Procedure, ...]]:
     """Keep alternatives the scenario rates appropriate or recommends, in the `wanted` order, and
-    the wanted ones the site does not offer. A study not offered is replaced by the same rule's
-    studies of the same kind (another PET tracer it rates), in the rule's order; none: dropped,
-    never replaced by a study the rule does not support."""
+    the studies not offered here that the card would otherwise name first (its "consider instead"
+    line shows two). A study not offered is replaced by the same rule's studies of the same kind
+    (another PET tracer it rates), in the rule's order; none: dropped, never replaced by a study the
+    rule does not support."""
     by_id = {a.procedure.id: a for a in alts if a.category != "usually-not-appropriate"}
     if kidney_risk:
         by_id = {pid: a for pid, a in by_id.items() if a.procedure.contrast != "iodinated"}
@@ -132,7 +134,8 @@ def _offerable(
             if local.offered(a.procedure.id) and same_kind(a.procedure, by_id[pid].procedure)
         ]
     unique = {a.procedure.id: a for a in chosen}
-    return tuple(unique.values()), tuple(skipped)
+    named = [by_id[pid].procedure for pid in dict.fromkeys(wanted) if pid in by_id][:SHOWN_ALTERNATIVES]
+    return tuple(unique.values()), tuple(p for p in skipped if p in named)
 
 
 def _fired_pitfalls(

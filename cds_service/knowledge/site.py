@@ -229,6 +229,8 @@ def _schema_check(file: str, data: Any) -> None:
         message = first.message
         if first.validator == "additionalProperties" and not first.absolute_path:
             message += "; the fields are version, site, contact, unavailable, rules, services, display_names"
+        if first.validator == "type" and list(first.absolute_path) == ["version"]:
+            message += ' (quote it: version: "1.2")'
         raise SiteConfigError(f"{file}: {field_path(first.absolute_path)}: {message}{more}")
 
 

@@ -253,3 +253,13 @@ def test_each_audit_row_records_the_site_file_version(e2e, tmp_path):
         with store.engine.connect() as connection:
             rows.append(connection.execute(select(audit.c.site_config_version)).scalars().all())
     assert rows == [["2026-11-30.1"], [None]]
+
+
+def test_rule_pages_mark_studies_not_offered_and_their_local_names(e2e, e2e_site):
+    name = "prostate-bcr-post-prostatectomy-bone-scan"
+    default = page(e2e, _as_of(name), "/rules/prostate-biochemical-recurrence")
+    assert "not offered at this site" not in default and "called" not in default
+    at_site = page(e2e_site, _as_of(name), "/rules/prostate-biochemical-recurrence")
+    assert "PSMA PET/CT skull base to mid-thigh <span" in at_site and "(not offered at this site)" in at_site
+    assert "(called Axumin PET/CT (fluciclovine F-18) here)" in at_site
+    assert "site configuration Example General Hospital, version 2026-11-30.1" in at_site

@@ -144,3 +144,19 @@ def test_a_red_flag_card_marks_an_order_the_site_does_not_offer():
     assert card["indicator"] == "critical"
     line = "PSMA PET/CT skull base to mid-thigh: no criteria apply (not offered at Test Hospital)"
     assert line in card["detail"]
+
+
+def test_the_card_names_only_the_studies_it_would_have_offered_first():
+    """A usually-not-appropriate order: the card's "consider instead" names two studies. A study not
+    offered is named as such only when it would have been one of them."""
+    from tests.engine.test_cards import NEOADJ_BACK_PAIN, mri_cap
+
+    [default] = run(None, NEOADJ_BACK_PAIN, *mri_cap()).cards
+    assert default["suggestions"][0]["label"].startswith("Replace with Bone scan whole body")
+    [card] = run(site("bone-scan-whole-body"), NEOADJ_BACK_PAIN, *mri_cap()).cards
+    assert "**Not offered at Test Hospital**: Bone scan whole body (Tc-99m MDP);" in card["detail"]
+    assert not any("Bone scan" in s["label"] for s in card["suggestions"])
+    [card] = run(site("fdg-pet-ct"), NEOADJ_BACK_PAIN, *mri_cap()).cards  # third: never named
+    assert "Not offered" not in card["detail"]
+    labels = [s["label"] for s in card["suggestions"]]
+    assert labels == [s["label"] for s in default["suggestions"][:2]]

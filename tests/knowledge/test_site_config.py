@@ -42,7 +42,7 @@ def test_minimal_file_needs_only_a_version(tmp_path):
 
 ERRORS = [
     ("site: X\n", "(top level): 'version' is a required property"),
-    ("version: 3\n", "version: 3 is not of type 'string'"),
+    ("version: 3\n", "version: 3 is not of type 'string' (quote it"),
     ('version: "1"\nunavailble: [psma-pet-ct]\n', "(top level): Additional properties are not allowed"),
     ('version: "1"\nunavailable: [fdg-pet-ct, psma-pet-mri]\n',
      "unavailable[1]: 'psma-pet-mri' is not a catalog procedure; did you mean 'psma-pet-ct'?"),

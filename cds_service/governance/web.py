@@ -34,6 +34,7 @@ from cds_service.governance.queries import (
     Row,
     build,
     parse_filters,
+    site_versions,
 )
 from cds_service.protocol import access_log
 from cds_service.protocol.discovery import SERVICES
@@ -133,6 +134,7 @@ def dashboard() -> Response:
     open_mode = _authorize()
     filters = _filters()
     tables = build(_state().feedback.engine, filters)
+    versions = site_versions(_state().feedback.engine, filters)
     query = urlencode(filters.query())
     html = render_template(
         "governance/dashboard.html",
@@ -147,6 +149,7 @@ def dashboard() -> Response:
         share_chart=Markup(charts.share_bar(tables["rated-share"])),
         weekly_chart=Markup(charts.weekly_bars(tables["weekly"])),
         knowledge_version=str(getattr(_state().knowledge, "version", "")),
+        site_versions=versions,
     )
     return _secured(Response(html, mimetype="text/html"))
 

@@ -227,3 +227,15 @@ def test_the_page_names_the_site_configurations_in_force_over_the_range(secured,
     assert "none (1 call), version 2026.1 (2 calls)." in html and "2026.2" not in html
     later = secured.get("/admin/?from=2026-11-10", headers=AUTH).get_data(as_text=True)
     assert "version 2026.2 (1 call)" in later
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_an_unreadable_state_database_is_503_not_a_crash(settings, path, tmp_path, caplog):
+    db = tmp_path / "broken.sqlite3"
+    client = app_with(settings, admin_token=TOKEN, feedback_db=db).test_client()
+    for f in tmp_path.glob("broken.sqlite3*"):
+        f.write_bytes(b"not a database at all " * 512)  # a disk gone bad under the service
+    response = client.get(path, headers=AUTH)
+    assert response.status_code == 503
+    assert response.get_json()["resourceType"] == "OperationOutcome"
+    assert "Traceback" not in caplog.text

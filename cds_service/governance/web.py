@@ -166,8 +166,18 @@ def dashboard() -> Response:
         weekly_chart=Markup(charts.weekly_bars(tables["weekly"])),
         knowledge_version=str(getattr(_state().knowledge, "version", "")),
         site_versions=versions,
+        names=_names(_state().knowledge),
     )
     return _secured(Response(html, mimetype="text/html"))
+
+
+def _names(knowledge: Any) -> dict[str, dict[str, str]]:
+    """Rule titles and study names for the page's tooltips (the key cell itself stays the id)."""
+    rules = {s.id: s.title for s in knowledge.scenarios}
+    rules.update({p.id: p.title for p in knowledge.pitfalls.values()})
+    rules.update({o.id: o.title for o in knowledge.texts.outcomes.values()})
+    studies = {pid: p.display for pid, p in knowledge.catalog.procedures.items()}
+    return {"rules": rules, "studies": studies}
 
 
 @blueprint.get("/admin/api/<name>")

@@ -224,7 +224,9 @@ class FeedbackStore:
              "created_at": now, "indicator": meta.get("indicator")}
             for uuid, meta in card_index.items()
         ]
-        with self.db.begin() as db:
+        # Two idempotent inserts, each whole on its own: a card's feedback link without its
+        # snooze subject (should the second fail) only means that card's dismissal does not snooze.
+        with self.db.autocommit() as db:
             db.execute(self._index_card, rows)
             if subjects and at is not None:
                 db.execute(self._index_subject, [
@@ -250,7 +252,7 @@ class FeedbackStore:
             "unreadable": json.dumps(list(entry.unreadable)),
             "unknown_codes": json.dumps(list(entry.unknown_codes)),
         }
-        with self.db.single() as db:
+        with self.db.autocommit() as db:
             db.execute(self._audit, row)
 
     def audit_rows(self) -> list[dict[str, Any]]:
@@ -278,7 +280,7 @@ class FeedbackStore:
     def snoozed(self, subjects: Iterable[CardSubject], since: float) -> set[CardSubject]:
         wanted = set(subjects)
         found: set[CardSubject] = set()
-        with self.db.single() as db:
+        with self.db.autocommit() as db:
             for key in sorted({s.patient_key for s in wanted}):  # one patient per call in practice
                 found.update(CardSubject._make(row) for row in db.execute(
                     self._snoozed, {"patient_key": key, "since": since}))

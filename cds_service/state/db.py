@@ -110,8 +110,8 @@ class Database:
         self.url = normalise_url(url) if isinstance(url, str) else url
         self.options = options or DatabaseOptions()
         self._lock = threading.Lock()
-        self._engine: Engine | None = None
-        self._pid = 0
+        self._engines: dict[bool, Engine] = {}  # autocommit? -> this process's engine
+        self._pid = os.getpid()
         self._local = threading.local()
         self._down_until = 0.0  # monotonic time until which PostgreSQL is not tried (per process)
 
@@ -130,17 +130,24 @@ class Database:
 
     @property
     def engine(self) -> Engine:
-        engine, pid = self._engine, os.getpid()
-        if engine is not None and self._pid == pid:
-            return engine
-        with self._lock:
-            if self._engine is None:
-                self._engine = self._create()
-            elif self._pid != pid:
-                # Forked: forget the parent's pooled connections without closing them under it.
-                self._engine.dispose(close=False)
-            self._pid = pid
-            return self._engine
+        """This process's engine (transactions; reads through `cds_service.state.tables`)."""
+        return self._engine(autocommit=False)
+
+    def _engine(self, autocommit: bool) -> Engine:
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    # Forked: forget the parent's pooled connections without closing them under it.
+                    for inherited in self._engines.values():
+                        inherited.dispose(close=False)
+                    self._pid = os.getpid()
+        engine = self._engines.get(autocommit)
+        if engine is None:
+            with self._lock:
+                engine = self._engines.get(autocommit)
+                if engine is None:
+                    engine = self._engines[autocommit] = self._create(autocommit)
+        return engine
 
     @contextmanager
     def begin(self, durable: bool = False) -> Iterator[Connection]:
@@ -158,20 +165,21 @@ class Database:
             yield conn
 
     @contextmanager
-    def single(self) -> Iterator[Connection]:
-        """A connection for one statement that commits by itself (it is atomic on its own).
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection for statements that are each atomic on their own (an idempotent insert,
+        one lookup): no transaction is needed around them.
 
-        On PostgreSQL the statement runs in autocommit mode: one round trip instead of three
-        (BEGIN, the statement, COMMIT), for the jti check, the audit row and the snooze lookup
-        on every hook call. SQLite: a short transaction on the thread's connection (no round trips
-        to save)."""
+        On PostgreSQL each commits by itself (autocommit): one round trip per statement instead
+        of BEGIN, the statements and COMMIT, for the writes and the lookup of every hook call.
+        On SQLite they share one short transaction on the thread's connection (one commit)."""
         if self.dialect == "sqlite":
             with self.begin() as conn:
                 yield conn
             return
-        with self._pooled() as pooled:
-            # reset to the engine's isolation level when the connection returns to the pool
-            yield pooled.execution_options(isolation_level="AUTOCOMMIT")
+        # a pool of connections kept in autocommit mode: switching a pooled connection to it
+        # and back costs round trips of its own (SET SESSION CHARACTERISTICS ...)
+        with self._pooled(autocommit=True) as pooled:
+            yield pooled
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -193,12 +201,12 @@ class Database:
                 kept.rollback()
 
     @contextmanager
-    def _pooled(self) -> Iterator[Connection]:
+    def _pooled(self, autocommit: bool = False) -> Iterator[Connection]:
         """A pooled PostgreSQL connection, unless the database failed within DOWN_SECONDS."""
         if time.monotonic() < self._down_until:
             raise DatabaseUnavailable("the state database could not be reached a moment ago")
         try:
-            conn = self.engine.connect()
+            conn = self._engine(autocommit).connect()
         except DatabaseError:
             self.mark_down()
             raise
@@ -219,10 +227,11 @@ class Database:
 
     def dispose(self) -> None:
         """Close this process's pooled connections (tests, shutdown)."""
-        if self._engine is not None and self._pid == os.getpid():
-            self._engine.dispose()
+        if self._pid == os.getpid():
+            for engine in self._engines.values():
+                engine.dispose()
 
-    def _create(self) -> Engine:
+    def _create(self, autocommit: bool) -> Engine:
         o = self.options
         if self.dialect == "sqlite":
             # No pool: each thread keeps its own connection (connect()), opened once.
@@ -237,6 +246,7 @@ class Database:
             self.url,
             # error messages (logged) show the SQL, never the values: no row content in the log
             hide_parameters=True,
+            isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
             pool_size=o.pool_size,
             max_overflow=o.max_overflow,
             pool_timeout=o.pool_timeout,

@@ -188,9 +188,10 @@ def test_the_database_holds_what_the_test_saw(world: dict[str, Any]) -> None:
     assert any(k.startswith("code|") for k in figures(expected)["data-quality"])
 
 
-def test_the_site_file_is_in_force(world: dict[str, Any]) -> None:
-    """The service runs with the example site file: every audit row names its version, and the
-    rules it switches off fire nowhere (so the dashboard, which must equal the counts, lists none)."""
+def test_the_site_file_is_in_force(admin: BrowserContext, world: dict[str, Any]) -> None:
+    """The service runs with the example site file: every audit row names its version, the page
+    says which version the figures were made under, and the rules it switches off fire nowhere (so
+    the dashboard, which must equal the counts, lists none)."""
     site = yaml.safe_load(world["service"].site_file.read_text())
     with sqlite3.connect(world["service"].db_path) as db:
         versions = {row[0] for row in db.execute("SELECT DISTINCT site_config_version FROM audit")}
@@ -199,6 +200,8 @@ def test_the_site_file_is_in_force(world: dict[str, Any]) -> None:
     off = {rule for rule, change in (site.get("rules") or {}).items() if change.get("off", change.get(False))}
     assert off, "the example site file switches no rule off"
     assert not off & set(figures(world["expected"])["rules"])
+    shown = _open(admin).inner_text("#site-versions")
+    assert f"version {site['version']} ({len(world['calls'])} calls)" in shown, shown
 
 
 def test_dashboard_figures_equal_the_counts_of_the_replayed_cases(admin: BrowserContext,

@@ -173,8 +173,9 @@ class Database:
         of BEGIN, the statements and COMMIT, for the writes and the lookup of every hook call.
         On SQLite they share one short transaction on the thread's connection (one commit)."""
         if self.dialect == "sqlite":
-            with self.begin() as conn:
-                yield conn
+            kept = self._kept()
+            with kept.begin():
+                yield kept
             return
         # a pool of connections kept in autocommit mode: switching a pooled connection to it
         # and back costs round trips of its own (SET SESSION CHARACTERISTICS ...)
@@ -190,15 +191,20 @@ class Database:
             with self._pooled() as pooled:
                 yield pooled
             return
-        local, pid = self._local, os.getpid()
-        if getattr(local, "pid", None) != pid or local.conn.closed:
-            local.conn, local.pid = self.engine.connect(), pid
-        kept: Connection = local.conn
+        kept = self._kept()
         try:
             yield kept
         finally:
             if kept.in_transaction():  # a read left its implicit transaction open: end it
                 kept.rollback()
+
+    def _kept(self) -> Connection:
+        """SQLite: this thread's connection in this process, opened on first use."""
+        local, pid = self._local, os.getpid()
+        if getattr(local, "pid", None) != pid or local.conn.closed:
+            local.conn, local.pid = self.engine.connect(), pid
+        kept: Connection = local.conn
+        return kept
 
     @contextmanager
     def _pooled(self, autocommit: bool = False) -> Iterator[Connection]:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench docs report clean
+.PHONY: install run test lint bench docs report compose-check clean
 
 PORT ?= 8080
 
@@ -22,12 +22,12 @@ run: $(STAMP)
 	$(BIN)/cds-service serve --host 127.0.0.1 --port $(PORT)
 
 test: $(STAMP)
-	$(BIN)/ruff check cds_service tests bench
+	$(BIN)/ruff check cds_service tests bench deploy
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check cds_service tests bench
+	$(BIN)/ruff check cds_service tests bench deploy
 
 # Benchmark against the framework floor (issue 5; docs/performance.md). Under 3 minutes.
 # Append the report to the doc: make bench BENCH_ARGS="--append docs/performance.md"
@@ -38,6 +38,11 @@ bench: $(STAMP)
 # Issue 9: share of in-scope oncology imaging orders of the fixture cases answered (rating or card).
 report: $(STAMP)
 	$(BIN)/cds-service report rated-share
+
+# compose.yaml and deploy/k8s against the compose-spec and Kubernetes schemas (deploy/check.py says
+# which validators ran: docker compose config / kubeconform / kubectl kustomize too where installed).
+compose-check: $(STAMP)
+	$(BIN)/python -m deploy.check
 
 docs: $(STAMP)
 	$(BIN)/python -m cds_service.knowledge.docs

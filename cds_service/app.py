@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from cds_service import facts, rule_pages
 from cds_service.config import ConfigError, Settings
 from cds_service.engine import EngineOptions
+from cds_service.governance import web as governance_web
 from cds_service.knowledge import DEFAULT_CARDS_DIR, load_knowledge
 from cds_service.protocol import access_log, cors, metrics, openapi
 from cds_service.protocol.auth import Authenticator, SqliteReplayCache, load_trusted_clients
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     cors.init_app(app, settings.cors_origins)
     app.register_blueprint(blueprint)
     app.register_blueprint(rule_pages.blueprint)
+    app.register_blueprint(governance_web.blueprint)
     openapi.init_app(app)
     _error_handlers(app)
     return app

@@ -104,6 +104,9 @@ class Settings:
     # process (warned about; snoozes then end at a restart and are not shared between replicas).
     state_secret: str | None = field(default=None, repr=False)
     trusted_clients: Path | None = None  # JSON file; None: open (development) mode
+    # Bearer token of the governance dashboard (/admin/); None: the dashboard is off (404), except
+    # in open development mode on localhost (cds_service/governance/web.py). Never logged.
+    admin_token: str | None = field(default=None, repr=False)
     jwt_algorithms: tuple[str, ...] = ("ES384", "RS384")
     jwt_leeway: int = 30  # seconds of clock skew accepted on exp / iat
     jwt_max_lifetime: int = 3600  # seconds; longer-lived tokens are refused (bounds the jti cache)
@@ -190,6 +193,7 @@ class Settings:
             snooze_hours=_hours(env, "CDS_SNOOZE_HOURS", d.snooze_hours),
             state_secret=_secret(env, "CDS_STATE_SECRET"),
             trusted_clients=_path(env, "CDS_TRUSTED_CLIENTS", None),
+            admin_token=_token(env, "CDS_ADMIN_TOKEN"),
             jwt_algorithms=_list(env, "CDS_JWT_ALGORITHMS", d.jwt_algorithms),
             jwt_leeway=_int(env, "CDS_JWT_LEEWAY", d.jwt_leeway),
             jwt_max_lifetime=_int(env, "CDS_JWT_MAX_LIFETIME", d.jwt_max_lifetime),
@@ -301,6 +305,22 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
         # a short key can be brute-forced together with the small space of patient ids
         raise ConfigError(
             f"{name} must be at least {STATE_SECRET_MIN_CHARS} characters (e.g. `openssl rand -hex 32`)"
+        )
+    return raw
+
+
+ADMIN_TOKEN_MIN_CHARS = 16
+
+
+def _token(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if len(raw) < ADMIN_TOKEN_MIN_CHARS or any(c.isspace() for c in raw):
+        # a Bearer token travels in one header line; a short one can be guessed
+        raise ConfigError(
+            f"{name} must be at least {ADMIN_TOKEN_MIN_CHARS} characters without spaces "
+            "(e.g. `openssl rand -hex 32`)"
         )
     return raw
 

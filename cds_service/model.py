@@ -131,6 +131,9 @@ class Facts:
     procedures: tuple[ProcedureFact, ...] = ()
     imaging: tuple[ImagingFact, ...] = ()
     data_issues: tuple[str, ...] = ()  # contradictions / unreadable data that lower confidence
+    # the kinds of fact behind data_issues, as codes ("labs", "staging", "not-retrieved:conditions"):
+    # what the audit keeps of them (the texts quote record references)
+    unreadable: tuple[str, ...] = ()
 
     def has(self, concept: str) -> bool:
         return concept in self.concepts
@@ -177,3 +180,11 @@ class EngineResult:
     # "order_codes"}:
     # feedback links, and the order codes of the snooze key (protocol/snooze.py)
     card_index: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # For the audit record and the governance view (codes only): the imaging ServiceRequests this
+    # call rates, the facts its cards asked to record (requirement / unknown-fact ids), the kinds of
+    # chart data that could not be read or retrieved, and "system|code" of imaging order codes that
+    # are not in the procedure catalog.
+    orders: int = 0
+    missing_facts: tuple[str, ...] = ()
+    unreadable: tuple[str, ...] = ()
+    unknown_codes: tuple[str, ...] = ()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from cds_service.engine.cards import RenderContext, render
 from cds_service.engine.completions import complete_ratings
 from cds_service.engine.options import EngineOptions
-from cds_service.engine.orders import studies_to_rate
+from cds_service.engine.orders import Study, codings, studies_to_rate
 from cds_service.engine.rating import rate_study
 from cds_service.engine.scenario import select_scenario
 from cds_service.engine.text_guard import guard_text_downgrades
@@ -69,7 +69,24 @@ def evaluate_facts(
         system_actions=tuple(out.system_actions),
         rule_ids=tuple(out.rule_ids),
         card_index=out.card_index,
+        orders=sum(len(s.to_rate) for s in studies),
+        missing_facts=tuple(dict.fromkeys(out.missing_facts)),
+        unreadable=tuple(dict.fromkeys(
+            facts.unreadable + tuple(f"not-retrieved:{key}" for key in record.incomplete)
+        )),
+        unknown_codes=_unknown_codes(studies),
     )
+
+
+def _unknown_codes(studies: list[Study]) -> tuple[str, ...]:
+    """ "system|code" of the imaging orders not in the procedure catalog (codes only: the order's
+    text and ids stay out)."""
+    return tuple(dict.fromkeys(
+        f"{system}|{code}"
+        for study in studies if study.procedure_id is None
+        for order in study.to_rate
+        for system, code in codings(order.resource.get("code"))
+    ))
 
 
 def _builtin_knowledge() -> Knowledge:

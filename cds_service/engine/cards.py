@@ -38,6 +38,7 @@ class Rendered:
     system_actions: list[dict[str, Any]] = field(default_factory=list[Any])
     card_index: dict[str, dict[str, str]] = field(default_factory=dict)
     rule_ids: list[str] = field(default_factory=list)
+    missing_facts: list[str] = field(default_factory=list)  # what the cards ask to record (ids)
 
 
 @dataclass(frozen=True)
@@ -446,6 +447,7 @@ def _open_question_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -
     )
     # machine-readable: which facts to record (CDS Hooks 2.0 card `extension`)
     out.cards[-1]["extension"] = {"missingFacts": [u.id for u in question.ask]}
+    out.missing_facts += [u.id for u in question.ask]
 
 
 def _tracer_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
@@ -670,6 +672,9 @@ def _insufficient_card(
         indicator="info",
         orders=[o for r in ratings for o in r.study.to_rate],
     )
+    # the requirements (cards/scenarios `requires` ids) that failed; none when the data could not
+    # be retrieved at all (that is unreadable data, not a missing fact)
+    out.missing_facts += [req.id for m in selection.missing for req in m.requirements]
 
 
 UNREADABLE_DATA = "unreadable-data"

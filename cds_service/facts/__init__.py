@@ -40,6 +40,13 @@ def _merge_concepts(parts: Iterable[Partial], attr: str) -> dict[str, tuple[Evid
     return {k: tuple(v) for k, v in sorted(merged.items())}
 
 
+# the fact kinds of the sub-stages in `parts` below, in the same order
+_PART_NAMES = (
+    "conditions", "symptoms", "condition-text", "labs", "receptors", "staging", "medications",
+    "procedures", "imaging", "order-indication",
+)
+
+
 def extract_facts(
     record: PatientRecord, valuesets: ValueSets, orders: Iterable[Resource] = ()
 ) -> Facts:
@@ -69,19 +76,29 @@ def extract_facts(
     concepts = _merge_concepts(parts, "concepts")
     negations = _merge_concepts(parts, "negations")
     issues = list(chosen.issues)
-    for part in parts:
+    # The same issues by kind of fact, as codes (the audit and the governance view count them; the
+    # issue texts may quote record references and stay out of kept state).
+    unreadable = ["records"] if chosen.issues else []
+    for name, part in zip(_PART_NAMES, parts, strict=True):
         issues.extend(part.issues)
-    issues.extend(contradictions(concepts, negations, receptors.receptors))
+        if part.issues:
+            unreadable.append(name)
+    conflicts = contradictions(concepts, negations, receptors.receptors)
+    issues.extend(conflicts)
+    if conflicts:
+        unreadable.append("contradictory")
     patient = record.patient or {}
     if patient.get("deceasedBoolean") is True or patient.get("deceasedDateTime"):
         issues.append("Patient is recorded as deceased")
     if record.not_this_patient:
+        unreadable.append("not-this-patient")
         issues.append(
             f"{record.not_this_patient} record(s) sent with this call belong to another patient or "
             "name no patient; left out, so the chart may be incomplete"
         )
     if record.incomplete:
         issues.append("data incomplete: could not fetch " + ", ".join(record.incomplete))
+        unreadable += [f"not-retrieved:{key}" for key in record.incomplete]
     facts = Facts(
         as_of=record.as_of,
         age=age,
@@ -98,6 +115,7 @@ def extract_facts(
         procedures=procedures.procedures,
         imaging=imaging.imaging,
         data_issues=tuple(dict.fromkeys(issues)),
+        unreadable=tuple(dict.fromkeys(unreadable)),
     )
     return derive_active_cancer(facts)
 

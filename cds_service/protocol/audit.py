@@ -2,7 +2,11 @@
 
 Built from what the response already says, as codes: PAMA ratings with the ACR category, source kind,
 scenario and rule of each rated order, the fired rule ids, the card uuids (which link feedback to a
-card). Never a patient, user or order identifier, a token or card text (free text may carry PHI).
+card); and from the engine's result: how many imaging orders the call rated, the facts the cards
+asked for, the kinds of chart data that could not be read or retrieved, and imaging order codes
+outside the procedure catalog. Chart codes the facts stage could not use are not tracked by code
+(their issue texts quote record references; only their kind is kept).
+Never a patient, user or order identifier, a token or card text (free text may carry PHI).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from cds_service.model import EngineResult
 from cds_service.protocol.feedback import AuditEntry
 
 _PAMA_RATING = "/pama-rating"
@@ -17,9 +22,12 @@ _PAMA_RATING = "/pama-rating"
 
 def entry(
     service_id: str, hook_instance: str, hook: str, knowledge: Any, rule_ids: Iterable[str],
-    body: Mapping[str, Any], fhir_calls: int, client_iss: str | None,
+    body: Mapping[str, Any], fhir_calls: int, client_iss: str | None, result: EngineResult | None = None,
 ) -> AuditEntry:
+    """`result` (None: the call had no ServiceRequest to rate) gives the governance view's counts:
+    orders rated, facts asked for, unreadable data and unknown order codes, all as codes."""
     rating_url = knowledge.texts.rating_extension_url
+    result = result or EngineResult()
     return AuditEntry(
         service_id=service_id,
         hook_instance=hook_instance,
@@ -30,6 +38,10 @@ def entry(
         card_uuids=tuple(str(c.get("uuid")) for c in body.get("cards") or () if isinstance(c, Mapping)),
         fhir_calls=fhir_calls,
         client_iss=client_iss,
+        orders=result.orders,
+        missing_facts=result.missing_facts,
+        unreadable=result.unreadable,
+        unknown_codes=result.unknown_codes,
     )
 
 

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from cds_service import engine
 from cds_service.config import Settings
-from cds_service.model import HookRequest
+from cds_service.model import EngineResult, HookRequest
 from cds_service.protocol import access_log, audit, metrics
 from cds_service.protocol.auth import Authenticator, AuthError, Caller
 from cds_service.protocol.discovery import SERVICES, SERVICES_BY_ID, PrefetchTemplate, ServiceDefinition
@@ -155,7 +155,9 @@ def invoke(service_id: str) -> Response:
     except sqlite3.Error:
         # The guidance matters more than its feedback link: answer anyway, and say so in the log.
         log.exception("could not index cards for feedback")
-    audited = _audit(state, service.id, call, result.rule_ids, response_body, stats.fhir_calls, caller)
+    audited = _audit(
+        state, service.id, call, result.rule_ids, response_body, stats.fhir_calls, caller, result
+    )
     metrics.note_result(
         response_body, {u: str(m.get("rule_id")) for u, m in shown.card_index.items()},
         [r["pama"] for r in audited.ratings if "pama" in r],
@@ -169,10 +171,10 @@ def invoke(service_id: str) -> Response:
 
 def _audit(
     state: ServiceState, service_id: str, call: ParsedCall, rule_ids: Any, body: dict[str, Any],
-    fhir_calls: int, caller: Caller | None,
+    fhir_calls: int, caller: Caller | None, result: EngineResult | None = None,
 ) -> AuditEntry:
     record = audit.entry(service_id, call.request.hook_instance, call.request.hook, state.knowledge, rule_ids,
-                         body, fhir_calls, caller.iss if caller else None)
+                         body, fhir_calls, caller.iss if caller else None, result)
     try:
         state.feedback.audit(record)
     except sqlite3.Error:

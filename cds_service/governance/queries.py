@@ -1,0 +1,339 @@
+"""The governance view's tables: pure queries over the state tables (SQLAlchemy Core).
+
+Every table is a list of rows `{"key": str, COL: int | float | None, ...}` (README, Governance
+dashboard). Counts over cards and feedback are grouped in SQL (card_index, feedback joined to the
+card it answers); the audit's JSON lists (rule ids, ratings, facts, codes) are read in Python, only
+over the rows of the filtered range. The same SQL runs on SQLite and PostgreSQL: times are ISO text,
+so a day range is a text range on the indexed `at` / `created_at` columns.
+
+Only codes and counts leave here: rule ids, procedure ids, fact names, code systems and codes,
+override reason codes and their displays. Never a patient, user or order identifier, a hook
+instance, a card uuid or a free-text comment.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from cds_service.state.tables import audit, card_index, feedback
+
+try:  # parses the audit's JSON lists ~3x faster; optional like everywhere else (same answers)
+    import orjson
+
+    _loads: Callable[[str], Any] = orjson.loads
+except ImportError:  # pragma: no cover
+    _loads = json.loads
+
+Row = dict[str, Any]
+
+# PAMA rating code (audit `ratings[].pama`) -> the rated-share row it counts in
+RATED_SHARE = {"appropriate": "appropriate", "not-appropriate": "not-appropriate",
+               "no-criteria-apply": "no-criteria"}
+SHARE_KEYS = ("appropriate", "not-appropriate", "no-criteria", "not-rated")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # "count" (integer) | "percent" (one decimal, shown with %)
+    label: str
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    title: str
+    key_label: str
+    columns: tuple[Column, ...]
+    about: str  # one sentence under the title: what the table counts
+    text_columns: tuple[str, ...] = field(default=())  # string columns besides the key (not figures)
+
+
+def _count(name: str, label: str) -> Column:
+    return Column(name, "count", label)
+
+
+_OUTCOMES = (_count("accepted", "Accepted"), _count("overridden", "Overridden (reason)"),
+             _count("dismissed", "Dismissed"), Column("acceptance", "percent", "Acceptance"))
+
+TABLES: tuple[TableSpec, ...] = (
+    TableSpec("rules", "Rules", "Rule", (_count("fired", "Fired"), _count("cards", "Cards"), *_OUTCOMES),
+              "Per rule: hook calls it fired in, cards it produced, and the feedback on those cards."),
+    TableSpec("studies", "Studies", "Procedure", (_count("cards", "Cards"), *_OUTCOMES),
+              "Per catalog procedure the cards were about: cards and the feedback on them."),
+    TableSpec("override-reasons", "Override reasons", "Rule | system | code", (_count("count", "Overrides"),),
+              "Overrides that gave a coded reason, by rule and reason.", ("display",)),
+    TableSpec("rated-share", "Rated share", "Outcome",
+              (_count("orders", "Orders"), Column("share", "percent", "Share")),
+              "Imaging orders by the rating they got; not rated: no rating (missing data, unknown study)."),
+    TableSpec("missing-facts", "Missing facts", "Fact", (_count("count", "Hook calls"),),
+              "Facts the cards asked to record, by the number of hook calls that lacked them."),
+    TableSpec("data-quality", "Data quality", "Kind | item", (_count("count", "Hook calls"),),
+              "Chart data that could not be read or retrieved (by kind of fact) and imaging order codes "
+              "outside the procedure catalog, by the number of hook calls."),
+    TableSpec("alert-burden", "Alert burden", "Service | indicator",
+              (_count("cards", "Cards"), Column("per100", "percent", "Cards per 100 orders")),
+              "Cards by service and indicator, per 100 imaging orders the service rated."),
+    TableSpec("weekly", "Weekly trend", "ISO week",
+              (_count("cards", "Cards"), _count("accepted", "Accepted"), _count("overridden", "Overridden"),
+               _count("dismissed", "Dismissed")),
+              "Cards and the feedback on them, by the ISO week the card was shown."),
+)
+TABLES_BY_NAME: Mapping[str, TableSpec] = {t.name: t for t in TABLES}
+
+
+@dataclass(frozen=True)
+class Filters:
+    start: date | None = None  # inclusive, UTC day
+    end: date | None = None  # inclusive, UTC day
+    service: str | None = None  # None: every service
+
+    def window(self, col: Any) -> list[ColumnElement[bool]]:
+        """Conditions on an ISO-text time column (uses its index: a plain text range)."""
+        conds: list[ColumnElement[bool]] = []
+        if self.start is not None:
+            conds.append(col >= self.start.isoformat())
+        if self.end is not None:
+            conds.append(col < (self.end + timedelta(days=1)).isoformat())
+        return conds
+
+    def on_cards(self) -> list[ColumnElement[bool]]:
+        conds = self.window(card_index.c.created_at)
+        if self.service is not None:
+            conds.append(card_index.c.service_id == self.service)
+        return conds
+
+    def on_audit(self) -> list[ColumnElement[bool]]:
+        conds = self.window(audit.c.at)
+        if self.service is not None:
+            conds.append(audit.c.service_id == self.service)
+        return conds
+
+    def query(self) -> dict[str, str]:
+        """The filters as query parameters (links to CSV / JSON keep the page's filters)."""
+        out = {}
+        if self.start:
+            out["from"] = self.start.isoformat()
+        if self.end:
+            out["to"] = self.end.isoformat()
+        out["service"] = self.service or "all"
+        return out
+
+
+class FilterError(ValueError):
+    """A filter value the view cannot use (answered 400)."""
+
+
+def parse_filters(args: Mapping[str, str], services: Iterable[str]) -> Filters:
+    def day(name: str) -> date | None:
+        raw = (args.get(name) or "").strip()
+        if not raw:
+            return None
+        try:
+            if len(raw) != 10:
+                raise ValueError
+            return date.fromisoformat(raw)
+        except ValueError:
+            raise FilterError(f"{name} must be a date YYYY-MM-DD, got {raw[:40]!r}") from None
+
+    start, end = day("from"), day("to")
+    if start and end and start > end:
+        raise FilterError(f"from ({start}) is after to ({end})")
+    service = (args.get("service") or "all").strip()
+    known = list(services)
+    if service != "all" and service not in known:
+        raise FilterError(f"service must be 'all' or one of {', '.join(known)}, got {service[:80]!r}")
+    return Filters(start, end, None if service == "all" else service)
+
+
+# --- SQL groupings ------------------------------------------------------------------------------
+
+def _feedback_counts() -> list[Any]:
+    """accepted / overridden with a coded reason / overridden without one (dismissed), as SUMs."""
+    f = feedback.c
+    overridden = f.outcome == "overridden"
+    return [
+        func.sum(case((f.outcome == "accepted", 1), else_=0)).label("accepted"),
+        func.sum(case((and_(overridden, f.override_code.is_not(None)), 1), else_=0)).label("overridden"),
+        func.sum(case((and_(overridden, f.override_code.is_(None)), 1), else_=0)).label("dismissed"),
+    ]
+
+
+def _cards_by(db: Connection, filters: Filters, *group: Any) -> dict[tuple[Any, ...], int]:
+    q = select(*group, func.count()).where(*filters.on_cards()).group_by(*group)
+    return {tuple(row[:-1]): int(row[-1]) for row in db.execute(q)}
+
+
+def _feedback_by(
+    db: Connection, filters: Filters, *group: Any
+) -> dict[tuple[Any, ...], tuple[int, int, int]]:
+    q = (
+        select(*group, *_feedback_counts())
+        .select_from(feedback.join(card_index, card_index.c.card_uuid == feedback.c.card_uuid))
+        .where(*filters.on_cards())
+        .group_by(*group)
+    )
+    n = len(group)
+    out: dict[tuple[Any, ...], tuple[int, int, int]] = {}
+    for row in db.execute(q):
+        out[tuple(row[:n])] = (int(row[n] or 0), int(row[n + 1] or 0), int(row[n + 2] or 0))
+    return out
+
+
+def _percent(part: float, whole: float) -> float | None:
+    return round(100.0 * part / whole, 1) if whole else None
+
+
+def _outcome_row(key: str, counts: tuple[int, int, int], **figures: int) -> Row:
+    accepted, overridden, dismissed = counts
+    return {"key": key, **figures, "accepted": accepted, "overridden": overridden, "dismissed": dismissed,
+            "acceptance": _percent(accepted, accepted + overridden + dismissed)}
+
+
+# --- the audit rows of the range, read once -----------------------------------------------------
+
+@dataclass
+class AuditSummary:
+    calls: int = 0
+    fired: Counter[str] = field(default_factory=Counter)
+    rated: Counter[str] = field(default_factory=Counter)  # rated-share key -> orders
+    orders: Counter[str] = field(default_factory=Counter)  # service -> imaging orders rated or not
+    missing: Counter[str] = field(default_factory=Counter)
+    quality: Counter[str] = field(default_factory=Counter)
+
+
+def audit_summary(db: Connection, filters: Filters) -> AuditSummary:
+    a = audit.c
+    q = select(a.service_id, a.rule_ids, a.ratings, a.orders, a.missing_facts, a.unreadable,
+               a.unknown_codes).where(*filters.on_audit())
+    out = AuditSummary()
+    row: Any
+    for row in db.execute(q):
+        service, rule_ids, ratings, orders, missing, unreadable, codes = row
+        out.calls += 1
+        out.orders[service] += int(orders or 0)
+        # each list once per call: a rule firing twice in a call is one call it fired in
+        if rule_ids != "[]":
+            out.fired.update(set(_loads(rule_ids)))
+        if ratings != "[]":
+            for rated in _loads(ratings):
+                share = RATED_SHARE.get(str(rated.get("pama"))) if isinstance(rated, dict) else None
+                if share:
+                    out.rated[share] += 1
+        if missing and missing != "[]":
+            out.missing.update(set(_loads(missing)))
+        if unreadable and unreadable != "[]":
+            out.quality.update({f"unreadable|{x}" for x in _loads(unreadable)})
+        if codes and codes != "[]":
+            out.quality.update({f"code|{x}" for x in _loads(codes)})
+    return out
+
+
+def _ranked(counter: Counter[str]) -> list[Row]:
+    return [{"key": k, "count": n} for k, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+# --- the tables ---------------------------------------------------------------------------------
+
+def rules_table(db: Connection, filters: Filters, summary: AuditSummary) -> list[Row]:
+    rule = card_index.c.rule_id
+    cards = {k[0]: n for k, n in _cards_by(db, filters, rule).items() if k[0]}
+    answered = {k[0]: v for k, v in _feedback_by(db, filters, rule).items() if k[0]}
+    keys = sorted(set(summary.fired) | set(cards) | set(answered))
+    rows = [_outcome_row(k, answered.get(k, (0, 0, 0)), fired=summary.fired.get(k, 0), cards=cards.get(k, 0))
+            for k in keys]
+    return sorted(rows, key=lambda r: (-r["fired"], -r["cards"], r["key"]))
+
+
+def studies_table(db: Connection, filters: Filters) -> list[Row]:
+    proc = card_index.c.procedure_id
+    cards = {k[0]: n for k, n in _cards_by(db, filters, proc).items() if k[0]}
+    answered = {k[0]: v for k, v in _feedback_by(db, filters, proc).items() if k[0]}
+    rows = [_outcome_row(k, answered.get(k, (0, 0, 0)), cards=cards.get(k, 0))
+            for k in set(cards) | set(answered)]
+    return sorted(rows, key=lambda r: (-r["cards"], r["key"]))
+
+
+def override_reasons_table(db: Connection, filters: Filters) -> list[Row]:
+    f, c = feedback.c, card_index.c
+    q = (
+        select(c.rule_id, f.override_system, f.override_code, func.max(f.override_display), func.count())
+        .select_from(feedback.join(card_index, c.card_uuid == f.card_uuid))
+        .where(*filters.on_cards(), f.outcome == "overridden", f.override_code.is_not(None))
+        .group_by(c.rule_id, f.override_system, f.override_code)
+    )
+    rows: list[Row] = []
+    row: Any
+    for row in db.execute(q):
+        rule, system, code, display, n = row
+        rows.append({"key": f"{rule or ''}|{system or ''}|{code}", "display": display, "count": int(n)})
+    return sorted(rows, key=lambda r: (-r["count"], r["key"]))
+
+
+def rated_share_table(summary: AuditSummary) -> list[Row]:
+    rated = sum(summary.rated.values())
+    # rows written before the audit counted orders say 0: never a negative "not rated"
+    not_rated = max(0, sum(summary.orders.values()) - rated)
+    counts = {**{k: summary.rated.get(k, 0) for k in SHARE_KEYS[:3]}, "not-rated": not_rated}
+    total = rated + not_rated
+    return [{"key": k, "orders": counts[k], "share": _percent(counts[k], total)} for k in SHARE_KEYS]
+
+
+def alert_burden_table(db: Connection, filters: Filters, summary: AuditSummary) -> list[Row]:
+    cards = _cards_by(db, filters, card_index.c.service_id, card_index.c.indicator)
+    rows = []
+    for key, n in cards.items():
+        service, indicator = str(key[0]), key[1]
+        rows.append({"key": f"{service}|{indicator or 'none'}", "cards": n,
+                     "per100": _percent(n, summary.orders.get(service, 0))})
+    return sorted(rows, key=lambda r: r["key"])
+
+
+def weekly_table(db: Connection, filters: Filters) -> list[Row]:
+    day = func.substr(card_index.c.created_at, 1, 10)
+    weeks: dict[str, list[int]] = {}
+    # grouped by day in SQL (the same expression on both databases), folded into ISO weeks here
+    for key, n in _cards_by(db, filters, day).items():
+        weeks.setdefault(_iso_week(str(key[0])), [0, 0, 0, 0])[0] += n
+    for key, counts in _feedback_by(db, filters, day).items():
+        week = weeks.setdefault(_iso_week(str(key[0])), [0, 0, 0, 0])
+        for i, n in enumerate(counts, start=1):
+            week[i] += n
+    return [{"key": w, "cards": v[0], "accepted": v[1], "overridden": v[2], "dismissed": v[3]}
+            for w, v in sorted(weeks.items())]
+
+
+def _iso_week(day: str) -> str:
+    year, week, _ = date.fromisoformat(day).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def build(engine: Engine, filters: Filters, names: Iterable[str] | None = None) -> dict[str, list[Row]]:
+    """The named tables (None: all) for the filters, from one connection and one audit scan."""
+    wanted = list(names) if names is not None else [t.name for t in TABLES]
+    out: dict[str, list[Row]] = {}
+    with engine.connect() as db:
+        needs_audit = {"rules", "rated-share", "missing-facts", "data-quality", "alert-burden"}
+        summary = audit_summary(db, filters) if needs_audit & set(wanted) else AuditSummary()
+        makers: dict[str, Callable[[], list[Row]]] = {
+            "rules": lambda: rules_table(db, filters, summary),
+            "studies": lambda: studies_table(db, filters),
+            "override-reasons": lambda: override_reasons_table(db, filters),
+            "rated-share": lambda: rated_share_table(summary),
+            "missing-facts": lambda: _ranked(summary.missing),
+            "data-quality": lambda: _ranked(summary.quality),
+            "alert-burden": lambda: alert_burden_table(db, filters, summary),
+            "weekly": lambda: weekly_table(db, filters),
+        }
+        for name in wanted:
+            out[name] = makers[name]()
+    return out

@@ -156,7 +156,7 @@ def test_the_compose_settings_are_accepted_in_production_mode():
     env = _compose_environment()
     script = _compose()["services"]["cds"]["entrypoint"][2]
     for name in re.findall(r"export (CDS_[A-Z_]+)=", script):
-        env[name] = "x" * 64 if name == "CDS_STATE_SECRET" else "postgresql+psycopg://cds:pw@db:5432/cds"
+        env[name] = "postgresql+psycopg://cds:pw@db:5432/cds" if name == "CDS_DATABASE_URL" else "x" * 64
     settings = Settings.from_env({k: v for k, v in env.items() if k not in SERVE_VARIABLES})
     assert settings.trust_proxy_headers == 1 and settings.public_base_url is None
     assert settings.production_problems() == []

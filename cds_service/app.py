@@ -15,13 +15,15 @@ from cds_service.engine import EngineOptions
 from cds_service.governance import web as governance_web
 from cds_service.knowledge import DEFAULT_CARDS_DIR, load_knowledge
 from cds_service.protocol import access_log, cors, metrics, openapi
-from cds_service.protocol.auth import Authenticator, SqliteReplayCache, load_trusted_clients
+from cds_service.protocol.auth import Authenticator, DatabaseReplayCache, load_trusted_clients
 from cds_service.protocol.discovery import load_prefetch_templates
-from cds_service.protocol.errors import ProtocolError, operation_outcome
+from cds_service.protocol.errors import ProtocolError, Unavailable, operation_outcome
 from cds_service.protocol.feedback import FeedbackStore
 from cds_service.protocol.response import ResponseContractError
 from cds_service.protocol.snooze import Snoozer, state_secret
 from cds_service.protocol.views import ServiceState, Unauthorized, blueprint
+from cds_service.state import db as state_db
+from cds_service.state import migrate
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +44,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.preload_readers:
         # Build the R4B validators and the text pipeline now, so no hook call pays for them.
         facts.warm_up(knowledge.valuesets)
+    database = state_db.from_settings(settings)
+    try:
+        migrate.prepare(database, settings.database_auto_migrate)
+    except migrate.SchemaTooOld as exc:
+        raise ConfigError(str(exc)) from None
     authenticator = None
     if settings.trusted_clients is not None:
         _require_public_url(settings)
         authenticator = Authenticator.create(
             load_trusted_clients(settings.trusted_clients), settings.jwt_algorithms, settings.jwt_leeway,
             settings.jwt_max_lifetime, settings.jwks_cache_seconds,
-            replay=SqliteReplayCache(settings.feedback_db),
+            replay=DatabaseReplayCache(database),
         )
     else:
         log.warning("CDS_TRUSTED_CLIENTS not set: running OPEN, any caller is accepted (development only)")
@@ -62,7 +69,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's default provider has it
-    feedback = FeedbackStore(settings.feedback_db, settings.feedback_store_comments)
+    feedback = FeedbackStore(database, settings.feedback_store_comments)
     app.extensions["cds"] = ServiceState(
         settings=settings,
         knowledge=knowledge,
@@ -114,7 +121,10 @@ def _error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ProtocolError)
     def _protocol(exc: ProtocolError) -> Response:
-        return outcome(exc.status, exc.message)
+        response = outcome(exc.status, exc.message)
+        if isinstance(exc, Unavailable):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

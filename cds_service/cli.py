@@ -47,6 +47,8 @@ def _main(args: list[str]) -> int:
     serve.add_argument("--log-level", type=_log_level, default=None, help="default: CDS_LOG_LEVEL or INFO")
     sub.add_parser("replay", help="replay fixture scenarios (see cds_service.replay)", add_help=False)
     sub.add_parser("check", help="load the knowledge base and configuration, then exit")
+    sub.add_parser("migrate", help="bring the state database (CDS_DATABASE_URL or CDS_FEEDBACK_DB) to the "
+                   "schema revision this version needs")
     sub.add_parser("prune", help="delete audit records and card links older than CDS_RETENTION_DAYS, "
                    "and expired JWT ids (run daily)")
     sub.add_parser("report", help="report figures over the fixture cases: `report rated-share` (issue 9)",
@@ -75,6 +77,8 @@ def _main(args: list[str]) -> int:
         return _check()
     if parsed.command == "prune":
         return _prune()
+    if parsed.command == "migrate":
+        return _migrate()
     return _serve(parsed)
 
 
@@ -106,29 +110,87 @@ def _check() -> int:
     from cds_service.config import Settings
 
     settings = Settings.from_env()
-    # Opening the real state file would create it (and its directory): check a throw-away copy.
+    # Opening the real state file would create it (and its directory), migrating the shared
+    # database would change it: check against a throw-away copy, then only read the real one.
     with tempfile.TemporaryDirectory() as scratch:
-        app = _build_app(dataclasses.replace(settings, feedback_db=Path(scratch) / "check.sqlite3"))
+        app = _build_app(dataclasses.replace(settings, feedback_db=Path(scratch) / "check.sqlite3",
+                                             database_url=None))
         if app is None:
             return 2
         knowledge = app.extensions["cds"].knowledge
     print(f"ok: knowledge version {knowledge.version} ({len(knowledge.scenarios)} scenarios)")
+    if settings.database_url:
+        print(f"  database: {_database_state(settings)}")
     for name, value in effective_settings(settings).items():
         print(f"  {name} = {value}")
     return 0
 
 
-def _prune() -> int:
+def _database_state(settings: Any) -> str:
+    """The shared database's schema revision, read only (the URL shown without its password)."""
+    from cds_service.state import db as state_db
+    from cds_service.state import migrate
+
+    database = state_db.from_settings(settings)
+    try:
+        revision = migrate.current(database)
+    except state_db.DatabaseError as exc:
+        return f"{database.redacted}: unreachable ({type(exc).__name__})"
+    finally:
+        database.dispose()
+    if migrate.is_current(revision):
+        return f"{database.redacted}: schema revision {revision} (current)"
+    return (f"{database.redacted}: schema revision {revision or 'none'}, needs {migrate.HEAD}: "
+            "run `cds-service migrate`")
+
+
+def _migrate() -> int:
     from cds_service.config import Settings
-    from cds_service.protocol.auth import SqliteReplayCache
-    from cds_service.protocol.feedback import FeedbackStore
+    from cds_service.state import db as state_db
+    from cds_service.state import migrate
 
     settings = Settings.from_env()
-    if not settings.feedback_db.is_file():
+    database = state_db.from_settings(settings)
+    try:
+        before, after = migrate.upgrade(database)
+    except state_db.DatabaseError as exc:
+        print(f"migrate: {database.redacted}: failed ({type(exc).__name__}: {_first_line(exc)})",
+              file=sys.stderr)
+        return 1
+    finally:
+        database.dispose()
+    change = "already current" if before == after else "migrated"
+    print(f"migrate: {database.redacted}: revision {before or 'none'} -> {after} ({change})")
+    return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    # a driver's message names host and database, never the password; keep it to one line
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+
+
+def _prune() -> int:
+    from cds_service.config import Settings
+    from cds_service.protocol.auth import DatabaseReplayCache
+    from cds_service.protocol.feedback import FeedbackStore
+    from cds_service.state import db as state_db
+    from cds_service.state import migrate
+
+    settings = Settings.from_env()
+    if settings.database_url is None and not settings.feedback_db.is_file():
         print(f"prune: nothing to do ({settings.feedback_db} does not exist)")
         return 0
-    removed = FeedbackStore(settings.feedback_db).prune_older_than(settings.retention_days)
-    removed["seen_jti"] = SqliteReplayCache(settings.feedback_db).prune()
+    database = state_db.from_settings(settings)
+    try:
+        migrate.prepare(database, settings.database_auto_migrate)
+        migrate.check(database)
+        removed = FeedbackStore(database).prune_older_than(settings.retention_days)
+        removed["seen_jti"] = DatabaseReplayCache(database).prune()
+    except migrate.SchemaTooOld as exc:
+        raise ConfigError(str(exc)) from None
+    except state_db.DatabaseError as exc:
+        print(f"prune: {database.redacted}: failed ({type(exc).__name__})", file=sys.stderr)
+        return 1
     print(f"prune: older than {settings.retention_days} days: "
           + ", ".join(f"{n} {table}" for table, n in removed.items()))
     return 0
@@ -141,6 +203,10 @@ def effective_settings(settings: Any) -> dict[str, str]:
         value = getattr(settings, f.name)
         if f.name.rsplit("_", 1)[-1] in {"secret", "token", "password"}:
             value = "(set)" if value else "(unset)"
+        elif f.name == "database_url" and value:
+            from cds_service.state.db import redact
+
+            value = redact(value)
         elif isinstance(value, tuple):
             value = ", ".join(map(str, value)) or "(none)"
         shown[f.name] = "(default)" if value is None else str(value)

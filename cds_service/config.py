@@ -93,6 +93,17 @@ class Settings:
     # answer that would go over it is abandoned unparsed and its data marked incomplete.
     fhir_max_bytes: int = 20 * 1024 * 1024
     feedback_db: Path = default_state_dir() / "feedback.sqlite3"
+    # The shared state database of several replicas: postgresql://user:password@host:5432/db
+    # (psycopg 3). None: the SQLite file feedback_db. Never printed or logged with its password.
+    database_url: str | None = field(default=None, repr=False)
+    database_pool_size: int = 2  # kept connections per worker process (PostgreSQL and SQLite)
+    # Seconds to open a connection (PostgreSQL counts whole seconds, at least 2) / that one statement
+    # may run on PostgreSQL: a dead or stuck database costs a hook call at most about these.
+    database_connect_timeout: float = 2.0
+    database_statement_timeout: float = 2.0
+    # PostgreSQL: migrate the schema at start instead of refusing to start on an older one (SQLite,
+    # the embedded default, is always migrated at start).
+    database_auto_migrate: bool = False
     feedback_store_comments: bool = False  # free-text override comments may contain PHI
     # Days an audit record (one per hook call) and a card's feedback link are kept; `cds-service
     # prune` deletes older rows (run it daily). Feedback items themselves are kept.
@@ -188,6 +199,13 @@ class Settings:
             fhir_max_workers=_int(env, "CDS_FHIR_MAX_WORKERS", d.fhir_max_workers),
             fhir_max_bytes=_int(env, "CDS_FHIR_MAX_BYTES", d.fhir_max_bytes),
             feedback_db=_path(env, "CDS_FEEDBACK_DB", d.feedback_db) or d.feedback_db,
+            database_url=_database_url(env, "CDS_DATABASE_URL"),
+            database_pool_size=_int(env, "CDS_DATABASE_POOL_SIZE", d.database_pool_size) or 1,
+            database_connect_timeout=_float(env, "CDS_DATABASE_CONNECT_TIMEOUT", d.database_connect_timeout),
+            database_statement_timeout=_float(
+                env, "CDS_DATABASE_STATEMENT_TIMEOUT", d.database_statement_timeout
+            ),
+            database_auto_migrate=_bool(env, "CDS_DATABASE_AUTO_MIGRATE", d.database_auto_migrate),
             feedback_store_comments=_bool(env, "CDS_FEEDBACK_STORE_COMMENTS", d.feedback_store_comments),
             retention_days=_int(env, "CDS_RETENTION_DAYS", d.retention_days),
             snooze_hours=_hours(env, "CDS_SNOOZE_HOURS", d.snooze_hours),
@@ -235,6 +253,19 @@ def _canonical(env: Mapping[str, str], name: str) -> str | None:
         return None
     if not raw.startswith(("https://", "http://")) or " " in raw:
         raise ConfigError(f"{name} must be an absolute http(s) URL, got {raw!r}")
+    return raw
+
+
+_DATABASE_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://", "sqlite:///")
+
+
+def _database_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(_DATABASE_SCHEMES):
+        # the value itself is not echoed: it may hold a password
+        raise ConfigError(f"{name} must start with postgresql:// (or sqlite:/// for a file)")
     return raw
 
 

@@ -427,7 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The feedback store of a throw-away directory: verifying writes nothing and no earlier
     # dismissal in a real store can silence a card.
     with tempfile.TemporaryDirectory() as scratch:
-        settings = dataclasses.replace(Settings.from_env(), feedback_db=Path(scratch) / "verify.sqlite3")
+        settings = dataclasses.replace(Settings.from_env(), feedback_db=Path(scratch) / "verify.sqlite3",
+                                       database_url=None)
         apps = _Apps(settings)
         for case in cases:
             transport = apps(case.replay.as_of)

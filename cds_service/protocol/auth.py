@@ -16,17 +16,20 @@ import importlib
 import json
 import logging
 import math
-import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
+from sqlalchemy import Float, bindparam, delete
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from cds_service.state import migrate, tables
+from cds_service.state.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -175,52 +178,54 @@ class ReplayCache:
             return True
 
 
-class SqliteReplayCache:
-    """`jti` values seen, shared by every worker process through one SQLite file.
+class DatabaseReplayCache:
+    """`jti` values seen, shared by every worker and replica through the state database.
 
-    A token replayed to another gunicorn worker is caught too. Only (iss, jti, exp) is kept: a
-    nonce, not a credential.
+    One statement decides: INSERT of (iss, jti) that does nothing when a live row holds that pair
+    (the primary key), so of two concurrent uses of a token on any replicas exactly one inserts
+    (rowcount 1) and the other is a replay (rowcount 0); there is no read-then-write race. A row
+    whose token has expired is taken over by the same statement (ON CONFLICT ... DO UPDATE WHERE
+    exp < now). Only (iss, jti, exp) is kept: a nonce, not a credential.
+
+    A database error propagates: the caller answers 503 (an authentication that cannot check for
+    replay fails closed).
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._local = threading.local()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self.path, timeout=5.0)) as db, db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS seen_jti (iss TEXT, jti TEXT, exp REAL, PRIMARY KEY (iss, jti))"
-            )
-        self._inserts = 0
+    PRUNE_EVERY = 200  # inserts per process between deletions of expired rows
 
-    def _connect(self) -> sqlite3.Connection:
-        """This thread's connection, kept open (like the feedback store's): opening, fully syncing
-        and closing one per authenticated call cost milliseconds of blocking I/O on every request.
-        WAL with synchronous=NORMAL survives a crash of the process; a power loss may forget the
-        last few jti values, whose tokens expire within CDS_JWT_MAX_LIFETIME anyway."""
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():  # never across a fork (gunicorn workers)
-            local.db = sqlite3.connect(self.path, timeout=5.0)
-            local.db.execute("PRAGMA synchronous=NORMAL")
-            local.pid = os.getpid()
-        db: sqlite3.Connection = local.db
-        return db
+    def __init__(self, db: Database | Path) -> None:
+        if isinstance(db, Path):
+            db = Database(db)
+            migrate.upgrade(db)
+        self.db = db
+        self.path = db.path
+        insert = sqlite_insert if db.dialect == "sqlite" else pg_insert
+        seen = tables.seen_jti
+        statement = insert(seen)
+        self._first_use = statement.on_conflict_do_update(
+            index_elements=[seen.c.iss, seen.c.jti],
+            set_={"exp": statement.excluded.exp},
+            where=seen.c.exp < bindparam("now", type_=Float),
+        ).execution_options(preserve_rowcount=True)  # rowcount decides: SQLAlchemy keeps it if asked
+        self._prune = delete(seen).where(seen.c.exp < bindparam("now", type_=Float))
+        self._inserts = 0
 
     def first_use(self, iss: str, jti: str, exp: float) -> bool:
         now = time.time()
-        with self._connect() as db:
+        with self.db.begin() as db:
             self._inserts += 1
-            if self._inserts % 200 == 0:
-                db.execute("DELETE FROM seen_jti WHERE exp < ?", (now,))
-            # An expired entry may be reused; a live one means replay.
-            db.execute("DELETE FROM seen_jti WHERE iss = ? AND jti = ? AND exp < ?", (iss, jti, now))
-            cursor = db.execute("INSERT OR IGNORE INTO seen_jti VALUES (?, ?, ?)", (iss, jti, exp))
-            return cursor.rowcount == 1
+            if self._inserts % self.PRUNE_EVERY == 0:
+                db.execute(self._prune, {"now": now})
+            inserted = db.execute(self._first_use, {"iss": iss, "jti": jti, "exp": exp, "now": now})
+            return inserted.rowcount == 1
 
     def prune(self) -> int:
         """Forget the jti values of expired tokens (a replay of those fails on `exp` anyway)."""
-        with self._connect() as db:
-            return db.execute("DELETE FROM seen_jti WHERE exp < ?", (time.time(),)).rowcount
+        with self.db.begin() as db:
+            return db.execute(self._prune, {"now": time.time()}).rowcount
+
+
+SqliteReplayCache = DatabaseReplayCache  # the name before PostgreSQL (tests, scripts)
 
 
 @dataclass
@@ -230,12 +235,12 @@ class Authenticator:
     leeway: int = 30
     max_lifetime: int = 3600
     jwks: JwksCache = field(default_factory=lambda: JwksCache(3600))
-    replay: ReplayCache | SqliteReplayCache = field(default_factory=ReplayCache)
+    replay: ReplayCache | DatabaseReplayCache = field(default_factory=ReplayCache)
 
     @classmethod
     def create(
         cls, clients: Mapping[str, TrustedClient], algorithms: Iterable[str], leeway: int,
-        max_lifetime: int, jwks_ttl: int, replay: ReplayCache | SqliteReplayCache | None = None,
+        max_lifetime: int, jwks_ttl: int, replay: ReplayCache | DatabaseReplayCache | None = None,
     ) -> Authenticator:
         requested = {a.strip().upper() for a in algorithms}
         refused = requested - _ASYMMETRIC

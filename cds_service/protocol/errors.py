@@ -14,6 +14,7 @@ _ISSUE_CODES = {
     413: "too-long",
     415: "not-supported",
     500: "exception",
+    503: "transient",
 }
 
 
@@ -37,6 +38,13 @@ class PreconditionFailed(ProtocolError):
     """Required FHIR data (the Patient) could be had neither from prefetch nor from fhirServer."""
 
     status = 412
+
+
+class Unavailable(ProtocolError):
+    """A dependency (the state database) is down: answered 503 with Retry-After; the client retries."""
+
+    status = 503
+    retry_after = 5  # seconds
 
 
 def operation_outcome(status: int, message: str) -> dict[str, Any]:

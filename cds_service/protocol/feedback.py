@@ -1,6 +1,6 @@
 """Feedback (`POST /cds-services/{id}/feedback`): validation and a durable, idempotent store.
 
-SQLite (stdlib). Tables, joined on the card uuid:
+SQLite (embedded default) or PostgreSQL (cds_service/state/). Tables, joined on the card uuid:
   card_index    card uuid -> rule, scenario, knowledge version, procedure (written at response time)
   feedback      one row per distinct feedback item (a repeat of the same item is ignored)
   card_subject  card uuid -> what makes it "the same card" later (protocol/snooze.py), response time
@@ -18,87 +18,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sqlite3
-import threading
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from sqlalchemy import Engine, Float, bindparam, case, delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
 from cds_service.protocol.errors import InvalidRequest
 from cds_service.protocol.snooze import CardSubject
+from cds_service.state import migrate
+from cds_service.state import tables as t
+from cds_service.state.db import Database
 
 OUTCOMES = ("accepted", "overridden")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS card_index (
-    card_uuid TEXT PRIMARY KEY,
-    service_id TEXT NOT NULL,
-    hook_instance TEXT,
-    rule_id TEXT,
-    scenario_id TEXT,
-    knowledge_version TEXT,
-    procedure_id TEXT,
-    created_at TEXT NOT NULL,
-    indicator TEXT
-);
-CREATE TABLE IF NOT EXISTS feedback (
-    item_key TEXT PRIMARY KEY,
-    service_id TEXT NOT NULL,
-    card_uuid TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    accepted_suggestions TEXT,
-    override_system TEXT,
-    override_code TEXT,
-    override_display TEXT,
-    has_comment INTEGER NOT NULL DEFAULT 0,
-    user_comment TEXT,
-    outcome_timestamp TEXT NOT NULL,
-    client_iss TEXT,
-    received_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS feedback_card ON feedback(card_uuid);
-CREATE TABLE IF NOT EXISTS card_subject (
-    card_uuid TEXT PRIMARY KEY,
-    service_id TEXT NOT NULL,
-    patient_key TEXT NOT NULL,
-    order_codes TEXT NOT NULL,
-    rule_id TEXT NOT NULL,
-    verdict TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS card_subject_age ON card_subject(created_at);
-CREATE TABLE IF NOT EXISTS snooze (
-    patient_key TEXT NOT NULL,
-    order_codes TEXT NOT NULL,
-    rule_id TEXT NOT NULL,
-    verdict TEXT NOT NULL,
-    snoozed_at REAL NOT NULL,
-    PRIMARY KEY (patient_key, order_codes, rule_id, verdict)
-);
-CREATE INDEX IF NOT EXISTS snooze_age ON snooze(snoozed_at);
-CREATE TABLE IF NOT EXISTS audit (
-    hook_instance TEXT,
-    service_id TEXT NOT NULL,
-    hook TEXT,
-    at TEXT NOT NULL,
-    knowledge_version TEXT,
-    rule_ids TEXT NOT NULL,
-    ratings TEXT NOT NULL,
-    card_uuids TEXT NOT NULL,
-    fhir_calls INTEGER NOT NULL,
-    client_iss TEXT,
-    site_config_version TEXT,
-    orders INTEGER NOT NULL DEFAULT 0,
-    missing_facts TEXT NOT NULL DEFAULT '[]',
-    unreadable TEXT NOT NULL DEFAULT '[]',
-    unknown_codes TEXT NOT NULL DEFAULT '[]'
-);
-CREATE INDEX IF NOT EXISTS audit_age ON audit(at);
-"""
 
 
 @dataclass(frozen=True)
@@ -209,64 +145,59 @@ def _is_datetime(value: str) -> bool:
     return "T" in value
 
 
-_TABLES = ("card_index", "feedback", "card_subject", "snooze", "audit")
-
-
 class FeedbackStore:
-    """One connection per thread and process, kept open: safe across threads and forked workers.
+    """Feedback, card index, snooze and audit rows in the state database (SQLite or PostgreSQL).
 
-    Every hook call that returns a card writes the card index. Opening, committing with a full
-    sync and closing a connection per call cost 5-30 ms of blocking I/O, more than the rest of the
-    request; a kept connection in WAL mode with synchronous=NORMAL commits in well under a
-    millisecond. NORMAL keeps the database consistent after a crash of the process; a power loss
-    may lose the last transactions (a few card-index rows or feedback items), never corrupt it.
+    Every hook call that returns a card writes the card index, so writes are short transactions
+    on pooled connections kept open (cds_service/state/db.py). Statements are SQLAlchemy Core on
+    `cds_service.state.tables`, built once: the same code runs on both databases, and the
+    idempotent inserts are each dialect's INSERT ... ON CONFLICT DO NOTHING.
+
+    Built from a path (the embedded SQLite default) the schema is migrated to the current revision
+    on the spot; built from a `Database`, the caller has checked or migrated it (app.py).
     """
 
-    def __init__(self, path: Path, store_comments: bool = False) -> None:
-        self.path = path
+    def __init__(self, db: Database | Path, store_comments: bool = False) -> None:
+        if isinstance(db, Path):
+            db = Database(db)
+            migrate.upgrade(db)
+        self.db = db
+        self.path = db.path  # the SQLite file; None on PostgreSQL
         self.store_comments = store_comments
-        self._local = threading.local()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        insert = sqlite_insert if db.dialect == "sqlite" else pg_insert
+        self._index_card = insert(t.card_index).on_conflict_do_nothing()
+        self._index_subject = insert(t.card_subject).on_conflict_do_nothing()
+        # rowcount of an INSERT is read (new or repeated item): SQLAlchemy keeps it only when asked
+        self._add_feedback = (
+            insert(t.feedback).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
+        )
+        self._audit = t.audit.insert()
+        # A new override snoozes its card's subject; a later override of the same subject moves
+        # the snooze forward, never back (max of both times).
+        upsert = insert(t.snooze).from_select(
+            ["patient_key", "order_codes", "rule_id", "verdict", "snoozed_at"],
+            select(t.card_subject.c.patient_key, t.card_subject.c.order_codes, t.card_subject.c.rule_id,
+                   t.card_subject.c.verdict, bindparam("snooze_at", type_=Float))
+            .where(t.card_subject.c.card_uuid == bindparam("card"),
+                   t.card_subject.c.service_id == bindparam("service")),
+        )
+        self._snooze = upsert.on_conflict_do_update(
+            index_elements=[t.snooze.c.patient_key, t.snooze.c.order_codes, t.snooze.c.rule_id,
+                            t.snooze.c.verdict],
+            set_={"snoozed_at": case((upsert.excluded.snoozed_at > t.snooze.c.snoozed_at,
+                                      upsert.excluded.snoozed_at), else_=t.snooze.c.snoozed_at)},
+        ).execution_options(preserve_rowcount=True)
 
     @property
-    def engine(self) -> Any:
-        """A SQLAlchemy engine on the same database, for reads through `cds_service.state.tables`
-        (the governance view). Built on first use, one per process."""
-        if getattr(self, "_engine_pid", None) != os.getpid():
-            from sqlalchemy import create_engine
-
-            self._engine = create_engine(f"sqlite:///{self.path}")
-            self._engine_pid = os.getpid()
-        return self._engine
-
-    def _db(self) -> sqlite3.Connection:
-        local = self._local
-        # a connection must never cross a fork (gunicorn forks workers after the app is built)
-        if getattr(local, "pid", None) != os.getpid():
-            local.db = sqlite3.connect(self.path, timeout=5.0)
-            local.db.execute("PRAGMA synchronous=NORMAL")
-            local.pid = os.getpid()
-        db: sqlite3.Connection = local.db
-        return db
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        with db:  # commit on success, roll back on error
-            yield db
+    def engine(self) -> Engine:
+        """This process's SQLAlchemy engine on the state database (reads through
+        `cds_service.state.tables`, e.g. the governance view)."""
+        return self.db.engine
 
     def ready(self) -> str | None:
-        """None when the database answers and holds every table this code writes; else why not."""
-        try:
-            rows = self._db().execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
-            tables = {row[0] for row in rows}
-        except sqlite3.Error as exc:
-            return f"database unreachable ({type(exc).__name__})"
-        missing = set(_TABLES) - tables
-        return f"database schema is missing {sorted(missing)}" if missing else None
+        """None when the database answers at the current schema revision with every table this
+        code writes; else why not."""
+        return migrate.problem(self.db)
 
     def index_cards(
         self,
@@ -282,40 +213,44 @@ class FeedbackStore:
             return
         now = _now()
         rows = [
-            (uuid, service_id, hook_instance, meta.get("rule_id"), meta.get("scenario_id"),
-             meta.get("knowledge_version"), meta.get("procedure_id"), now, meta.get("indicator"))
+            {"card_uuid": uuid, "service_id": service_id, "hook_instance": hook_instance,
+             "rule_id": meta.get("rule_id"), "scenario_id": meta.get("scenario_id"),
+             "knowledge_version": meta.get("knowledge_version"), "procedure_id": meta.get("procedure_id"),
+             "created_at": now, "indicator": meta.get("indicator")}
             for uuid, meta in card_index.items()
         ]
-        with self._connect() as db:
-            db.executemany("INSERT OR IGNORE INTO card_index VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        with self.db.begin() as db:
+            db.execute(self._index_card, rows)
             if subjects and at is not None:
-                db.executemany(
-                    "INSERT OR IGNORE INTO card_subject VALUES (?,?,?,?,?,?,?)",
-                    [(uuid, service_id, *subject, at) for uuid, subject in subjects.items()],
-                )
+                db.execute(self._index_subject, [
+                    {"card_uuid": uuid, "service_id": service_id, "patient_key": s.patient_key,
+                     "order_codes": s.order_codes, "rule_id": s.rule_id, "verdict": s.verdict,
+                     "created_at": at}
+                    for uuid, s in subjects.items()
+                ])
 
     def audit(self, entry: AuditEntry) -> None:
         """One row per hook call: what advice was given, from which rules and knowledge version.
 
         Codes and ids of rules only: no patient, user or order identifier, no token, no card text.
         """
-        with self._connect() as db:
-            db.execute(
-                "INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (entry.hook_instance, entry.service_id, entry.hook, _now(), entry.knowledge_version,
-                 json.dumps(list(entry.rule_ids)), json.dumps([dict(r) for r in entry.ratings]),
-                 json.dumps(list(entry.card_uuids)), entry.fhir_calls, entry.client_iss,
-                 entry.site_config_version, entry.orders, json.dumps(list(entry.missing_facts)),
-                 json.dumps(list(entry.unreadable)), json.dumps(list(entry.unknown_codes))),
-            )
+        row = {
+            "hook_instance": entry.hook_instance, "service_id": entry.service_id, "hook": entry.hook,
+            "at": _now(), "knowledge_version": entry.knowledge_version,
+            "rule_ids": json.dumps(list(entry.rule_ids)),
+            "ratings": json.dumps([dict(r) for r in entry.ratings]),
+            "card_uuids": json.dumps(list(entry.card_uuids)), "fhir_calls": entry.fhir_calls,
+            "client_iss": entry.client_iss, "site_config_version": entry.site_config_version,
+            "orders": entry.orders, "missing_facts": json.dumps(list(entry.missing_facts)),
+            "unreadable": json.dumps(list(entry.unreadable)),
+            "unknown_codes": json.dumps(list(entry.unknown_codes)),
+        }
+        with self.db.begin() as db:
+            db.execute(self._audit, row)
 
     def audit_rows(self) -> list[dict[str, Any]]:
-        with self._connect() as db:
-            db.row_factory = sqlite3.Row
-            try:
-                return [dict(r) for r in db.execute("SELECT * FROM audit ORDER BY at")]
-            finally:
-                db.row_factory = None
+        with self.db.connect() as db:
+            return [dict(r) for r in db.execute(select(t.audit).order_by(t.audit.c.at)).mappings()]
 
     def prune_older_than(self, days: float) -> dict[str, int]:
         """Retention: forget audit rows, card links and snooze subjects older than `days`.
@@ -325,34 +260,34 @@ class FeedbackStore:
         """
         cutoff = datetime.now(UTC) - timedelta(days=days)
         iso, epoch = cutoff.isoformat(timespec="milliseconds"), cutoff.timestamp()
-        with self._connect() as db:
+        index = t.card_index
+        with self.db.begin() as db:
             return {
-                "audit": db.execute("DELETE FROM audit WHERE at < ?", (iso,)).rowcount,
-                "card_index": db.execute("DELETE FROM card_index WHERE created_at < ?", (iso,)).rowcount,
+                "audit": db.execute(delete(t.audit).where(t.audit.c.at < iso)).rowcount,
+                "card_index": db.execute(delete(index).where(index.c.created_at < iso)).rowcount,
                 "card_subject": db.execute(
-                    "DELETE FROM card_subject WHERE created_at < ?", (epoch,)
+                    delete(t.card_subject).where(t.card_subject.c.created_at < epoch)
                 ).rowcount,
             }
 
     def snoozed(self, subjects: Iterable[CardSubject], since: float) -> set[CardSubject]:
         wanted = set(subjects)
-        found: set[CardSubject] = set()
-        with self._connect() as db:
-            for key in sorted({s.patient_key for s in wanted}):  # one patient per call in practice
-                found.update(
-                    CardSubject(*row) for row in db.execute(
-                        "SELECT patient_key, order_codes, rule_id, verdict FROM snooze "
-                        "WHERE patient_key = ? AND snoozed_at >= ?",
-                        (key, since),
-                    )
-                )
+        keys = sorted({s.patient_key for s in wanted})  # one patient per call in practice
+        if not keys:
+            return set()
+        s = t.snooze.c
+        query = select(s.patient_key, s.order_codes, s.rule_id, s.verdict).where(
+            s.patient_key.in_(keys), s.snoozed_at >= since
+        )
+        with self.db.connect() as db:
+            found = {CardSubject._make(row) for row in db.execute(query)}
         return found & wanted
 
     def prune(self, snoozed_before: float, subjects_before: float) -> None:
         """Forget expired snoozes and the subjects of cards too old to be dismissed usefully."""
-        with self._connect() as db:
-            db.execute("DELETE FROM snooze WHERE snoozed_at < ?", (snoozed_before,))
-            db.execute("DELETE FROM card_subject WHERE created_at < ?", (subjects_before,))
+        with self.db.begin() as db:
+            db.execute(delete(t.snooze).where(t.snooze.c.snoozed_at < snoozed_before))
+            db.execute(delete(t.card_subject).where(t.card_subject.c.created_at < subjects_before))
 
     def record(
         self,
@@ -367,45 +302,42 @@ class FeedbackStore:
         `accepted` never does, and a repeat of an item does not extend the snooze."""
         now = _now()
         new = snoozes = 0
-        with self._connect() as db:
+        c = t.card_index.c
+        with self.db.begin(durable=True) as db:
             cards = sorted({item.card for item in items})
-            marks = ",".join("?" * len(cards))
-            known = {row[0] for row in db.execute(
-                f"SELECT card_uuid FROM card_index WHERE service_id = ? AND card_uuid IN ({marks})",
-                (service_id, *cards),
-            )}
+            known: set[str] = set(db.scalars(
+                select(c.card_uuid).where(c.service_id == service_id, c.card_uuid.in_(cards))
+            ))
             issued = [item for item in items if item.card in known]
             for item in issued:
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO feedback VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (item.key(service_id), service_id, item.card, item.outcome,
-                     json.dumps(sorted(item.accepted_suggestions)) if item.accepted_suggestions else None,
-                     item.override_system, item.override_code, item.override_display,
-                     int(bool(item.user_comment)),
-                     item.user_comment if self.store_comments else None,
-                     item.outcome_timestamp, client_iss, now),
-                )
-                new += cursor.rowcount
-                if cursor.rowcount and item.outcome == "overridden" and snooze_at is not None:
+                inserted = db.execute(self._add_feedback, {
+                    "item_key": item.key(service_id), "service_id": service_id, "card_uuid": item.card,
+                    "outcome": item.outcome,
+                    "accepted_suggestions": json.dumps(sorted(item.accepted_suggestions))
+                    if item.accepted_suggestions else None,
+                    "override_system": item.override_system, "override_code": item.override_code,
+                    "override_display": item.override_display, "has_comment": int(bool(item.user_comment)),
+                    "user_comment": item.user_comment if self.store_comments else None,
+                    "outcome_timestamp": item.outcome_timestamp, "client_iss": client_iss,
+                    "received_at": now,
+                }).rowcount
+                new += inserted
+                if inserted and item.outcome == "overridden" and snooze_at is not None:
                     snoozes += db.execute(
-                        "INSERT INTO snooze SELECT patient_key, order_codes, rule_id, verdict, ? "
-                        "FROM card_subject WHERE card_uuid = ? AND service_id = ? AND true "
-                        "ON CONFLICT DO UPDATE SET snoozed_at = max(snoozed_at, excluded.snoozed_at)",
-                        (snooze_at, item.card, service_id),
+                        self._snooze, {"snooze_at": snooze_at, "card": item.card, "service": service_id}
                     ).rowcount
         return Recorded(stored=new, unknown=len(items) - len(issued), snoozed=snoozes)
 
     def rows(self) -> list[dict[str, Any]]:
         """Feedback joined to the rule that produced each card (for review and tests)."""
-        with self._connect() as db:
-            cursor = db.cursor()
-            cursor.row_factory = sqlite3.Row
-            cursor.execute(
-                "SELECT f.*, c.rule_id, c.scenario_id, c.knowledge_version, c.procedure_id "
-                "FROM feedback f LEFT JOIN card_index c ON c.card_uuid = f.card_uuid "
-                "ORDER BY f.received_at, f.item_key"
-            )
-            return [dict(row) for row in cursor.fetchall()]
+        f, c = t.feedback, t.card_index.c
+        query = (
+            select(f, c.rule_id, c.scenario_id, c.knowledge_version, c.procedure_id)
+            .select_from(f.outerjoin(t.card_index, c.card_uuid == f.c.card_uuid))
+            .order_by(f.c.received_at, f.c.item_key)
+        )
+        with self.db.connect() as db:
+            return [dict(r) for r in db.execute(query).mappings()]
 
 
 def _now() -> str:

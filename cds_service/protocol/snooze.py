@@ -23,11 +23,12 @@ import hashlib
 import hmac
 import logging
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
+
+from cds_service.state.db import DatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class Snoozer:
             return Shown(body, index, subjects)
         try:
             snoozed = self.store.snoozed(subjects.values(), self.clock() - self.window_seconds)
-        except sqlite3.Error as exc:
+        except DatabaseError as exc:
             # Guidance first: show every card. The message names no patient, only the call.
             log.error("snooze store unavailable, cards shown (hookInstance=%s): %s", hook_instance[:100],
                       type(exc).__name__)
@@ -159,6 +160,6 @@ class Snoozer:
         self._pruned_at = now
         try:
             self.store.prune(now - self.window_seconds, now - max(self.window_seconds, SUBJECT_MIN_SECONDS))
-        except sqlite3.Error as exc:
+        except DatabaseError as exc:
             log.error("could not prune the snooze store (hookInstance=%s): %s", hook_instance[:100],
                       type(exc).__name__)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,13 +16,14 @@ from cds_service.model import EngineResult, HookRequest
 from cds_service.protocol import access_log, audit, metrics
 from cds_service.protocol.auth import Authenticator, AuthError, Caller
 from cds_service.protocol.discovery import SERVICES, SERVICES_BY_ID, PrefetchTemplate, ServiceDefinition
-from cds_service.protocol.errors import ProtocolError
+from cds_service.protocol.errors import ProtocolError, Unavailable
 from cds_service.protocol.feedback import AuditEntry, FeedbackStore, parse_feedback
 from cds_service.protocol.json_input import parse_json_body
 from cds_service.protocol.prefetch import gather_record
 from cds_service.protocol.request import ParsedCall, parse_hook_request
 from cds_service.protocol.response import build_body, enforce_contract
 from cds_service.protocol.snooze import Shown, Snoozer
+from cds_service.state.db import DatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,13 @@ def _authenticate() -> Caller | None:
     except AuthError as exc:
         access_log.note(auth=str(exc))
         raise Unauthorized() from exc
+    except DatabaseError as exc:
+        # The jti replay check needs the shared database: without it a replayed token could pass,
+        # so authentication fails closed (503, the client retries), never open.
+        log.error("JWT replay check failed: state database unavailable (%s)", type(exc).__name__)
+        access_log.note(auth="replay check unavailable")
+        raise Unavailable("The service cannot check this token now (state database unavailable); "
+                          "retry later") from exc
     access_log.note(auth="ok")
     return caller
 
@@ -152,7 +159,7 @@ def invoke(service_id: str) -> Response:
             service.id, call.request.hook_instance, shown.card_index, shown.subjects,
             state.snoozer.clock() if state.snoozer else None,
         )
-    except sqlite3.Error:
+    except DatabaseError:
         # The guidance matters more than its feedback link: answer anyway, and say so in the log.
         log.exception("could not index cards for feedback")
     audited = _audit(
@@ -177,7 +184,7 @@ def _audit(
                          body, fhir_calls, caller.iss if caller else None, result)
     try:
         state.feedback.audit(record)
-    except sqlite3.Error:
+    except DatabaseError:
         # Guidance is never held back by its audit trail; the gap is in the log, by hookInstance.
         log.exception("could not write the audit record")
     return record
@@ -191,9 +198,15 @@ def feedback(service_id: str) -> Response:
     settings = _state().settings
     items = parse_feedback(_json_body(), settings.max_feedback_items, settings.max_comment_chars)
     snoozer = _state().snoozer
-    recorded = _state().feedback.record(
-        service.id, items, caller.iss if caller else None, snoozer.now() if snoozer else None
-    )
+    try:
+        recorded = _state().feedback.record(
+            service.id, items, caller.iss if caller else None, snoozer.now() if snoozer else None
+        )
+    except DatabaseError as exc:
+        # Nothing was stored (one transaction): the client may send the same items again.
+        log.error("could not record feedback: state database unavailable (%s)", type(exc).__name__)
+        raise Unavailable("Feedback could not be stored now (state database unavailable); "
+                          "send it again later") from exc
     access_log.note(
         feedback_items=len(items), feedback_new=recorded.stored, feedback_unknown=recorded.unknown,
         feedback_snoozed=recorded.snoozed or None,

@@ -403,9 +403,10 @@ def test_jti_store_keeps_one_connection_per_thread_and_process(tmp_path):
 
     cache = SqliteReplayCache(tmp_path / "jti.sqlite3")
     exp = time.time() + 300
-    assert cache._connect() is cache._connect()  # kept, not reopened per call
-    assert cache._connect().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert cache._connect().execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    with cache.db.connect() as first, cache.db.connect() as second:
+        assert first is second  # kept, not reopened per call
+        assert first.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert first.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
     results: list[bool] = []
     threads = [threading.Thread(target=lambda: results.append(cache.first_use("iss", "same", exp)))
                for _ in range(8)]

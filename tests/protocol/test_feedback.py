@@ -3,9 +3,11 @@ import sqlite3
 import threading
 
 import pytest
+from sqlalchemy import func, select
 
 from cds_service.model import EngineResult
 from cds_service.protocol.feedback import FeedbackStore, parse_feedback
+from cds_service.state.tables import card_index
 
 from .conftest import BASE, full_prefetch, hook_request
 
@@ -98,8 +100,8 @@ def test_feedback_is_linked_to_the_rule_and_knowledge_version(make_app, monkeypa
     row = store(app).rows()[0]
     assert {k: row[k] for k in meta} == meta
     assert row["service_id"] == "imaging-appropriateness"
-    with store(app)._connect() as db:
-        stored = db.execute("SELECT * FROM card_index").fetchall()
+    with store(app).db.connect() as db:
+        stored = db.execute(select(card_index)).fetchall()
     assert body["context"]["patientId"] not in repr(stored)
 
 
@@ -153,10 +155,8 @@ def test_card_index_failure_does_not_block_guidance(make_app, monkeypatch, tmp_p
                         lambda *_: EngineResult(cards=(card,), card_index={CARD: {"rule_id": "r"}}))
     app = make_app()
 
-    def unreachable():
-        raise sqlite3.OperationalError("disk I/O error")  # the database became unreachable
-
-    monkeypatch.setattr(store(app), "_db", unreachable)
+    with sqlite3.connect(store(app).path) as db:  # the card index cannot be written any more
+        db.execute("DROP TABLE card_index")
     response = app.test_client().post("/cds-services/imaging-appropriateness",
                                       json=hook_request(prefetch=full_prefetch()))
     assert response.status_code == 200
@@ -182,7 +182,7 @@ def test_kept_connections_serve_threads_and_forked_workers(tmp_path):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     fresh = FeedbackStore(tmp_path / "fb.sqlite3")
-    with fresh._connect() as db:
-        assert db.execute("SELECT count(*) FROM card_index").fetchone()[0] == 160
+    with fresh.db.connect() as db:
+        assert db.execute(select(func.count()).select_from(card_index)).scalar() == 160
     rows = fresh.rows()
     assert [(r["card_uuid"], r["rule_id"]) for r in rows] == [("card-3-7", "r")]

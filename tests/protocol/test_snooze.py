@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from cds_service import replay
 from cds_service.bundle_search import BundleStore
@@ -234,7 +235,7 @@ def test_the_store_holds_no_patient_id(world):
 
 def test_a_store_failure_shows_the_card_and_logs_only_the_hook_instance(world, monkeypatch, caplog):
     def unavailable(*_: Any) -> set:
-        raise sqlite3.OperationalError("database is locked")
+        raise OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked"))
 
     snoozed_after_override(world)
     monkeypatch.setattr(world.snoozer(world.a).store, "snoozed", unavailable)

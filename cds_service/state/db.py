@@ -1,0 +1,212 @@
+"""The state database: one SQLAlchemy engine per process on SQLite (embedded) or PostgreSQL.
+
+SQLite (`CDS_FEEDBACK_DB`, the default) is a file beside the service: WAL journal, synchronous=NORMAL
+and pooled connections kept open, because the card index is written on the request path and a
+connection opened, fully synced and closed per call cost 5-30 ms. PostgreSQL (`CDS_DATABASE_URL`)
+is shared by every replica; its connections are pooled per worker process, with bounded connect and
+statement timeouts so a dead database costs a hook call at most those seconds, never a hung worker.
+
+gunicorn forks its workers after the app (and so this object) is built: a pooled connection must
+never be shared by two processes, so the first use in a new process drops the inherited pool
+without closing its connections (they belong to the parent) and opens its own.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+# What a database failure raises, whatever the backend: SQLAlchemy wraps the driver's errors
+# (sqlite3, psycopg) and adds its own (pool timeout). Callers that must not fail on the database
+# (guidance, audit) catch this.
+DatabaseError = SQLAlchemyError
+
+if TYPE_CHECKING:
+    from cds_service.config import Settings
+
+SQLITE_BUSY_SECONDS = 5.0  # a writer waits this long for another process's write lock
+
+
+class DatabaseConfigError(ValueError):
+    """CDS_DATABASE_URL is not a database this service can use."""
+
+
+@dataclass(frozen=True)
+class DatabaseOptions:
+    pool_size: int = 2  # kept connections per worker process (sync workers: one request at a time)
+    max_overflow: int = 4  # extra connections under concurrent use (threads in one process)
+    connect_timeout: float = 2.0  # seconds to open a connection (libpq counts whole seconds, min 2)
+    statement_timeout: float = 2.0  # seconds a statement may run on PostgreSQL
+    pool_timeout: float = 2.0  # seconds to wait for a free pooled connection
+
+
+def normalise_url(raw: str) -> URL:
+    """`postgresql://` and `postgres://` use psycopg 3; `sqlite:///path` is accepted too."""
+    try:
+        url = make_url(raw.strip())
+    except ArgumentError as exc:
+        raise DatabaseConfigError(f"CDS_DATABASE_URL is not a database URL ({type(exc).__name__})") from None
+    backend = url.get_backend_name()
+    if backend in {"postgresql", "postgres"}:
+        if url.get_driver_name() not in {"psycopg", ""} and "+" in url.drivername:
+            raise DatabaseConfigError("CDS_DATABASE_URL: only the psycopg (3) driver is supported")
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            raise DatabaseConfigError("CDS_DATABASE_URL: a SQLite URL needs a file (sqlite:////path/state.db)")
+        return url.set(drivername="sqlite")
+    raise DatabaseConfigError(
+        f"CDS_DATABASE_URL must be postgresql://... or sqlite:///..., not {url.drivername}://"
+    )
+
+
+def redact(url: str | URL) -> str:
+    """The URL as it may be printed or logged: the password replaced by ***."""
+    try:
+        parsed = url if isinstance(url, URL) else make_url(url)
+    except ArgumentError:
+        return "(unparseable URL)"
+    return parsed.render_as_string(hide_password=True)
+
+
+def from_settings(settings: Settings) -> Database:
+    """CDS_DATABASE_URL when set, else the SQLite file CDS_FEEDBACK_DB."""
+    options = DatabaseOptions(
+        pool_size=settings.database_pool_size,
+        connect_timeout=settings.database_connect_timeout,
+        statement_timeout=settings.database_statement_timeout,
+        pool_timeout=settings.database_connect_timeout,
+    )
+    return Database(settings.database_url or settings.feedback_db, options)
+
+
+class Database:
+    """Where the state lives; `engine` is this process's engine (pooled connections)."""
+
+    def __init__(self, url: str | URL | Path, options: DatabaseOptions | None = None) -> None:
+        if isinstance(url, Path):
+            url.parent.mkdir(parents=True, exist_ok=True)
+            url = URL.create("sqlite", database=str(url))
+        self.url = normalise_url(url) if isinstance(url, str) else url
+        self.options = options or DatabaseOptions()
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+        self._pid = 0
+        self._local = threading.local()
+
+    @classmethod
+    def sqlite(cls, path: Path) -> Database:
+        return cls(path)
+
+    @property
+    def dialect(self) -> str:
+        return "postgresql" if self.url.get_backend_name() == "postgresql" else "sqlite"
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file; None on PostgreSQL."""
+        return Path(self.url.database) if self.dialect == "sqlite" and self.url.database else None
+
+    @property
+    def redacted(self) -> str:
+        return redact(self.url)
+
+    @property
+    def engine(self) -> Engine:
+        engine, pid = self._engine, os.getpid()
+        if engine is not None and self._pid == pid:
+            return engine
+        with self._lock:
+            if self._engine is None:
+                self._engine = self._create()
+            elif self._pid != pid:
+                # Forked: forget the parent's pooled connections without closing them under it.
+                self._engine.dispose(close=False)
+            self._pid = pid
+            return self._engine
+
+    @contextmanager
+    def begin(self, durable: bool = False) -> Iterator[Connection]:
+        """A connection in a transaction: committed on success, rolled back on error.
+
+        PostgreSQL sessions commit asynchronously (synchronous_commit=off, set at connect): the
+        card index, audit rows and jti values written on the request path do not wait for the
+        server's WAL flush, like SQLite's synchronous=NORMAL; a crash of the server may lose the
+        last fraction of a second of them, never corrupt or reorder. Other sessions see a commit
+        at once either way, so a jti is refused on every replica as soon as it is stored.
+        `durable`: wait for the flush (feedback, the governance record)."""
+        with self.connect() as conn, conn.begin():
+            if durable and self.dialect == "postgresql":
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
+            yield conn
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection of this thread and process. SQLite: the thread's own, kept open between
+        calls (a pool checkout and reset per call cost about as much as the write itself); on
+        PostgreSQL one from the pool, checked before use (pool_pre_ping) and returned after."""
+        if self.dialect != "sqlite":
+            with self.engine.connect() as pooled:
+                yield pooled
+            return
+        local, pid = self._local, os.getpid()
+        if getattr(local, "pid", None) != pid or local.conn.closed:
+            local.conn, local.pid = self.engine.connect(), pid
+        kept: Connection = local.conn
+        try:
+            yield kept
+        finally:
+            if kept.in_transaction():  # a read left its implicit transaction open: end it
+                kept.rollback()
+
+    def dispose(self) -> None:
+        """Close this process's pooled connections (tests, shutdown)."""
+        if self._engine is not None and self._pid == os.getpid():
+            self._engine.dispose()
+
+    def _create(self) -> Engine:
+        o = self.options
+        if self.dialect == "sqlite":
+            # No pool: each thread keeps its own connection (connect()), opened once.
+            engine = create_engine(
+                self.url, poolclass=NullPool,
+                connect_args={"timeout": SQLITE_BUSY_SECONDS, "check_same_thread": False},
+            )
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        statement_ms = max(1, round(o.statement_timeout * 1000))
+        return create_engine(
+            self.url,
+            pool_size=o.pool_size,
+            max_overflow=o.max_overflow,
+            pool_timeout=o.pool_timeout,
+            # A connection the server dropped (restart, failover, idle timeout) is found before use
+            # and replaced, instead of failing the first call after every outage.
+            pool_pre_ping=True,
+            pool_recycle=1800,
+            connect_args={
+                "connect_timeout": max(2, round(o.connect_timeout)),
+                "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}"
+                " -c synchronous_commit=off",
+                "application_name": "cds-service",
+            },
+        )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the writer and survives a crash of the process; NORMAL syncs at
+    # checkpoints, not at each commit (a power loss may lose the last transactions, not corrupt).
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

@@ -1,0 +1,97 @@
+"""A PostgreSQL outage: guidance never waits for the database; feedback and JWT checks say 503."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import replace
+
+import pytest
+
+from cds_service.app import create_app
+from cds_service.config import Settings
+from tests.pg_cluster import free_port
+from tests.protocol.conftest import Signer
+
+from . import support
+
+BASE = "https://cds.example.org"
+
+
+@pytest.fixture
+def down_url() -> str:
+    """A PostgreSQL URL where nothing listens (the database is down)."""
+    return f"postgresql://postgres@127.0.0.1:{free_port()}/cds"
+
+
+def _app(url: str, tmp_path, **overrides):
+    settings = replace(Settings(), database_url=url, feedback_db=tmp_path / "unused.sqlite3",
+                       today=support.case().as_of, public_base_url=BASE, **overrides)
+    return create_app(settings).test_client()
+
+
+def test_hook_answers_with_cards_and_feedback_is_503_with_retry_after(down_url, tmp_path, caplog):
+    with caplog.at_level(logging.ERROR):
+        client = _app(down_url, tmp_path)  # starts: the database is only needed for state
+    assert "unreachable at start" in caplog.text
+    started = time.monotonic()
+    with caplog.at_level(logging.ERROR):
+        hook = client.post(support.HOOK, json=support.hook_request())
+    assert hook.status_code == 200
+    cards = hook.get_json()["cards"]
+    assert cards
+    assert "could not index cards for feedback" in caplog.text
+    assert "could not write the audit record" in caplog.text
+    feedback = client.post(support.FEEDBACK, json={"feedback": [support.accepted(cards[0])]})
+    assert feedback.status_code == 503
+    assert int(feedback.headers["Retry-After"]) > 0
+    outcome = feedback.get_json()
+    assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "transient"
+    assert "send it again" in outcome["issue"][0]["diagnostics"]
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "unreachable" in ready.get_json()["checks"]["database"]
+    assert client.get("/healthz").status_code == 200
+    # a refused connection fails at once; a silent host is bounded by the connect timeout
+    assert time.monotonic() - started < 10
+
+
+def test_jwt_replay_check_fails_closed_during_an_outage(down_url, tmp_path):
+    signer = Signer()
+    trusted = tmp_path / "trusted.json"
+    trusted.write_text(json.dumps({signer.iss: {"jwks": signer.jwks}}))
+    client = _app(down_url, tmp_path, trusted_clients=trusted)
+    response = client.get("/cds-services", headers=signer.auth(f"{BASE}/cds-services"))
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert response.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_the_password_of_an_unreachable_database_is_not_logged(tmp_path, caplog):
+    url = f"postgresql://cds:pw-not-for-logs@127.0.0.1:{free_port()}/cds"
+    with caplog.at_level(logging.DEBUG):
+        client = _app(url, tmp_path)
+        client.post(support.HOOK, json=support.hook_request())
+        client.get("/readyz")
+    assert "pw-not-for-logs" not in caplog.text
+    assert "cds:***@127.0.0.1" in caplog.text
+
+
+def test_service_recovers_when_postgresql_comes_back(tmp_path):
+    """Stop the server under a running app, then start it again: the pool reconnects by itself."""
+    from tests.pg_cluster import PgCluster, available
+
+    if available():
+        pytest.skip(available())
+    with PgCluster() as cluster:
+        url = cluster.create_database("cds")
+        client = _app(url, tmp_path, database_auto_migrate=True)
+        cards = client.post(support.HOOK, json=support.hook_request()).get_json()["cards"]
+        feedback = {"feedback": [support.accepted(cards[0])]}
+        cluster.pause()
+        assert client.post(support.HOOK, json=support.hook_request()).status_code == 200
+        assert client.post(support.FEEDBACK, json=feedback).status_code == 503
+        assert client.get("/readyz").status_code == 503
+        cluster.resume()
+        response = client.post(support.FEEDBACK, json=feedback)
+        assert response.status_code == 200 and response.get_json()["stored"] == 1
+        assert client.get("/readyz").status_code == 200

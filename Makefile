@@ -29,7 +29,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check cds_service tests bench deploy
 
-# Benchmark against the framework floor (issue 5; docs/performance.md). Under 3 minutes.
+# Benchmark against the framework floor (issue 5; docs/performance.md), then the PostgreSQL arms
+# (issue 13, bench/pgstate.py: a throwaway cluster; skipped where PostgreSQL's binaries are missing).
+# About 5 minutes on 2 cores; BENCH_ARGS="--no-pg-arms" leaves the PostgreSQL arms out.
 # Append the report to the doc: make bench BENCH_ARGS="--append docs/performance.md"
 BENCH_ARGS ?=
 bench: $(STAMP)

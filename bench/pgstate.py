@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -149,8 +150,9 @@ def _replicas(args: argparse.Namespace, tmp: Path, url: str, cluster: Any, path:
             run.gunicorn(run.SERVICE_APP, 2, _env(tmp, url, "replica-w2"), tmp) as w2:
         for server in (a, b, w2):  # warm-up: the first calls load what a worker loads at first use
             run.drive(server, path, body_file, 0, 1.0, args.warmup, cycle=True)
-        seconds = args.duration / max(1, args.rounds)
-        for _ in range(max(1, args.rounds)):
+        rounds = max(1, args.rounds) + 2  # short rounds, more of them: drift spreads over all shapes
+        seconds = args.duration / rounds
+        for _ in range(rounds):
             for shape, servers in zip(shapes, ([a], [w2], [a, b]), strict=True):
                 workers = [pid for server in servers for pid in server.worker_pids()]
                 db_before = run.cpu_seconds(_postmaster_pids(cluster))
@@ -162,12 +164,13 @@ def _replicas(args: argparse.Namespace, tmp: Path, url: str, cluster: Any, path:
                     svc_ms.append((run.cpu_seconds(workers) - svc_before) * 1000 / ok)
                 if errors:
                     notes.append(f"Note: {errors} errors with {shape}.")
-    mean = {shape: _mean(values) for shape, values in rates.items()}
+    # median of rounds: one round slowed by another process on the machine does not move it
+    mean = {shape: statistics.median(values) for shape, values in rates.items()}
     return [
         *notes,
         "Replicas on one PostgreSQL (closed loop, one client per worker, rounds alternating):",
         "",
-        "| shape | req/s (mean of rounds) | rounds |",
+        "| shape | req/s (median of rounds) | rounds |",
         "|---|---:|---|",
         *(f"| {shape} | {mean[shape]:.1f} | {', '.join(f'{r:.0f}' for r in rates[shape])} |"
           for shape in shapes),

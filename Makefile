@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench docs report compose-check clean
+.PHONY: install run test test-browser lint bench docs report compose-check clean
 
 PORT ?= 8080
 
@@ -25,6 +25,12 @@ test: $(STAMP)
 	$(BIN)/ruff check cds_service tests bench deploy
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# The governance dashboard in headless Chromium (tests/browser; `make test` runs it too). The
+# screenshot and the downloaded CSV are kept under test-output/ (pytest's --basetemp).
+test-browser: $(STAMP)
+	mkdir -p test-output
+	$(BIN)/python -m pytest tests/browser --basetemp=test-output/browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check cds_service tests bench deploy
@@ -50,4 +56,4 @@ docs: $(STAMP)
 	$(BIN)/python -m cds_service.knowledge.docs
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info test-output

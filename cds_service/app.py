@@ -49,6 +49,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         migrate.prepare(database, settings.database_auto_migrate)
     except migrate.SchemaTooOld as exc:
         raise ConfigError(str(exc)) from None
+    finally:
+        # `serve` builds the app in the gunicorn master and forks: no connection stays open there
+        database.dispose()
     authenticator = None
     if settings.trusted_clients is not None:
         _require_public_url(settings)

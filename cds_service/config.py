@@ -96,7 +96,7 @@ class Settings:
     # The shared state database of several replicas: postgresql://user:password@host:5432/db
     # (psycopg 3). None: the SQLite file feedback_db. Never printed or logged with its password.
     database_url: str | None = field(default=None, repr=False)
-    database_pool_size: int = 2  # kept connections per worker process (PostgreSQL and SQLite)
+    database_pool_size: int = 2  # PostgreSQL connections kept per worker process (SQLite: one per thread)
     # Seconds to open a connection (PostgreSQL counts whole seconds, at least 2) / that one statement
     # may run on PostgreSQL: a dead or stuck database costs a hook call at most about these.
     database_connect_timeout: float = 2.0

@@ -86,6 +86,18 @@ def test_check_and_replay_run_from_the_installed_wheel(installed: Path, tmp_path
     assert any("rating" in d for d in rated), rated
 
 
+def test_the_installed_wheel_renders_the_governance_dashboard(installed: Path, tmp_path: Path) -> None:
+    # the Jinja2 templates are package data: a wheel without them answers /admin/ with a 500
+    code = ("from pathlib import Path; from cds_service.app import create_app; "
+            "from cds_service.config import Settings; "
+            "app = create_app(Settings(feedback_db=Path('state.sqlite3'), cache_dir=None)); "
+            "r = app.test_client().get('/admin/'); "
+            "print(r.status_code, 'id=\"rules\"' in r.get_data(as_text=True))")
+    out = subprocess.run([str(installed / "bin" / "python"), "-c", code], cwd=tmp_path,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-2:] == ["200", "True"], out.stdout + out.stderr
+
+
 def test_version_flag(installed: Path, tmp_path: Path) -> None:
     out = _run(installed, tmp_path, "--version")
     assert out.returncode == 0

@@ -31,7 +31,12 @@ def share_bar(rows: list[Row], width: int = 640, height: int = 26) -> str:
                      f'fill="{SHARE_COLOURS.get(str(r["key"]), "#607d8b")}"><title>{label}</title></rect>')
         x += w
     legend = " · ".join(f"{r['key']} {r['share']:.1f}%" for r in rows if r["share"] is not None)
-    return (f'<svg id="rated-share-chart" role="img" width="{width}" height="{height}" '
+    for i, r in enumerate(rows):  # a key under the bar: colour square and name
+        lx, name = i * width / len(rows), escape(str(r["key"]))
+        parts.append(f'<rect x="{lx:.1f}" y="{height + 6}" width="10" height="10" '
+                     f'fill="{SHARE_COLOURS.get(str(r["key"]), "#607d8b")}"/>'
+                     f'<text x="{lx + 14:.1f}" y="{height + 15}" font-size="11">{name}</text>')
+    return (f'<svg id="rated-share-chart" role="img" width="{width}" height="{height + 20}" '
             f'aria-label="{escape(title)}: {escape(legend)}">{"".join(parts)}</svg>')
 
 
@@ -61,5 +66,7 @@ def weekly_bars(rows: list[Row], width: int = 640, height: int = 120) -> str:
     parts.append(f'<text x="0" y="{height - 4}" font-size="11">{first}</text>')
     if len(rows) > 1:
         parts.append(f'<text x="{width}" y="{height - 4}" font-size="11" text-anchor="end">{last}</text>')
+    parts.append(f'<text x="{width / 2:.0f}" y="{height - 4}" font-size="11" text-anchor="middle">'
+                 'light: cards · dark: accepted</text>')
     return (f'<svg id="weekly-chart" role="img" width="{width}" height="{height}" '
             f'aria-label="Cards per week (dark: accepted), {first} to {last}">{"".join(parts)}</svg>')

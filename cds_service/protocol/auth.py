@@ -212,10 +212,10 @@ class DatabaseReplayCache:
 
     def first_use(self, iss: str, jti: str, exp: float) -> bool:
         now = time.time()
-        with self.db.begin() as db:
-            self._inserts += 1
-            if self._inserts % self.PRUNE_EVERY == 0:
-                db.execute(self._prune, {"now": now})
+        self._inserts += 1
+        if self._inserts % self.PRUNE_EVERY == 0:
+            self.prune()
+        with self.db.single() as db:  # one statement decides: no transaction around it needed
             inserted = db.execute(self._first_use, {"iss": iss, "jti": jti, "exp": exp, "now": now})
             return inserted.rowcount == 1
 

@@ -245,7 +245,7 @@ class FeedbackStore:
             "unreadable": json.dumps(list(entry.unreadable)),
             "unknown_codes": json.dumps(list(entry.unknown_codes)),
         }
-        with self.db.begin() as db:
+        with self.db.single() as db:
             db.execute(self._audit, row)
 
     def audit_rows(self) -> list[dict[str, Any]]:
@@ -279,7 +279,7 @@ class FeedbackStore:
         query = select(s.patient_key, s.order_codes, s.rule_id, s.verdict).where(
             s.patient_key.in_(keys), s.snoozed_at >= since
         )
-        with self.db.connect() as db:
+        with self.db.single() as db:
             found = {CardSubject._make(row) for row in db.execute(query)}
         return found & wanted
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,9 +56,12 @@ def is_current(revision: str | None) -> bool:
     return revision is not None and (revision == HEAD or revision not in REVISIONS)
 
 
+_in_process = threading.Lock()  # Alembic's `context` is process-global: one migration at a time
+
+
 def upgrade(db: Database, target: str = HEAD) -> tuple[str | None, str]:
     """Bring the database to `target` (HEAD); returns (revision before, revision after)."""
-    with _file_lock(db):
+    with _in_process, _file_lock(db):
         before = current(db)
         if before == target or (target == HEAD and is_current(before)):
             return before, before or HEAD

@@ -194,3 +194,33 @@ def test_the_password_is_never_printed(pg_url, monkeypatch, capsys):
     assert "s3cret-pw" not in out.out + out.err
     assert "postgres:***@" in out.out
     assert f"schema revision {migrate.HEAD} (current)" in out.out
+
+
+def test_prune_command_on_both_databases(state_url, monkeypatch, capsys):
+    migrate.upgrade(Database(state_url))
+    store = FeedbackStore(Database(state_url))
+    store.audit(AuditEntry("imaging-appropriateness", "h", "order-select", "v", (), (), (), 0, None))
+    DatabaseReplayCache(store.db).first_use("https://ehr", "expired", 1.0)
+    monkeypatch.setenv("CDS_DATABASE_URL", state_url)
+    monkeypatch.setenv("CDS_RETENTION_DAYS", "0")
+    assert cli.main(["prune"]) == 0
+    assert "1 audit" in (out := capsys.readouterr().out) and "1 seen_jti" in out
+    assert store.audit_rows() == []
+
+
+def test_replicas_migrating_at_once_migrate_once(state_url, tmp_path):
+    """Replicas started together, each running `cds-service migrate` (PostgreSQL: advisory lock;
+    SQLite: file lock)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    env["CDS_DATABASE_URL"] = state_url
+    runs = [subprocess.Popen([sys.executable, "-m", "cds_service.cli", "migrate"], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], outputs
+    assert all(f"-> {migrate.HEAD}" in out for out, _ in outputs)
+    assert sum("(migrated)" in out for out, _ in outputs) >= 1
+    _schema_matches_tables(Database(state_url))

@@ -95,3 +95,19 @@ def test_service_recovers_when_postgresql_comes_back(tmp_path):
         response = client.post(support.FEEDBACK, json=feedback)
         assert response.status_code == 200 and response.get_json()["stored"] == 1
         assert client.get("/readyz").status_code == 200
+
+
+def test_a_connection_dropped_while_idle_is_replaced_before_use(tmp_path, monkeypatch):
+    """The server restarts while the pool sits idle: the first call afterwards still succeeds."""
+    from tests.pg_cluster import PgCluster, available
+
+    if available():
+        pytest.skip(available())
+    monkeypatch.setattr("cds_service.state.db.PING_AFTER_IDLE_SECONDS", 0.0)  # all idle
+    with PgCluster() as cluster:
+        client = _app(cluster.create_database("cds"), tmp_path, database_auto_migrate=True)
+        cards = client.post(support.HOOK, json=support.hook_request()).get_json()["cards"]
+        cluster.pause()
+        cluster.resume()  # every pooled connection is now dead, and nothing has used it since
+        response = client.post(support.FEEDBACK, json={"feedback": [support.accepted(cards[0])]})
+        assert response.status_code == 200 and response.get_json()["stored"] == 1

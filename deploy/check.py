@@ -10,7 +10,8 @@ Standard validators, each named in the output:
     `kubectl kustomize` when they are on the PATH.
 On top of the schemas, the references a schema cannot see: depends_on, secrets and volumes named in
 compose.yaml exist; the Deployment, Service, HPA and PodDisruptionBudget select the same pods; every
-ConfigMap/Secret a pod reads is defined (or marked optional); kustomization.yaml lists every manifest.
+ConfigMap/Secret a pod reads is defined (or generated, or marked optional); deploy/kustomization.yaml
+lists every manifest and its generator files exist.
 
     python -m deploy.check            # exit 1 and one line per problem when something is wrong
 """
@@ -34,6 +35,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "compose.yaml"
 K8S_DIR = REPO / "deploy" / "k8s"
+KUSTOMIZATION = REPO / "deploy" / "kustomization.yaml"  # its root is deploy/: it reads deploy/site.yaml
 K8S_VERSION = "1.30.0"  # the oldest Kubernetes still in mainstream support at the time of writing
 DCLINT = ("dclint", "3.1.0")
 SCHEMA_MEMBER = "package/schemas/compose.schema.json"
@@ -125,10 +127,21 @@ def k8s_documents(paths: Iterable[Path]) -> Iterator[tuple[Path, dict[str, Any]]
 
 
 def k8s_paths(directory: Path = K8S_DIR) -> list[Path]:
-    return sorted(p for p in directory.glob("*.yaml") if p.name != "kustomization.yaml")
+    return sorted(directory.glob("*.yaml"))
 
 
-def k8s_problems(docs: list[tuple[Path, dict[str, Any]]], version: str = K8S_VERSION) -> list[str]:
+def generated(kustomization: Path = KUSTOMIZATION) -> list[dict[str, Any]]:
+    """The ConfigMaps the kustomization generates (name and keys), as the manifests refer to them."""
+    out = []
+    for gen in load_yaml(kustomization).get("configMapGenerator") or ():
+        keys = [f.split("=", 1)[0].rsplit("/", 1)[-1] for f in gen.get("files") or ()]
+        out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]},
+                    "data": dict.fromkeys(keys, "")})
+    return out
+
+
+def k8s_problems(docs: list[tuple[Path, dict[str, Any]]], version: str = K8S_VERSION,
+                 kustomization: Path = KUSTOMIZATION) -> list[str]:
     import kubernetes_validate
 
     problems = []
@@ -140,7 +153,7 @@ def k8s_problems(docs: list[tuple[Path, dict[str, Any]]], version: str = K8S_VER
             problems.append(f"{where}: {'.'.join(map(str, exc.path))}: {exc.message}")
         except kubernetes_validate.SchemaNotFoundError as exc:
             problems.append(f"{where}: no schema for it in Kubernetes {version} ({exc})")
-    return problems + k8s_reference_problems([d for _, d in docs])
+    return problems + k8s_reference_problems([d for _, d in docs] + generated(kustomization))
 
 
 def _named(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -234,12 +247,19 @@ def _pod_reference_problems(where: str, pod: Mapping[str, Any], configmaps: Mapp
     return problems
 
 
-def kustomization_problems(directory: Path = K8S_DIR) -> list[str]:
-    kustomization = load_yaml(directory / "kustomization.yaml")
-    listed = set(kustomization.get("resources") or ())
-    present = {p.name for p in k8s_paths(directory)}
-    return ([f"kustomization.yaml lists {n}, which does not exist" for n in sorted(listed - present)]
-            + [f"kustomization.yaml does not list {n}" for n in sorted(present - listed)])
+def kustomization_problems(kustomization: Path = KUSTOMIZATION, directory: Path = K8S_DIR) -> list[str]:
+    """Every manifest of `directory` is a resource, and every resource or generator file exists."""
+    doc = load_yaml(kustomization)
+    root = kustomization.parent
+    listed = {(root / r).resolve() for r in doc.get("resources") or ()}
+    present = {p.resolve() for p in k8s_paths(directory)}
+    files = {(root / f.split("=", 1)[-1]).resolve()
+             for gen in doc.get("configMapGenerator") or () for f in gen.get("files") or ()}
+    name = kustomization.name
+    return ([f"{name} lists {p.relative_to(root)}, which does not exist" for p in sorted(listed - present)]
+            + [f"{name} does not list {p.relative_to(root)}" for p in sorted(present - listed)]
+            + [f"{name} generates from {p.relative_to(root)}, which does not exist"
+               for p in sorted(files) if not p.is_file()])
 
 
 def tool_problems(argv: list[str], label: str) -> list[str] | None:
@@ -276,7 +296,8 @@ def settings_named(paths: Iterable[Path]) -> dict[str, set[str]]:
 
 # --- the command --------------------------------------------------------------------------------------
 
-def run(compose: Path = COMPOSE, k8s_dir: Path = K8S_DIR) -> tuple[list[str], list[str]]:
+def run(compose: Path = COMPOSE, k8s_dir: Path = K8S_DIR,
+        kustomization: Path = KUSTOMIZATION) -> tuple[list[str], list[str]]:
     """(validators that ran, problems found)."""
     ran, problems = [], []
     name, version = DCLINT
@@ -287,14 +308,15 @@ def run(compose: Path = COMPOSE, k8s_dir: Path = K8S_DIR) -> tuple[list[str], li
         ran.append("compose.yaml: docker compose config")
         problems += docker
     docs = list(k8s_documents(k8s_paths(k8s_dir)))
-    problems += k8s_problems(docs) + kustomization_problems(k8s_dir)
+    problems += k8s_problems(docs, kustomization=kustomization)
+    problems += kustomization_problems(kustomization, k8s_dir)
     ran.append(f"deploy/k8s: kubernetes-validate, Kubernetes {K8S_VERSION} strict schemas + references")
     kubeconform = tool_problems(["kubeconform", "-strict", "-summary", *map(str, k8s_paths(k8s_dir))],
                                 "kubeconform")
     if kubeconform is not None:
         ran.append("deploy/k8s: kubeconform -strict")
         problems += kubeconform
-    kustomize = tool_problems(["kubectl", "kustomize", str(k8s_dir)], "kubectl kustomize")
+    kustomize = tool_problems(["kubectl", "kustomize", str(kustomization.parent)], "kubectl kustomize")
     if kustomize is not None:
         ran.append("deploy/k8s: kubectl kustomize (builds)")
         problems += kustomize

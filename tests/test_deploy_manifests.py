@@ -4,6 +4,8 @@ copy of each does not, and every CDS_* name they set is a setting the service kn
 from __future__ import annotations
 
 import copy
+import logging
+import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -95,14 +97,32 @@ def test_a_broken_kubernetes_manifest_is_refused(name):
 
 def test_kustomization_lists_every_manifest(tmp_path):
     assert check.kustomization_problems() == []
-    for path in [check.K8S_DIR / "kustomization.yaml", *check.k8s_paths()]:
-        (tmp_path / path.name).write_text(path.read_text())
-    (tmp_path / "ingress.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
-    (tmp_path / "pdb.yaml").unlink()
-    assert sorted(check.kustomization_problems(tmp_path)) == [
-        "kustomization.yaml does not list ingress.yaml",
-        "kustomization.yaml lists pdb.yaml, which does not exist",
+    k8s = tmp_path / "k8s"
+    k8s.mkdir()
+    for path in check.k8s_paths():
+        (k8s / path.name).write_text(path.read_text())
+    kustomization = tmp_path / "kustomization.yaml"
+    kustomization.write_text(check.KUSTOMIZATION.read_text())
+    (k8s / "ingress.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    (k8s / "pdb.yaml").unlink()
+    assert sorted(check.kustomization_problems(kustomization, k8s)) == [
+        "kustomization.yaml does not list k8s/ingress.yaml",
+        "kustomization.yaml generates from site.yaml, which does not exist",
+        "kustomization.yaml lists k8s/pdb.yaml, which does not exist",
     ]
+
+
+def test_the_site_file_is_a_generated_configmap_the_pods_mount():
+    docs = _k8s()
+    assert check.k8s_problems(docs) == []
+    mounted = {v["configMap"]["name"] for v in _of(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+               if "configMap" in v}
+    assert mounted == {"cds-site"}
+    broken = copy.deepcopy(docs)
+    for volume in _of(broken, "Deployment")["spec"]["template"]["spec"]["volumes"]:
+        if "configMap" in volume:
+            volume["configMap"]["name"] = "cds-sites"
+    assert any("ConfigMap cds-sites is not defined" in p for p in check.k8s_problems(broken))
 
 
 def _known_settings() -> set[str]:
@@ -160,3 +180,19 @@ def test_the_compose_settings_are_accepted_in_production_mode():
     settings = Settings.from_env({k: v for k, v in env.items() if k not in SERVE_VARIABLES})
     assert settings.trust_proxy_headers == 1 and settings.public_base_url is None
     assert settings.production_problems() == []
+
+
+def test_the_deployed_site_file_is_accepted_by_check(monkeypatch, tmp_path, capsys):
+    """deploy/site.yaml (mounted by compose, the cds-site ConfigMap in Kubernetes) passes the site check."""
+    from cds_service import cli
+
+    site = check.REPO / "deploy" / "site.yaml"
+    for name in [k for k in os.environ if k.startswith("CDS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CDS_FEEDBACK_DB", str(tmp_path / "fb.sqlite3"))
+    monkeypatch.setenv("CDS_SITE_CONFIG", str(site))
+    try:
+        assert cli.main(["check"]) == 0
+    finally:
+        logging.getLogger("cds_service").setLevel(logging.NOTSET)
+    assert f"site configuration {site}: Example Hospital, version 1" in capsys.readouterr().out

@@ -191,8 +191,11 @@ def test_the_deployed_site_file_is_accepted_by_check(monkeypatch, tmp_path, caps
         monkeypatch.delenv(name)
     monkeypatch.setenv("CDS_FEEDBACK_DB", str(tmp_path / "fb.sqlite3"))
     monkeypatch.setenv("CDS_SITE_CONFIG", str(site))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # `check` configures logging as a start would
     try:
         assert cli.main(["check"]) == 0
     finally:
-        logging.getLogger("cds_service").setLevel(logging.NOTSET)
+        root.handlers[:] = handlers
+        root.setLevel(level)
     assert f"site configuration {site}: Example Hospital, version 1" in capsys.readouterr().out

@@ -52,8 +52,10 @@ report: $(STAMP)
 compose-check: $(STAMP)
 	$(BIN)/python -m deploy.check
 
+# make docs SITE=site.yaml: the document for one site's configuration (CDS_SITE_CONFIG).
+SITE ?=
 docs: $(STAMP)
-	$(BIN)/python -m cds_service.knowledge.docs
+	$(BIN)/python -m cds_service.knowledge.docs $(if $(SITE),--site $(SITE))
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info test-output

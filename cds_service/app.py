@@ -14,9 +14,10 @@ from cds_service.config import ConfigError, Settings
 from cds_service.engine import EngineOptions
 from cds_service.governance import web as governance_web
 from cds_service.knowledge import DEFAULT_CARDS_DIR, load_knowledge
+from cds_service.knowledge.site import SiteConfig, load_site, site_view
 from cds_service.protocol import access_log, cors, metrics, openapi
 from cds_service.protocol.auth import Authenticator, DatabaseReplayCache, load_trusted_clients
-from cds_service.protocol.discovery import load_prefetch_templates
+from cds_service.protocol.discovery import SERVICES, load_prefetch_templates
 from cds_service.protocol.errors import ProtocolError, Unavailable, operation_outcome
 from cds_service.protocol.feedback import FeedbackStore
 from cds_service.protocol.response import ResponseContractError
@@ -36,6 +37,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         # Our extension and code-system URLs are the deployer's to own, not the knowledge base's.
         texts = dataclasses.replace(knowledge.texts, canonical_base=settings.canonical_base)
         knowledge = dataclasses.replace(knowledge, texts=texts)
+    # Checked against the knowledge it changes: a wrong id stops the start, naming file and field.
+    site = None
+    if settings.site_config is not None:
+        site = load_site(settings.site_config, knowledge, [s.id for s in SERVICES])
     cards_dir = settings.cards_dir
     if cards_dir is None or not (cards_dir / "prefetch.yaml").is_file():
         cards_dir = DEFAULT_CARDS_DIR
@@ -73,16 +78,22 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's default provider has it
     feedback = FeedbackStore(database, settings.feedback_store_comments)
+    options = EngineOptions(quiet_appropriate=settings.quiet_appropriate, qcdsm_id=settings.qcdsm_id)
+    snoozer = Snoozer(feedback, state_secret(settings.state_secret), settings.snooze_hours * 3600)
+    per_service = _per_service(site, options, snoozer)
     app.extensions["cds"] = ServiceState(
         settings=settings,
         knowledge=knowledge,
         templates=templates,
         authenticator=authenticator,
         feedback=feedback,
-        engine_options=EngineOptions(
-            quiet_appropriate=settings.quiet_appropriate, qcdsm_id=settings.qcdsm_id
-        ),
-        snoozer=Snoozer(feedback, state_secret(settings.state_secret), settings.snooze_hours * 3600),
+        engine_options=options,
+        # feedback records an override whenever any service snoozes (snoozes hold across services)
+        snoozer=max((s for _, s in per_service.values()), key=lambda s: s.window_seconds, default=snoozer),
+        site=site,
+        engine_knowledge=site_view(knowledge, site),
+        service_options={sid: o for sid, (o, _) in per_service.items()},
+        snoozers={sid: s for sid, (_, s) in per_service.items()},
     )
     access_log.init_app(app)
     metrics.init_app(app)
@@ -93,6 +104,27 @@ def create_app(settings: Settings | None = None) -> Flask:
     openapi.init_app(app)
     _error_handlers(app)
     return app
+
+
+def _per_service(
+    site: SiteConfig | None, options: EngineOptions, snoozer: Snoozer
+) -> dict[str, tuple[EngineOptions, Snoozer]]:
+    """Each service's quiet mode and snooze window: the site file's, else the CDS_* settings'."""
+    out = {}
+    windows = [snoozer.window_seconds]
+    for service in SERVICES:
+        local = site.services.get(service.id) if site else None
+        quiet = local.quiet if local and local.quiet is not None else options.quiet_appropriate
+        hours = local.snooze_hours if local and local.snooze_hours is not None else None
+        if hours is not None:
+            windows.append(hours * 3600)
+        out[service.id] = (
+            dataclasses.replace(options, quiet_appropriate=quiet),
+            dataclasses.replace(snoozer, window_seconds=hours * 3600) if hours is not None else snoozer,
+        )
+    for _, service_snoozer in out.values():  # the store is shared: prune only past the longest window
+        service_snoozer.keep_seconds = max(windows)
+    return out
 
 
 def _require_public_url(settings: Settings) -> None:

@@ -118,11 +118,15 @@ def _check() -> int:
         if app is None:
             return 2
         knowledge = app.extensions["cds"].knowledge
+        site = app.extensions["cds"].site
     print(f"ok: knowledge version {knowledge.version} ({len(knowledge.scenarios)} scenarios)")
     if settings.database_url:
         print(f"  database: {_database_state(settings)}")
     for name, value in effective_settings(settings).items():
         print(f"  {name} = {value}")
+    # the site's changes, with who approved each and why (CDS_SITE_CONFIG; knowledge/site.py)
+    for line in site.describe(knowledge) if site else ["site configuration: none (CDS_SITE_CONFIG unset)"]:
+        print(line)
     return 0
 
 
@@ -244,6 +248,7 @@ def _serve(args: argparse.Namespace) -> int:
               "(see README, Worker protection)", file=sys.stderr)
     options = gunicorn_options(args)
     options["child_exit"] = _worker_exited
+    current = {"app": app}
 
     class _Server(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
         def load_config(self) -> None:
@@ -251,10 +256,33 @@ def _serve(args: argparse.Namespace) -> int:
                 self.cfg.set(name, value)
 
         def load(self) -> Any:
-            return app
+            return current["app"]
+
+        def reload(self) -> None:
+            # SIGHUP to the master: build the app again (site file and knowledge base re-read); the
+            # new workers serve it while the old ones finish their requests. A file that does not
+            # load keeps the running app, with the reason in the log: a reload never stops service.
+            super().reload()
+            fresh = _rebuilt_app()
+            if fresh is not None:
+                current["app"] = fresh
+                self.callable = None
+                gc.freeze()
 
     _Server().run()
     return 0
+
+
+def _rebuilt_app() -> Any:
+    import logging
+
+    from cds_service.app import create_app
+
+    try:
+        return create_app()
+    except (ValueError, OSError) as exc:
+        logging.getLogger("cds_service").error("reload refused, the running configuration stays: %s", exc)
+        return None
 
 
 def _metrics_dir() -> Path:

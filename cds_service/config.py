@@ -72,6 +72,9 @@ class Settings:
     # "production" refuses settings that are only safe on a developer's machine (production_problems).
     environment: str = "development"
     cards_dir: Path | None = None  # None: the knowledge base shipped in the repo
+    # One YAML file of a site's changes (knowledge/site.py): studies not offered, rules switched
+    # off or shown as info, quiet mode and snooze per service, consult link, local study names.
+    site_config: Path | None = None
     today: date | None = None  # fixes "today" for the rules (tests, replay); None: the UTC date
     public_base_url: str | None = None  # e.g. "https://cds.example.org"; None: the request's root URL
     # Reverse proxies in front of the service whose X-Forwarded-* headers are believed (ProxyFix).
@@ -188,6 +191,7 @@ class Settings:
         return cls(
             environment=_choice(env, "CDS_ENV", ("development", "production"), d.environment),
             cards_dir=_path(env, "CDS_CARDS_DIR", d.cards_dir),
+            site_config=_path(env, "CDS_SITE_CONFIG", d.site_config),
             today=_date(env, "CDS_TODAY"),
             public_base_url=(env.get("CDS_PUBLIC_BASE_URL") or "").rstrip("/") or None,
             trust_proxy_headers=_int(env, "CDS_TRUST_PROXY_HEADERS", d.trust_proxy_headers),

@@ -35,6 +35,7 @@ _STYLE = (
     "td,th{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:top}"
     "code{background:#f4f4f4;padding:0 .2rem}"
     ".meta{color:#444}.unverified{color:#8a4b00}"
+    ".local{border-left:4px solid #8a4b00;padding-left:.6rem}"
 )
 KIND_LABELS = {
     "acr": "ACR Appropriateness Criteria rating",
@@ -56,6 +57,23 @@ SYSTEM_LABELS = {
     "urn:oid:2.16.840.1.113883.6.285": "HCPCS",
     "http://dicom.nema.org/resources/ontology/DCM": "DICOM",
 }
+
+
+def _site() -> Any:
+    """The site configuration (knowledge/site.py SiteConfig) the service runs with, or None."""
+    return getattr(current_app.extensions.get("cds"), "site", None)
+
+
+def _local_change(rule_id: str) -> Markup:
+    """What this site changed about the rule, who approved it, when and why (CDS_SITE_CONFIG)."""
+    site = _site()
+    override = site.rules.get(rule_id) if site else None
+    if override is None:
+        return Markup("")
+    return Markup('<p class="local" id="site-change"><strong>Local change:</strong> %s. '
+                  "<small>(site configuration %s, version %s)</small></p>") % (
+        override.sentence[:1].upper() + override.sentence[1:], site.site or "of this service", site.version
+    )
 
 
 def _knowledge() -> Knowledge:
@@ -91,9 +109,15 @@ def _page(title: str, body: Markup, version: str) -> Response:
         )
         % (title, Markup(_STYLE), title)
         + body
-        + Markup("<hr><p><small>Knowledge base version %s</small></p></body></html>") % version
+        + Markup("<hr><p><small>Knowledge base version %s%s</small></p></body></html>")
+        % (version, _site_line())
     )
     return Response(str(html), mimetype="text/html")
+
+
+def _site_line() -> str:
+    site = _site()
+    return f"; site configuration {site.site or site.file}, version {site.version}" if site else ""
 
 
 def _text(text: str) -> Markup:
@@ -203,12 +227,25 @@ def _case_links(rule_id: str) -> Markup:
     return body
 
 
+def _study(k: Knowledge, procedure_id: str) -> Markup:
+    """A study's catalog name, with what this site says about it (local name, not offered)."""
+    site = _site()
+    name = escape(k.catalog.procedures[procedure_id].display)
+    if site is None:
+        return name
+    if procedure_id in site.display_names:
+        name += Markup(' <span class="local">(called %s here)</span>') % site.display_names[procedure_id]
+    if procedure_id in site.unavailable:
+        name += Markup(' <span class="local" data-local="not-offered">(not offered at this site)</span>')
+    return name
+
+
 def _ratings_table(s: Scenario, k: Knowledge, variant: Any) -> Markup:
     procs = k.catalog.procedures
     rows = Markup("").join(
         Markup("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>")
         % (
-            procs[r.procedure_id].display,
+            _study(k, r.procedure_id),
             k.texts.category_labels[r.category],
             r.provenance if r.is_acr else f"Translated from {r.guideline}: not an ACR rating",
             procs[r.procedure_id].rrl_text,
@@ -305,11 +342,18 @@ def _outcome_body(o: Outcome) -> Markup:
 def _index_body(k: Knowledge) -> Markup:
     cases = _cases()[0]
 
+    site = _site()
+
     def row(rule_id: str, title: str, kind: str, source: Markup | str, reviewed: str) -> Markup:
         c = cases.get(rule_id) or RuleCases()
-        return Markup(
-            '<tr><td><a href="/rules/%s">%s</a></td><td>%s</td><td>%s</td><td>%s</td><td>%d / %d</td></tr>'
-        ) % (rule_id, title, kind, source, reviewed or "", len(c.fires), len(c.absent))
+        html = Markup(
+            '<tr data-rule="%s"><td><a href="/rules/%s">%s</a></td><td>%s</td><td>%s</td><td>%s</td>'
+            "<td>%d / %d</td>"
+        ) % (rule_id, rule_id, title, kind, source, reviewed or "", len(c.fires), len(c.absent))
+        if site:
+            override = site.rules.get(rule_id)
+            html += Markup('<td data-col="site">%s</td>') % (override.sentence if override else "")
+        return html + Markup("</tr>")
 
     rows = [row(s.id, s.title, s.kind, _scenario_kind(s), s.reviewed) for s in k.scenarios]
     rows += [
@@ -320,12 +364,44 @@ def _index_body(k: Knowledge) -> Markup:
     return (
         Markup(
             "<p>Every card links to the rule that produced it. Red flags are checked first, then scenarios "
-            "by priority; pitfalls add warnings to a rated order.</p><table><tr><th>Rule</th><th>Kind</th>"
-            "<th>Source kind</th><th>Reviewed</th><th>e2e cases (fires / must not fire)</th></tr>"
+            "by priority; pitfalls add warnings to a rated order.</p>"
         )
+        + _site_summary(k)
+        + Markup(
+            "<table><tr><th>Rule</th><th>Kind</th>"
+            "<th>Source kind</th><th>Reviewed</th><th>e2e cases (fires / must not fire)</th>"
+        )
+        + (Markup("<th>At this site</th>") if site else Markup(""))
+        + Markup("</tr>")
         + Markup("").join(rows)
         + Markup("</table>")
     )
+
+
+def _site_summary(k: Knowledge) -> Markup:
+    """The site's changes beyond single rules: studies not offered, contact, local names."""
+    site = _site()
+    if site is None:
+        return Markup("")
+    procs = k.catalog.procedures
+    name = site.site or site.file
+    items = [Markup("Site configuration <code>%s</code>, version %s") % (name, site.version)]
+    if site.unavailable:
+        names = ", ".join(procs[p].display for p in sorted(site.unavailable))
+        items.append(Markup("Not offered here: %s") % names)
+    if site.contact:
+        label, url = site.contact
+        items.append(Markup('Local contact on every card: <a href="%s">%s</a>') % (url, label))
+    for pid, name in site.display_names.items():
+        items.append(Markup("%s is called %s here") % (procs[pid].display, name))
+    for sid, o in site.services.items():
+        parts = ([f"quiet {'on' if o.quiet else 'off'}"] if o.quiet is not None else []) + (
+            [f"snooze {o.snooze_hours:g} h"] if o.snooze_hours is not None else []
+        )
+        items.append(Markup("Service %s: %s") % (sid, ", ".join(parts)))
+    return Markup(
+        '<div class="local" id="site-summary"><h2>Local changes at this site</h2>%s</div>'
+    ) % _list(items)
 
 
 def _cited(text: str, k: Knowledge) -> str:
@@ -386,10 +462,10 @@ def rule_page(rule_id: str) -> Response:
     k = _knowledge()
     scenario = k.scenario(rule_id)
     if scenario:
-        return _page(scenario.title, _scenario_body(scenario, k), k.version)
+        return _page(scenario.title, _local_change(rule_id) + _scenario_body(scenario, k), k.version)
     if rule_id in k.pitfalls:
         pitfall = k.pitfalls[rule_id]
-        return _page(pitfall.title, _pitfall_body(pitfall, k), k.version)
+        return _page(pitfall.title, _local_change(rule_id) + _pitfall_body(pitfall, k), k.version)
     if rule_id in k.texts.outcomes:
         outcome = k.texts.outcomes[rule_id]
         return _page(outcome.title, _outcome_body(outcome), k.version)

@@ -23,7 +23,13 @@ from cds_service.engine.actions import (
     replace_actions,
 )
 from cds_service.engine.options import EngineOptions
-from cds_service.engine.rating import PAMA_BY_CATEGORY, Alternative, FiredPitfall, StudyRating
+from cds_service.engine.rating import (
+    PAMA_BY_CATEGORY,
+    SHOWN_ALTERNATIVES,
+    Alternative,
+    FiredPitfall,
+    StudyRating,
+)
 from cds_service.engine.scenario import INSUFFICIENT_DATA, NO_CRITERIA_APPLY, ScenarioMatch, Selection
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.model import Procedure
@@ -159,6 +165,9 @@ def _card(
             for extra_id, extra_label in also_explained
         ],
     }
+    contact = ctx.knowledge.local.contact
+    if contact:  # the site's own radiology consult (CDS_SITE_CONFIG `contact`)
+        card["links"].append({"label": contact[0], "url": contact[1], "type": "absolute"})
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = "at-most-one"
@@ -236,7 +245,7 @@ def _alt_text(ctx: RenderContext, alts: Iterable[Alternative]) -> str:
 
 def _better_line(ctx: RenderContext, rated: StudyRating) -> str:
     if rated.replacements:
-        return "**Consider instead**: " + _alt_text(ctx, rated.replacements[:2]) + "."
+        return "**Consider instead**: " + _alt_text(ctx, rated.replacements[:SHOWN_ALTERNATIVES]) + "."
     if rated.category == "usually-not-appropriate":
         return "**No alternative** study is rated appropriate for this scenario."
     return ""
@@ -251,6 +260,15 @@ def _study_summary(ctx: RenderContext, rated: StudyRating) -> str:
     better = rated.replacements[0].procedure if rated.replacements else None
     names = [(proc.display, better.display if better else "")]
     names.append((ct.short_name(proc), ct.short_name(better) if better else ""))
+    if not ctx.knowledge.local.offered(proc.id) and category != "usually-not-appropriate":
+        where = ctx.knowledge.local.where
+        verdict = f"{label} for {scenario.label}" if category else f"not rated for {scenario.label}"
+        return ct.fit(
+            *(f"{n} is not offered {where} ({verdict}); consider {b}" for n, b in names if b),
+            *(f"{n} is not offered {where}; consider {b}" for n, b in names if b),
+            *(f"{n} is {label} but not offered {where}" for n, _ in names if category),
+            *(f"{n} is not offered {where}" for n, _ in names),
+        )
     if category == "usually-not-appropriate":
         short = names[1][0]
         if not better:  # the verdict and its context; "no other study" only when it fits
@@ -310,20 +328,70 @@ def _caution(fired: FiredPitfall, facts: Iterable[str] = ()) -> str:
     return f"**{_md(p.title)}**: {_md(ct.verified(p.text, limit=2))}{record}"
 
 
+def _not_here(ctx: RenderContext, rated: StudyRating) -> str:
+    """" (not offered at <site>)" after an ordered study the site does not offer, in a list of orders."""
+    proc = rated.procedure
+    local = ctx.knowledge.local
+    return f" (not offered {local.where})" if proc is not None and not local.offered(proc.id) else ""
+
+
+def _not_offered_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
+    """An order no rule rates, for a study the site does not offer: not blocked, but said."""
+    proc = rated.procedure
+    assert proc is not None
+    outcome = ctx.knowledge.texts.outcomes[NO_CRITERIA_APPLY]
+    where = ctx.knowledge.local.where
+    _card(
+        ctx,
+        out,
+        rule_id=outcome.id,
+        title=outcome.title,
+        scenario_id=rated.scenario_id,
+        procedure_id=proc.id,
+        summary=ct.fit(f"{proc.display} is not offered {where}", f"{ct.short_name(proc)} is not offered"),
+        detail=_join(
+            f"**Not offered {_md(where)}**: {_md(proc.display)}. The order is not blocked; no rule rates it "
+            "for this patient, so no other study is suggested.",
+            _confidence(ctx),
+        ),
+        indicator="info",
+        orders=rated.study.to_rate,
+    )
+
+
+def _not_offered_line(ctx: RenderContext, rated: StudyRating) -> str:
+    """Why the card suggests another study than the source would: the site does not offer it."""
+    if not rated.not_offered:
+        return ""
+    local = ctx.knowledge.local
+    names = "; ".join(p.display for p in rated.not_offered)
+    ordered = rated.procedure is not None and rated.not_offered[0].id == rated.procedure.id
+    if rated.replacements:
+        then = "the order is not blocked; " if ordered else ""
+        then += "the next study the rule supports is suggested instead"
+    elif ordered:
+        then = "the order is not blocked; the rule supports no other study that is offered here"
+    else:
+        then = "the rule supports no other study that is offered here"
+    return f"**Not offered {_md(local.where)}**: {_md(names)}; {then}."
+
+
 def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
     match, proc = rated.match, rated.procedure
     if match is None or proc is None:
         return
     category = rated.category
-    quiet = not rated.pitfalls and not rated.text_note  # a text-held-back rating is always shown
+    # a text-held-back rating, and an order for a study the site does not offer, are always shown
+    quiet = not rated.pitfalls and not rated.text_note and ctx.knowledge.local.offered(proc.id)
     if category == "usually-appropriate" and quiet and ctx.options.quiet_appropriate:
         return
     if category is None and quiet and rated.coverage is None:
         return
     scenario = match.scenario
-    warn = category == "usually-not-appropriate" or any(
-        p.pitfall.indicator == "warning" for p in rated.pitfalls
-    )
+    # a site may show a scenario's verdict as info (CDS_SITE_CONFIG `rules`); a pitfall's own
+    # indicator comes from the site's knowledge view
+    unsuited = category == "usually-not-appropriate" and scenario.id not in ctx.knowledge.local.info_only
+    warn = unsuited or any(p.pitfall.indicator == "warning" for p in rated.pitfalls)
 
     def build(limit: int) -> str:
         return _join(
@@ -333,6 +401,7 @@ def _study_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
             _combined_line(rated),
             _facts(match.evidence, limit),
             "\n\n".join(_caution(p, _shown_facts(match.evidence, limit)) for p in rated.pitfalls),
+            _not_offered_line(ctx, rated),
             _better_line(ctx, rated),
             _evidence(scenario.evidence) if category != "usually-not-appropriate" else "",
             _confidence(ctx),
@@ -452,7 +521,12 @@ def _open_question_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -
 
 def _tracer_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
     order = rated.study.to_rate[0]
-    options = [a for a in rated.tracer_options if can_order(a.procedure, ctx.knowledge)]
+    local = ctx.knowledge.local
+    options = [
+        a
+        for a in rated.tracer_options
+        if can_order(a.procedure, ctx.knowledge) and local.offered(a.procedure.id)
+    ]
     suggestions = [
         _suggestion(
             ctx,
@@ -466,7 +540,9 @@ def _tracer_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
     scenario = rated.match.scenario if rated.match else None
     # Only the tracers the scenario rates or recommends, i.e. those used for this cancer
     # (PSMA agents / fluciclovine in prostate cancer, FDG in breast cancer), are named.
-    tracers = ct.or_list(ct.tracer_name(a.procedure) for a in rated.tracer_options)
+    offered = [a.procedure for a in rated.tracer_options if local.offered(a.procedure.id)]
+    tracers = ct.or_list(ct.tracer_name(p) for p in offered)
+    absent = [a.procedure.display for a in rated.tracer_options if not local.offered(a.procedure.id)]
     for_whom = f" for {_md(scenario.label)}" if scenario else ""
     detail = _join(
         f"This PET/CT cannot be rated: {_md(rated.study.unresolved_reason or 'tracer not coded')}. "
@@ -474,6 +550,7 @@ def _tracer_card(ctx: RenderContext, out: Rendered, rated: StudyRating) -> None:
         f"**Tracers rated{for_whom}**: {_alt_text(ctx, rated.tracer_options)}."
         if rated.tracer_options
         else "",
+        f"**Not offered {_md(local.where)}**: {_md('; '.join(absent))}." if absent else "",
         _confidence(ctx),
     )
     summary = (
@@ -564,6 +641,7 @@ def _red_flag_card(
     rated_lines = [
         f"{r.procedure.display if r.procedure else 'Unrecognised study'}: "
         f"{_category_label(ctx, r.category).lower() if r.category else 'no criteria apply'}"
+        + _not_here(ctx, r)
         for r in ratings
     ]
     on_draft = [p.display for p in parts if p.id in drafted]
@@ -577,6 +655,11 @@ def _red_flag_card(
         )
     else:
         recommended += f"Order {_md(urgent.display)} ({urgent.rrl_text}) urgently, whatever else was ordered."
+    local = ctx.knowledge.local
+    if not already and not all(local.offered(p.id) for p in [urgent, *missing]):
+        # a red flag is never switched off: without the study here, the card says to get it elsewhere
+        suggestions = []
+        recommended += f" It is not offered {_md(local.where)}: arrange it urgently elsewhere."
     urgent_rating = flag.variant.ratings.get(urgent.id)
 
     def build(limit: int) -> str:
@@ -652,7 +735,7 @@ def _insufficient_card(
         f"For {_md(m.scenario.label)}: record " + "; ".join(_md(_missing_facts(x)) for x in m.missing)
         for m in selection.missing
     ]
-    ordered = [r.procedure.display for r in ratings if r.procedure]
+    ordered = [r.procedure.display + _not_here(ctx, r) for r in ratings if r.procedure]
     detail = _join(
         "No rating rather than a guess: facts that decide the scenario or its variant are missing. "
         "Record them and re-select the order.",
@@ -741,6 +824,8 @@ def render(ctx: RenderContext, selection: Selection, ratings: list[StudyRating])
                 _open_question_card(ctx, out, rated)
             elif rated.rule_id == "pet-tracer-unspecified":
                 _tracer_card(ctx, out, rated)
+            elif rated.match is None and rated.scenario_id == NO_CRITERIA_APPLY and _not_here(ctx, rated):
+                _not_offered_card(ctx, out, rated)
             else:
                 _study_card(ctx, out, rated)
     in_scope = [r for r in ratings if _rated_somewhere(ctx, r)]

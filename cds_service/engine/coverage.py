@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from cds_service.engine.scenario import ScenarioMatch
 from cds_service.knowledge import Knowledge
-from cds_service.knowledge.model import Catalog, Procedure, Rating
+from cds_service.knowledge.model import Catalog, Local, Procedure, Rating
 
 _RANK = {"usually-appropriate": 0, "may-be-appropriate": 1, "usually-not-appropriate": 2}
 PART, CONTRAST, WIDER, RECOMMENDED, UNRATED = "part", "contrast", "wider", "recommended", "unrated"
@@ -99,14 +99,18 @@ def _pick(
     return rated[0] if rated else None
 
 
-def _offerable(procedure: Procedure, rating: Rating, kidney_risk: bool) -> bool:
+def _offerable(procedure: Procedure, rating: Rating, kidney_risk: bool, local: Local) -> bool:
     iodinated = procedure.contrast == "iodinated"
-    return rating.category != "usually-not-appropriate" and not (kidney_risk and iodinated)
+    return (
+        rating.category != "usually-not-appropriate"
+        and not (kidney_risk and iodinated)
+        and local.offered(procedure.id)  # never suggest a study the site does not offer
+    )
 
 
 def explain(procedure: Procedure, match: ScenarioMatch, knowledge: Knowledge, kidney_risk: bool) -> Coverage:
     """The answer for `procedure`, which `match.variant` does not rate."""
-    catalog, labels = knowledge.catalog, knowledge.texts.category_labels
+    catalog, labels, local = knowledge.catalog, knowledge.texts.category_labels, knowledge.local
     procs = catalog.procedures
     ratings = dict(match.variant.ratings)
     label = match.scenario.label
@@ -144,8 +148,9 @@ def explain(procedure: Procedure, match: ScenarioMatch, knowledge: Knowledge, ki
             return Coverage(
                 PART, "", f"{procedure.display} alone {misses}; {said(whole)}.", w, whole, inherited
             )
-        offer = _offerable(w, whole, kidney_risk)
-        add = tuple(missing or ()) if offer and missing and all(p.codes for p in missing) else ()
+        offer = _offerable(w, whole, kidney_risk, local)
+        orderable = all(p.codes and local.offered(p.id) for p in missing or ())
+        add = tuple(missing or ()) if offer and missing and orderable else ()
         return Coverage(
             PART,
             f"{procedure.display} alone {misses}: {w.display} is {labels[whole.category].lower()}",
@@ -173,7 +178,7 @@ def explain(procedure: Procedure, match: ScenarioMatch, knowledge: Knowledge, ki
             f"Not rated: this order {diff}; {said(other)}.",
             o,
             other,
-            replace_with=o if _offerable(o, other, kidney_risk) else None,
+            replace_with=o if _offerable(o, other, kidney_risk, local) else None,
         )
 
     inner = pick(set(catalog.contents(pid)) | {c for q in family for c in catalog.contents(q)})
@@ -188,7 +193,7 @@ def explain(procedure: Procedure, match: ScenarioMatch, knowledge: Knowledge, ki
             f"Not rated: the source rates {r.display} only; this order {beyond}; {said(inner)}.",
             r,
             inner,
-            replace_with=r if _offerable(r, inner, kidney_risk) else None,
+            replace_with=r if _offerable(r, inner, kidney_risk, local) else None,
         )
 
     first = pick(set(match.variant.preferred)) or pick(set(ratings))

@@ -31,7 +31,7 @@ from cds_service.engine.scenario import (
     UnknownFact,
 )
 from cds_service.knowledge import Knowledge
-from cds_service.knowledge.model import Pitfall, Procedure, Rating
+from cds_service.knowledge.model import Local, Pitfall, Procedure, Rating
 from cds_service.knowledge.predicates import Context, evaluate
 from cds_service.model import Facts
 
@@ -42,6 +42,7 @@ PAMA_BY_CATEGORY = {
 }
 CATEGORY_ORDER = {"usually-appropriate": 0, "may-be-appropriate": 1, None: 2, "usually-not-appropriate": 3}
 KIDNEY_PITFALL = "contrast-kidney-risk"
+SHOWN_ALTERNATIVES = 2  # studies a card's "consider instead" line names (engine/cards.py)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ class StudyRating:
     unknown_facts: tuple[UnknownFact, ...] = ()
     open_question: OpenQuestion | None = None
     coverage: Coverage | None = None  # how an order the variant does not rate is answered
+    # studies the card would have named or suggested that the site does not offer (the ordered one
+    # first, when it is one of them): the card says so, and why the suggestion is another study
+    not_offered: tuple[Procedure, ...] = ()
 
     @property
     def category(self) -> str | None:
@@ -98,13 +102,40 @@ def _alternatives(match: ScenarioMatch, knowledge: Knowledge, exclude: str | Non
     return [a for a in alts if a.procedure.id != exclude]
 
 
-def _offerable(alts: list[Alternative], wanted: list[str], kidney_risk: bool) -> tuple[Alternative, ...]:
-    """Keep alternatives the scenario rates appropriate or recommends, in the `wanted` order."""
+def same_kind(a: Procedure, b: Procedure) -> bool:
+    """Studies that answer the same question another way: another tracer-specific PET/CT, or another
+    contrast protocol of the same coverage (the catalog's `pet_tracer` and `family`)."""
+    return (a.pet_tracer and b.pet_tracer) or (a.family is not None and a.family == b.family)
+
+
+def _offerable(
+    alts: list[Alternative], wanted: list[str], kidney_risk: bool, local: Local
+) -> tuple[tuple[Alternative, ...], tuple[Procedure, ...]]:
+    """Keep alternatives the scenario rates appropriate or recommends, in the `wanted` order, and
+    the studies not offered here that the card would otherwise name first (its "consider instead"
+    line shows two). A study not offered is replaced by the same rule's studies of the same kind
+    (another PET tracer it rates), in the rule's order; none: dropped, never replaced by a study the
+    rule does not support."""
     by_id = {a.procedure.id: a for a in alts if a.category != "usually-not-appropriate"}
-    chosen = [by_id[pid] for pid in dict.fromkeys(wanted) if pid in by_id]
     if kidney_risk:
-        chosen = [a for a in chosen if a.procedure.contrast != "iodinated"]
-    return tuple(chosen)
+        by_id = {pid: a for pid, a in by_id.items() if a.procedure.contrast != "iodinated"}
+    chosen: list[Alternative] = []
+    skipped: list[Procedure] = []
+    for pid in dict.fromkeys(wanted):
+        if pid not in by_id:
+            continue
+        if local.offered(pid):
+            chosen.append(by_id[pid])
+            continue
+        skipped.append(by_id[pid].procedure)
+        chosen += [
+            a
+            for a in by_id.values()
+            if local.offered(a.procedure.id) and same_kind(a.procedure, by_id[pid].procedure)
+        ]
+    unique = {a.procedure.id: a for a in chosen}
+    named = [by_id[pid].procedure for pid in dict.fromkeys(wanted) if pid in by_id][:SHOWN_ALTERNATIVES]
+    return tuple(unique.values()), tuple(p for p in skipped if p in named)
 
 
 def _fired_pitfalls(
@@ -135,8 +166,14 @@ def _replacements(
     alts: list[Alternative],
     match: ScenarioMatch,
     kidney_risk: bool,
-) -> tuple[Alternative, ...]:
+    local: Local,
+) -> tuple[tuple[Alternative, ...], tuple[Procedure, ...]]:
     wanted: list[str] = []
+    if not local.offered(procedure.id):
+        # Ordered here but not offered: the same kind of study the rule rates (another PET tracer),
+        # else the rule's own alternatives in order (conventional imaging where it rates it).
+        same = [a.procedure.id for a in alts if same_kind(a.procedure, procedure)]
+        wanted += same if any(local.offered(pid) for pid in same) else [a.procedure.id for a in alts]
     for fired in pitfalls:
         p = fired.pitfall
         if p.prefer and procedure.id not in p.prefer:
@@ -145,7 +182,9 @@ def _replacements(
             wanted += [a.procedure.id for a in alts if a.procedure.contrast != p.prefer_contrast_not]
     if rating and rating.category == "usually-not-appropriate":
         wanted += list(match.variant.preferred) + [a.procedure.id for a in alts]
-    return _offerable(alts, wanted, kidney_risk)
+    chosen, skipped = _offerable(alts, wanted, kidney_risk, local)
+    ordered = () if local.offered(procedure.id) else (procedure,)
+    return chosen, ordered + skipped
 
 
 def _rate_in_scenario(
@@ -179,6 +218,8 @@ def _rate_in_scenario(
     rating = rating or (coverage.inherited if coverage else None)
     pitfalls = _fired_pitfalls(match, procedure, facts, knowledge, ctx)
     pama = PAMA_BY_CATEGORY[rating.category] if rating else NO_CRITERIA_APPLY
+    local = knowledge.local
+    replacements, not_offered = _replacements(rating, procedure, pitfalls, alts, match, kidney, local)
     return StudyRating(
         study,
         procedure,
@@ -188,9 +229,10 @@ def _rate_in_scenario(
         pama,
         pitfalls,
         tuple(alts),
-        _replacements(rating, procedure, pitfalls, alts, match, kidney),
+        replacements,
         match=match,
         coverage=coverage,
+        not_offered=not_offered,
     )
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, literal_column, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -155,6 +155,13 @@ def parse_filters(args: Mapping[str, str], services: Iterable[str]) -> Filters:
     return Filters(start, end, None if service == "all" else service)
 
 
+def day_of(col: Any) -> Any:
+    """The UTC day of an ISO-text time. The bounds are inline constants, not bound parameters, so the
+    SELECT and GROUP BY copies of the expression stay one expression for PostgreSQL whatever the
+    driver's parameter binding (server-side binding would make them $1, $2 and $3, $4)."""
+    return func.substr(col, literal_column("1"), literal_column("10"))
+
+
 # --- SQL groupings ------------------------------------------------------------------------------
 
 def _feedback_counts() -> list[Any]:
@@ -204,7 +211,7 @@ def feedback_summary(db: Connection, filters: Filters) -> FeedbackSummary:
     c = card_index.c
     out = FeedbackSummary()
     for key, counts in _feedback_by(db, filters, c.rule_id, c.procedure_id,
-                                    func.substr(c.created_at, 1, 10)).items():
+                                    day_of(c.created_at)).items():
         rule, procedure, day = key
         for table, k in ((out.by_rule, rule), (out.by_procedure, procedure), (out.by_day, day)):
             if k:
@@ -341,7 +348,7 @@ def alert_burden_table(db: Connection, filters: Filters, summary: AuditSummary) 
 
 
 def weekly_table(db: Connection, filters: Filters, fb: FeedbackSummary) -> list[Row]:
-    day = func.substr(card_index.c.created_at, 1, 10)
+    day = day_of(card_index.c.created_at)
     weeks: dict[str, list[int]] = {}
     # grouped by day in SQL (the same expression on both databases), folded into ISO weeks here
     for key, n in _cards_by(db, filters, day).items():
@@ -357,6 +364,20 @@ def weekly_table(db: Connection, filters: Filters, fb: FeedbackSummary) -> list[
 def _iso_week(day: str) -> str:
     year, week, _ = date.fromisoformat(day).isocalendar()
     return f"{year}-W{week:02d}"
+
+
+def site_versions(engine: Engine, filters: Filters) -> list[tuple[str | None, int]]:
+    """Which site configuration (CDS_SITE_CONFIG `version`; None: none loaded) was in force for how
+    many hook calls of the range: figures before and after a local change are not comparable."""
+    a = audit.c
+    q = select(a.site_config_version, func.count()).where(*filters.on_audit()).group_by(a.site_config_version)
+    with engine.connect() as db:
+        found: list[tuple[str | None, int]] = []
+        row: Any
+        for row in db.execute(q):
+            found.append((None if row[0] is None else str(row[0]), int(row[1])))
+        # sorted here: the databases disagree on where NULL sorts
+        return sorted(found, key=lambda vc: (vc[0] is not None, vc[0] or ""))
 
 
 def build(engine: Engine, filters: Filters, names: Iterable[str] | None = None) -> dict[str, list[Row]]:

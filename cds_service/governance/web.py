@@ -18,11 +18,14 @@ import hashlib
 import hmac
 import io
 import ipaddress
-from typing import Any
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from markupsafe import Markup
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import NotFound
 
 from cds_service.governance import charts
@@ -34,11 +37,15 @@ from cds_service.governance.queries import (
     Row,
     build,
     parse_filters,
+    site_versions,
 )
 from cds_service.protocol import access_log
 from cds_service.protocol.discovery import SERVICES
-from cds_service.protocol.errors import InvalidRequest
+from cds_service.protocol.errors import InvalidRequest, ProtocolError
 from cds_service.protocol.views import ServiceState, Unauthorized
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 blueprint = Blueprint("governance", __name__, template_folder="templates")
 
@@ -115,6 +122,15 @@ def _secured(response: Response) -> Response:
     return response
 
 
+def _read(read: Callable[[], T]) -> T:
+    try:
+        return read()
+    except SQLAlchemyError as exc:
+        # the state database is down or unreadable: the service's guidance is not, so no 500
+        log.warning("governance view: state database error (%s)", type(exc).__name__)
+        raise ProtocolError("The state database is not available; try again shortly", status=503) from None
+
+
 def _table(name: str) -> str:
     if name not in TABLES_BY_NAME:
         raise NotFound()
@@ -132,7 +148,9 @@ def cell(value: Any, kind: str) -> str:
 def dashboard() -> Response:
     open_mode = _authorize()
     filters = _filters()
-    tables = build(_state().feedback.engine, filters)
+    engine = _state().feedback.engine
+    tables = _read(lambda: build(engine, filters))
+    versions = _read(lambda: site_versions(engine, filters))
     query = urlencode(filters.query())
     html = render_template(
         "governance/dashboard.html",
@@ -147,8 +165,19 @@ def dashboard() -> Response:
         share_chart=Markup(charts.share_bar(tables["rated-share"])),
         weekly_chart=Markup(charts.weekly_bars(tables["weekly"])),
         knowledge_version=str(getattr(_state().knowledge, "version", "")),
+        site_versions=versions,
+        names=_names(_state().knowledge),
     )
     return _secured(Response(html, mimetype="text/html"))
+
+
+def _names(knowledge: Any) -> dict[str, dict[str, str]]:
+    """Rule titles and study names for the page's tooltips (the key cell itself stays the id)."""
+    rules = {s.id: s.title for s in knowledge.scenarios}
+    rules.update({p.id: p.title for p in knowledge.pitfalls.values()})
+    rules.update({o.id: o.title for o in knowledge.texts.outcomes.values()})
+    studies = {pid: p.display for pid, p in knowledge.catalog.procedures.items()}
+    return {"rules": rules, "studies": studies}
 
 
 @blueprint.get("/admin/api/<name>")
@@ -157,7 +186,7 @@ def table_json(name: str) -> Response:
     name = _table(name)
     filters = _filters()
     spec = TABLES_BY_NAME[name]
-    rows = build(_state().feedback.engine, filters, [name])[name]
+    rows = _read(lambda: build(_state().feedback.engine, filters, [name]))[name]
     return _secured(jsonify({
         "table": name,
         "columns": [c.name for c in spec.columns],
@@ -172,7 +201,7 @@ def table_csv(name: str) -> Response:
     name = _table(name)
     filters = _filters()
     spec = TABLES_BY_NAME[name]
-    rows = build(_state().feedback.engine, filters, [name])[name]
+    rows = _read(lambda: build(_state().feedback.engine, filters, [name]))[name]
     response = Response(to_csv(spec.columns, spec.text_columns, rows), mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}.csv"'
     return _secured(response)

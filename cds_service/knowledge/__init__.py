@@ -26,6 +26,7 @@ from cds_service.knowledge.errors import KnowledgeError
 from cds_service.knowledge.model import (
     Catalog,
     Code,
+    Local,
     Outcome,
     Pitfall,
     Procedure,
@@ -67,6 +68,8 @@ class Knowledge:
     pitfalls: Mapping[str, Pitfall]
     texts: Texts
     valuesets: Any = None  # cds_service.knowledge.valuesets.ValueSets
+    # A site's changes (knowledge/site.py `site_view`); the loaded base carries none.
+    local: Local = Local()
 
     def scenario(self, scenario_id: str) -> Scenario | None:
         return next((s for s in self.scenarios if s.id == scenario_id), None)

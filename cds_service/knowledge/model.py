@@ -259,3 +259,22 @@ class Texts:
     @property
     def rule_system(self) -> str:
         return f"{self.canonical_base}/CodeSystem/rule"
+
+
+@dataclass(frozen=True)
+class Local:
+    """What one site changed (CDS_SITE_CONFIG, built by cds_service/knowledge/site.py): the engine
+    reads it from the knowledge view it is given, never from a global, so it stays pure."""
+
+    site: str | None = None  # the site's name, for card text ("not offered at <site>")
+    version: str | None = None  # the site file's own version (audit rows, check, rule pages)
+    unavailable: frozenset[str] = frozenset()  # procedure ids not offered here (groups expanded)
+    info_only: frozenset[str] = frozenset()  # scenario ids whose cards are shown as info
+    contact: tuple[str, str] | None = None  # (label, url) of the local radiology consult
+
+    def offered(self, procedure_id: str) -> bool:
+        return procedure_id not in self.unavailable
+
+    @property
+    def where(self) -> str:
+        return f"at {self.site}" if self.site else "at this site"

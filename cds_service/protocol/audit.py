@@ -23,6 +23,7 @@ _PAMA_RATING = "/pama-rating"
 def entry(
     service_id: str, hook_instance: str, hook: str, knowledge: Any, rule_ids: Iterable[str],
     body: Mapping[str, Any], fhir_calls: int, client_iss: str | None, result: EngineResult | None = None,
+    site_config_version: str | None = None,
 ) -> AuditEntry:
     """`result` (None: the call had no ServiceRequest to rate) gives the governance view's counts:
     orders rated, facts asked for, unreadable data and unknown order codes, all as codes."""
@@ -38,6 +39,7 @@ def entry(
         card_uuids=tuple(str(c.get("uuid")) for c in body.get("cards") or () if isinstance(c, Mapping)),
         fhir_calls=fhir_calls,
         client_iss=client_iss,
+        site_config_version=site_config_version,  # the site file's `version` (CDS_SITE_CONFIG)
         orders=result.orders,
         missing_facts=result.missing_facts,
         unreadable=result.unreadable,

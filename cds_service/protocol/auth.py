@@ -215,7 +215,7 @@ class DatabaseReplayCache:
         self._inserts += 1
         if self._inserts % self.PRUNE_EVERY == 0:
             self.prune()
-        with self.db.single() as db:  # one statement decides: no transaction around it needed
+        with self.db.autocommit() as db:  # one statement decides: no transaction around it needed
             inserted = db.execute(self._first_use, {"iss": iss, "jti": jti, "exp": exp, "now": now})
             return inserted.rowcount == 1
 

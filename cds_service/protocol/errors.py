@@ -44,7 +44,7 @@ class Unavailable(ProtocolError):
     """A dependency (the state database) is down: answered 503 with Retry-After; the client retries."""
 
     status = 503
-    retry_after = 5  # seconds
+    retry_after = 5  # seconds (state/db.py DOWN_SECONDS: when the next attempt is made)
 
 
 def operation_outcome(status: int, message: str) -> dict[str, Any]:

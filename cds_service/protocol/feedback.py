@@ -172,6 +172,11 @@ class FeedbackStore:
             insert(t.feedback).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
         )
         self._audit = t.audit.insert()
+        # built once: statement construction and its cache key cost more than the lookup itself
+        z = t.snooze.c
+        self._snoozed = select(z.patient_key, z.order_codes, z.rule_id, z.verdict).where(
+            z.patient_key == bindparam("patient_key"), z.snoozed_at >= bindparam("since", type_=Float)
+        )
         # A new override snoozes its card's subject; a later override of the same subject moves
         # the snooze forward, never back (max of both times).
         upsert = insert(t.snooze).from_select(
@@ -219,7 +224,9 @@ class FeedbackStore:
              "created_at": now, "indicator": meta.get("indicator")}
             for uuid, meta in card_index.items()
         ]
-        with self.db.begin() as db:
+        # Two idempotent inserts, each whole on its own: a card's feedback link without its
+        # snooze subject (should the second fail) only means that card's dismissal does not snooze.
+        with self.db.autocommit() as db:
             db.execute(self._index_card, rows)
             if subjects and at is not None:
                 db.execute(self._index_subject, [
@@ -245,7 +252,7 @@ class FeedbackStore:
             "unreadable": json.dumps(list(entry.unreadable)),
             "unknown_codes": json.dumps(list(entry.unknown_codes)),
         }
-        with self.db.single() as db:
+        with self.db.autocommit() as db:
             db.execute(self._audit, row)
 
     def audit_rows(self) -> list[dict[str, Any]]:
@@ -272,15 +279,11 @@ class FeedbackStore:
 
     def snoozed(self, subjects: Iterable[CardSubject], since: float) -> set[CardSubject]:
         wanted = set(subjects)
-        keys = sorted({s.patient_key for s in wanted})  # one patient per call in practice
-        if not keys:
-            return set()
-        s = t.snooze.c
-        query = select(s.patient_key, s.order_codes, s.rule_id, s.verdict).where(
-            s.patient_key.in_(keys), s.snoozed_at >= since
-        )
-        with self.db.single() as db:
-            found = {CardSubject._make(row) for row in db.execute(query)}
+        found: set[CardSubject] = set()
+        with self.db.autocommit() as db:
+            for key in sorted({s.patient_key for s in wanted}):  # one patient per call in practice
+                found.update(CardSubject._make(row) for row in db.execute(
+                    self._snoozed, {"patient_key": key, "since": since}))
         return found & wanted
 
     def prune(self, snoozed_before: float, subjects_before: float) -> None:

@@ -96,6 +96,9 @@ class Snoozer:
     secret: bytes = field(repr=False)
     window_seconds: float
     clock: Callable[[], float] = time.time  # injected in tests (no sleeping, no freezegun)
+    # Another service on the same store may snooze longer (a site's per-service `snooze_hours`):
+    # pruning keeps every override younger than this too, so it never cuts that service's window.
+    keep_seconds: float = 0.0
     _pruned_at: float = field(default=float("-inf"), repr=False)
 
     @property
@@ -159,7 +162,8 @@ class Snoozer:
             return
         self._pruned_at = now
         try:
-            self.store.prune(now - self.window_seconds, now - max(self.window_seconds, SUBJECT_MIN_SECONDS))
+            keep = max(self.window_seconds, self.keep_seconds)
+            self.store.prune(now - keep, now - max(keep, SUBJECT_MIN_SECONDS))
         except DatabaseError as exc:
             log.error("could not prune the snooze store (hookInstance=%s): %s", hook_instance[:100],
                       type(exc).__name__)

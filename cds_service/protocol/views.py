@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gc
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +44,10 @@ class ServiceState:
     feedback: FeedbackStore
     engine_options: engine.EngineOptions = engine.EngineOptions()
     snoozer: Snoozer | None = None  # None: cards are never snoozed
+    site: Any = None  # knowledge/site.py SiteConfig (CDS_SITE_CONFIG); None: no site file
+    engine_knowledge: Any = None  # the knowledge as this site sees it (site_view); None: `knowledge`
+    service_options: Mapping[str, engine.EngineOptions] = field(default_factory=dict)  # per service id
+    snoozers: Mapping[str, Snoozer] = field(default_factory=dict)  # per service id (snooze window)
 
 
 class Unauthorized(Exception):
@@ -150,9 +155,12 @@ def invoke(service_id: str) -> Response:
         incomplete=list(record.incomplete), prefetch=dict(stats.states), fhir_fetched=list(stats.fetched),
         fhir_calls=stats.fhir_calls, fhir_server_refused=stats.server_refused or None,
     )
-    result = engine.evaluate(call.request, record, state.knowledge, state.engine_options)
+    result = engine.evaluate(
+        call.request, record, state.engine_knowledge or state.knowledge,
+        state.service_options.get(service.id, state.engine_options),
+    )
     response_body, _ = enforce_contract(build_body(result), strict=state.settings.strict_responses)
-    shown = _snooze(state, call, response_body, result.card_index)
+    shown = _snooze(state, service.id, call, response_body, result.card_index)
     response_body = shown.body
     try:
         state.feedback.index_cards(
@@ -181,7 +189,8 @@ def _audit(
     fhir_calls: int, caller: Caller | None, result: EngineResult | None = None,
 ) -> AuditEntry:
     record = audit.entry(service_id, call.request.hook_instance, call.request.hook, state.knowledge, rule_ids,
-                         body, fhir_calls, caller.iss if caller else None, result)
+                         body, fhir_calls, caller.iss if caller else None, result,
+                         site_config_version=state.site.version if state.site else None)
     try:
         state.feedback.audit(record)
     except DatabaseError:
@@ -248,10 +257,14 @@ def _has_service_requests(req: HookRequest) -> bool:
     return any(r.get("resourceType") == "ServiceRequest" for r in req.draft_orders)
 
 
-def _snooze(state: ServiceState, call: ParsedCall, body: dict[str, Any], card_index: Any) -> Shown:
-    """Leave out the cards the clinician dismissed for this patient (protocol/snooze.py)."""
-    if state.snoozer is None:
+def _snooze(
+    state: ServiceState, service_id: str, call: ParsedCall, body: dict[str, Any], card_index: Any
+) -> Shown:
+    """Leave out the cards the clinician dismissed for this patient (protocol/snooze.py), over the
+    service's own snooze window (CDS_SITE_CONFIG `services`, else CDS_SNOOZE_HOURS)."""
+    snoozer = state.snoozers.get(service_id, state.snoozer)
+    if snoozer is None:
         uuids = {c["uuid"] for c in body["cards"] if isinstance(c, dict) and isinstance(c.get("uuid"), str)}
         return Shown(body, {u: m for u, m in card_index.items() if u in uuids}, {})
     req = call.request
-    return state.snoozer.filter(req.hook_instance, call.fhir_server, req.patient_id, body, card_index)
+    return snoozer.filter(req.hook_instance, call.fhir_server, req.patient_id, body, card_index)

@@ -1,14 +1,15 @@
 """The state database: one SQLAlchemy engine per process on SQLite (embedded) or PostgreSQL.
 
 SQLite (`CDS_FEEDBACK_DB`, the default) is a file beside the service: WAL journal, synchronous=NORMAL
-and pooled connections kept open, because the card index is written on the request path and a
-connection opened, fully synced and closed per call cost 5-30 ms. PostgreSQL (`CDS_DATABASE_URL`)
+and one connection per thread kept open, because the card index is written on the request path and
+a connection opened, fully synced and closed per call cost 5-30 ms. PostgreSQL (`CDS_DATABASE_URL`)
 is shared by every replica; its connections are pooled per worker process, with bounded connect and
-statement timeouts so a dead database costs a hook call at most those seconds, never a hung worker.
+statement timeouts, and after a failure the process stops trying for DOWN_SECONDS: a dead database
+costs a hook call at most one connect timeout, never a hung worker.
 
-gunicorn forks its workers after the app (and so this object) is built: a pooled connection must
-never be shared by two processes, so the first use in a new process drops the inherited pool
-without closing its connections (they belong to the parent) and opens its own.
+gunicorn forks its workers after the app (and so this object) is built: a connection must never be
+shared by two processes, so the first use in a new process drops the inherited pool without closing
+its connections (they belong to the parent) and opens its own.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 # What a database failure raises, whatever the backend: SQLAlchemy wraps the driver's errors
@@ -36,6 +37,14 @@ if TYPE_CHECKING:
     from cds_service.config import Settings
 
 SQLITE_BUSY_SECONDS = 5.0  # a writer waits this long for another process's write lock
+# After PostgreSQL could not be reached, this process's calls fail at once for this many seconds
+# instead of each waiting out the connect timeout (a hook call makes 3-4): the answer is never
+# held back more than one timeout. It is also the Retry-After of the 503s that follow.
+DOWN_SECONDS = 5.0
+
+
+class DatabaseUnavailable(SQLAlchemyError):
+    """PostgreSQL failed moments ago (DOWN_SECONDS): not tried again yet."""
 
 
 class DatabaseConfigError(ValueError):
@@ -101,9 +110,10 @@ class Database:
         self.url = normalise_url(url) if isinstance(url, str) else url
         self.options = options or DatabaseOptions()
         self._lock = threading.Lock()
-        self._engine: Engine | None = None
-        self._pid = 0
+        self._engines: dict[bool, Engine] = {}  # autocommit? -> this process's engine
+        self._pid = os.getpid()
         self._local = threading.local()
+        self._down_until = 0.0  # monotonic time until which PostgreSQL is not tried (per process)
 
     @property
     def dialect(self) -> str:
@@ -120,17 +130,24 @@ class Database:
 
     @property
     def engine(self) -> Engine:
-        engine, pid = self._engine, os.getpid()
-        if engine is not None and self._pid == pid:
-            return engine
-        with self._lock:
-            if self._engine is None:
-                self._engine = self._create()
-            elif self._pid != pid:
-                # Forked: forget the parent's pooled connections without closing them under it.
-                self._engine.dispose(close=False)
-            self._pid = pid
-            return self._engine
+        """This process's engine (transactions; reads through `cds_service.state.tables`)."""
+        return self._engine(autocommit=False)
+
+    def _engine(self, autocommit: bool) -> Engine:
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    # Forked: forget the parent's pooled connections without closing them under it.
+                    for inherited in self._engines.values():
+                        inherited.dispose(close=False)
+                    self._pid = os.getpid()
+        engine = self._engines.get(autocommit)
+        if engine is None:
+            with self._lock:
+                engine = self._engines.get(autocommit)
+                if engine is None:
+                    engine = self._engines[autocommit] = self._create(autocommit)
+        return engine
 
     @contextmanager
     def begin(self, durable: bool = False) -> Iterator[Connection]:
@@ -148,28 +165,29 @@ class Database:
             yield conn
 
     @contextmanager
-    def single(self) -> Iterator[Connection]:
-        """A connection for one statement that commits by itself (it is atomic on its own).
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection for statements that are each atomic on their own (an idempotent insert,
+        one lookup): no transaction is needed around them.
 
-        On PostgreSQL the statement runs in autocommit mode: one round trip instead of three
-        (BEGIN, the statement, COMMIT), for the jti check, the audit row and the snooze lookup
-        on every hook call. SQLite: a short transaction on the thread's connection (no round trips
-        to save)."""
+        On PostgreSQL each commits by itself (autocommit): one round trip per statement instead
+        of BEGIN, the statements and COMMIT, for the writes and the lookup of every hook call.
+        On SQLite they share one short transaction on the thread's connection (one commit)."""
         if self.dialect == "sqlite":
             with self.begin() as conn:
                 yield conn
             return
-        with self.engine.connect() as pooled:
-            # reset to the engine's isolation level when the connection returns to the pool
-            yield pooled.execution_options(isolation_level="AUTOCOMMIT")
+        # a pool of connections kept in autocommit mode: switching a pooled connection to it
+        # and back costs round trips of its own (SET SESSION CHARACTERISTICS ...)
+        with self._pooled(autocommit=True) as pooled:
+            yield pooled
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         """A connection of this thread and process. SQLite: the thread's own, kept open between
         calls (a pool checkout and reset per call cost about as much as the write itself); on
-        PostgreSQL one from the pool, checked before use (pool_pre_ping) and returned after."""
+        PostgreSQL one from the pool (pinged first after an idle spell), returned after."""
         if self.dialect != "sqlite":
-            with self.engine.connect() as pooled:
+            with self._pooled() as pooled:
                 yield pooled
             return
         local, pid = self._local, os.getpid()
@@ -182,17 +200,43 @@ class Database:
             if kept.in_transaction():  # a read left its implicit transaction open: end it
                 kept.rollback()
 
+    @contextmanager
+    def _pooled(self, autocommit: bool = False) -> Iterator[Connection]:
+        """A pooled PostgreSQL connection, unless the database failed within DOWN_SECONDS."""
+        if time.monotonic() < self._down_until:
+            raise DatabaseUnavailable("the state database could not be reached a moment ago")
+        try:
+            conn = self._engine(autocommit).connect()
+        except DatabaseError:
+            self.mark_down()
+            raise
+        with conn:
+            try:
+                yield conn
+            except DBAPIError as exc:
+                if exc.connection_invalidated:  # the server went away under the statement
+                    self.mark_down()
+                raise
+
+    def mark_down(self) -> None:
+        self._down_until = time.monotonic() + DOWN_SECONDS
+
+    def mark_up(self) -> None:
+        """The database answered (a readiness probe): calls need not wait for DOWN_SECONDS."""
+        self._down_until = 0.0
+
     def dispose(self) -> None:
         """Close this process's pooled connections (tests, shutdown)."""
-        if self._engine is not None and self._pid == os.getpid():
-            self._engine.dispose()
+        if self._pid == os.getpid():
+            for engine in self._engines.values():
+                engine.dispose()
 
-    def _create(self) -> Engine:
+    def _create(self, autocommit: bool) -> Engine:
         o = self.options
         if self.dialect == "sqlite":
             # No pool: each thread keeps its own connection (connect()), opened once.
             engine = create_engine(
-                self.url, poolclass=NullPool,
+                self.url, poolclass=NullPool, hide_parameters=True,
                 connect_args={"timeout": SQLITE_BUSY_SECONDS, "check_same_thread": False},
             )
             event.listen(engine, "connect", _sqlite_pragmas)
@@ -200,12 +244,22 @@ class Database:
         statement_ms = max(1, round(o.statement_timeout * 1000))
         engine = create_engine(
             self.url,
+            # error messages (logged) show the SQL, never the values: no row content in the log
+            hide_parameters=True,
+            isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
             pool_size=o.pool_size,
             max_overflow=o.max_overflow,
             pool_timeout=o.pool_timeout,
             pool_recycle=1800,
             connect_args={
                 "connect_timeout": max(2, round(o.connect_timeout)),
+                # a server that vanishes mid-call (host down, network cut) is given up on after
+                # about these seconds, not the minutes of the kernel's TCP retransmissions
+                "tcp_user_timeout": round((o.connect_timeout + o.statement_timeout) * 1000),
+                "keepalives": 1,
+                "keepalives_idle": max(1, round(o.statement_timeout)),
+                "keepalives_interval": 1,
+                "keepalives_count": 2,
                 "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}"
                 " -c synchronous_commit=off",
                 "application_name": "cds-service",

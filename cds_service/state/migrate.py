@@ -115,6 +115,7 @@ def problem(db: Database) -> str | None:
     except DatabaseError as exc:
         cause = getattr(exc, "orig", None) or exc  # the driver's error class says more (OperationalError)
         return f"database unreachable ({type(cause).__name__})"
+    db.mark_up()
     if not is_current(revision):
         return f"database schema at revision {revision or 'none'}, needs {HEAD} (run cds-service migrate)"
     missing = set(tables.metadata.tables) - present

@@ -66,7 +66,7 @@ class Service:
     token: str
     db_path: Path
     log_path: Path
-    site_file: Path | None
+    site_file: Path
     process: subprocess.Popen[bytes]
 
     def log_tail(self, lines: int = 40) -> str:
@@ -94,9 +94,8 @@ def running_service(workdir: Path) -> Iterator[Service]:
         CDS_ADMIN_TOKEN=token,
         CDS_STATE_SECRET=secrets.token_hex(32),
     )
-    site_file = SITE_FILE if SITE_FILE.is_file() else None
-    if site_file is not None:
-        env["CDS_SITE_CONFIG"] = str(site_file)
+    site_file = SITE_FILE
+    env["CDS_SITE_CONFIG"] = str(site_file)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "cds_service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),

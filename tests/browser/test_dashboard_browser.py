@@ -1,14 +1,14 @@
 """The governance dashboard (`/admin/`) in a real browser: headless Chromium driven by Playwright.
 
-A real `cds-service serve` (fresh state database, CDS_ADMIN_TOKEN, the example site file when there
-is one) gets every fixture case once (the case's hooks taken in turn, so both services) over HTTP,
-as an EHR would send it, plus two imaging orders with codes outside the catalog; then feedback on
-some of the cards (a suggestion accepted, overridden with a coded reason, overridden without one,
-a repeat, a card of the other service, a card never issued). The figures the page must show are
-counted here from those responses and that feedback (tests/browser/harness.py), never by the
-dashboard's own queries; the same records are read back from the database through SQLAlchemy on
-`cds_service/state/tables.py` and must agree. Missing and unreadable facts, which a response does
-not give as codes, are counted from the audit rows.
+A real `cds-service serve` (fresh state database, CDS_ADMIN_TOKEN, the example site file
+fixtures/site/example-site.yaml) gets every fixture case once (the case's hooks taken in turn, so
+both services) over HTTP, as an EHR would send it, plus two imaging orders with codes outside the
+catalog; then feedback on some of the cards (a suggestion accepted, overridden with a coded reason,
+overridden without one, a repeat, a card of the other service, a card never issued). The figures
+the page must show are counted here from those responses and that feedback
+(tests/browser/harness.py), never by the dashboard's own queries; the same records are read back
+from the database through SQLAlchemy on `cds_service/state/tables.py` and must agree. Missing and
+unreadable facts, which a response does not give as codes, are counted from the audit rows.
 
 In the browser: every figure cell of all eight tables and each table's JSON twin; the service
 filter chosen in the form and applied with its button; a date range outside the data, then today
@@ -92,9 +92,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
-        # Playwright starts Chromium with --no-sandbox by default (chromium_sandbox=False), which a
-        # root user such as CI's needs; /usr/bin/chromium is Debian's build, never a downloaded one.
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        # Chromium refuses to run its sandbox as root (CI and this project's machines run as root):
+        # --no-sandbox there only; any other user keeps the sandbox. /usr/bin/chromium is Debian's
+        # build, never a downloaded one.
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, chromium_sandbox=os.geteuid() != 0)
         try:
             yield b
         finally:
@@ -187,14 +188,11 @@ def test_the_database_holds_what_the_test_saw(world: dict[str, Any]) -> None:
     assert any(k.startswith("code|") for k in figures(expected)["data-quality"])
 
 
-@pytest.mark.xfail(not harness.SITE_FILE.is_file(), strict=True,
-                   reason="the example site file comes with the site configuration (issue 14 point 1)")
-def test_the_site_file_is_in_force(world: dict[str, Any]) -> None:
-    """The service runs with the example site file: every audit row names its version, and the
-    rules it switches off fire nowhere (so the dashboard, which must equal the counts, lists none)."""
-    site_file = world["service"].site_file
-    assert site_file is not None, f"no site file at {harness.SITE_FILE}"
-    site = yaml.safe_load(site_file.read_text())
+def test_the_site_file_is_in_force(admin: BrowserContext, world: dict[str, Any]) -> None:
+    """The service runs with the example site file: every audit row names its version, the page
+    says which version the figures were made under, and the rules it switches off fire nowhere (so
+    the dashboard, which must equal the counts, lists none)."""
+    site = yaml.safe_load(world["service"].site_file.read_text())
     with sqlite3.connect(world["service"].db_path) as db:
         versions = {row[0] for row in db.execute("SELECT DISTINCT site_config_version FROM audit")}
     assert versions == {str(site["version"])}
@@ -202,6 +200,8 @@ def test_the_site_file_is_in_force(world: dict[str, Any]) -> None:
     off = {rule for rule, change in (site.get("rules") or {}).items() if change.get("off", change.get(False))}
     assert off, "the example site file switches no rule off"
     assert not off & set(figures(world["expected"])["rules"])
+    shown = _open(admin).inner_text("#site-versions")
+    assert f"version {site['version']} ({len(world['calls'])} calls)" in shown, shown
 
 
 def test_dashboard_figures_equal_the_counts_of_the_replayed_cases(admin: BrowserContext,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -39,6 +40,15 @@ def _e2e_session(tmp_path_factory):
 @pytest.fixture
 def e2e(_e2e_session):
     return _e2e_session
+
+
+EXAMPLE_SITE = REPO / "fixtures" / "site" / "example-site.yaml"
+
+
+@pytest.fixture(scope="session")
+def e2e_site(_e2e_session):
+    """The same runner with the example site file (fixtures/site/example-site.yaml) loaded."""
+    return Runner(dataclasses.replace(_e2e_session.settings, site_config=EXAMPLE_SITE))
 
 
 class Runner:

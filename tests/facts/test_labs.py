@@ -220,3 +220,16 @@ def test_psa_as_bare_value_string_or_without_unit_is_unreadable(valuesets):
         facts = facts_of(valuesets, observation((LNC, "2857-1"), **value))
         assert facts.psa == ()
         assert any(i.startswith("PSA") for i in facts.data_issues), value
+
+
+def test_unreadable_lab_data_is_named_by_kind_for_the_audit(valuesets):
+    # the audit keeps the kind ("labs"), never the issue text (it may quote record references)
+    facts = facts_of(valuesets, observation((LNC, "2857-1"), valueQuantity=quantity(4.2, "mg/dL", "mg/dL")))
+    assert facts.unreadable == ("labs",)
+    clean = facts_of(valuesets, observation((LNC, "2857-1"), valueQuantity=quantity(4.2, "ng/mL", "ng/mL")))
+    assert clean.unreadable == () and clean.data_issues == ()
+
+
+def test_data_not_retrieved_is_named_by_prefetch_key(valuesets):
+    facts = extract_facts(record(incomplete=("observations",)), valuesets)
+    assert facts.unreadable == ("not-retrieved:observations",)

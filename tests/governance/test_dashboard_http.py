@@ -212,3 +212,30 @@ def test_a_formula_looking_code_is_defused_in_csv(secured, clock):
                            missing_facts=("=cmd",)))
     text = secured.get("/admin/missing-facts.csv", headers=AUTH).get_data(as_text=True)
     assert "'=cmd,1" in text
+
+
+def test_the_page_names_the_site_configurations_in_force_over_the_range(secured, clock):
+    from cds_service.protocol.feedback import AuditEntry
+
+    store = secured.application.extensions["cds"].feedback
+    for day, version in (("2026-11-02", None), ("2026-11-03", "2026.1"), ("2026-11-04", "2026.1"),
+                         ("2026-11-20", "2026.2")):
+        clock.set(f"{day}T10:00:00")
+        store.audit(AuditEntry(h.SELECT, "x", "order-select", "1", (), (), (), 0, None,
+                               site_config_version=version))
+    html = secured.get("/admin/?to=2026-11-10", headers=AUTH).get_data(as_text=True)
+    assert "none (1 call), version 2026.1 (2 calls)." in html and "2026.2" not in html
+    later = secured.get("/admin/?from=2026-11-10", headers=AUTH).get_data(as_text=True)
+    assert "version 2026.2 (1 call)" in later
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_an_unreadable_state_database_is_503_not_a_crash(settings, path, tmp_path, caplog):
+    db = tmp_path / "broken.sqlite3"
+    client = app_with(settings, admin_token=TOKEN, feedback_db=db).test_client()
+    for f in tmp_path.glob("broken.sqlite3*"):
+        f.write_bytes(b"not a database at all " * 512)  # a disk gone bad under the service
+    response = client.get(path, headers=AUTH)
+    assert response.status_code == 503
+    assert response.get_json()["resourceType"] == "OperationOutcome"
+    assert "Traceback" not in caplog.text

@@ -189,3 +189,9 @@ def test_weekly_missing_facts_and_data_quality(replayed):
     quality = page.tables["data-quality"]
     assert quality[f"code|{CPT}|78999"] == {"count": "1"}
     assert quality["unreadable|not-retrieved:procedures"] == {"count": "1"}
+
+
+def test_each_rule_row_links_to_its_rule_page(replayed):
+    _, tally, _, html = replayed
+    for rule in tally.cards:
+        assert f'<a href="/rules/{rule}">{rule}</a>' in html

@@ -75,3 +75,27 @@ def test_docs_list_e2e_cases_from_the_cases_directory(tmp_path):
     staging = text[text.index("### `prostate-initial-staging`") :].split("\n### ")[0]
     assert "- e2e cases where it fires: `made-up-case`" in staging
     assert "`prostate-low-risk-bone-scan`" not in text
+
+
+def test_docs_for_a_site_list_its_changes_and_the_default_stays_without_them(tmp_path):
+    from pathlib import Path
+
+    site = Path(__file__).resolve().parents[2] / "fixtures" / "site" / "example-site.yaml"
+    out = tmp_path / "knowledge.md"
+    assert main(["--site", str(site), "--output", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("# Knowledge base at Example General Hospital")
+    assert "version **2026-11-30.1**" in text and "Not offered here (`psma-pet-ct`)" in text
+    who = "`contrast-kidney-risk`: switched off at this site by Dr A. Rivera, CDS committee on 2026-11-02"
+    assert who in text
+    assert "| warning → info here |" in text and "| switched off here |" in text
+    assert main(["--site", str(site), "--output", str(out), "--check"]) == 0
+    default = render(load_knowledge())
+    assert "Example General" not in default and "at this site" not in default
+
+
+def test_docs_refuse_a_bad_site_file_naming_file_and_field(tmp_path, capsys):
+    bad = tmp_path / "site.yaml"
+    bad.write_text('version: "1"\nunavailable: [psma-pet-mri]\n')
+    assert main(["--site", str(bad), "--output", str(tmp_path / "k.md")]) == 2
+    assert f"{bad}: unavailable[0]: 'psma-pet-mri' is not a catalog procedure" in capsys.readouterr().err

@@ -25,6 +25,17 @@ def test_openapi_covers_every_endpoint_and_service(client):
     assert sorted(hooks) == sorted({s.hook for s in SERVICES})
 
 
+def test_openapi_describes_every_dashboard_table(client):
+    from cds_service.governance.queries import TABLES
+
+    doc = client.get("/openapi.json").get_json()
+    assert {"/admin/", "/admin/api/{table}", "/admin/{table}.csv"} <= set(doc["paths"])
+    tables = doc["components"]["parameters"]["AdminTable"]["schema"]["enum"]
+    assert tables == [t.name for t in TABLES]
+    services = doc["components"]["parameters"]["AdminService"]["schema"]["enum"]
+    assert services == ["all", *(s.id for s in SERVICES)]
+
+
 def test_example_request_matches_the_described_required_members(client):
     doc = client.get("/openapi.json").get_json()
     required = doc["components"]["schemas"]["HookRequest"]["required"]

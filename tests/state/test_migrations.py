@@ -158,9 +158,11 @@ def test_postgresql_never_migrated_refuses_too(pg_url, tmp_path):
         create_app(_pg_settings(pg_url, tmp_path))
 
 
-def test_serve_refuses_with_one_line_and_status_2(pg_url, monkeypatch, capsys):
+def test_serve_refuses_with_one_line_and_status_2(pg_url, monkeypatch, capsys, tmp_path):
     migrate.upgrade(Database(pg_url), "0001")
     monkeypatch.setenv("CDS_DATABASE_URL", pg_url)
+    # `serve` points prometheus_client at a directory through the environment: undone after the test
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "prom"))
     assert cli.main(["serve", "--port", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     refusals = [line for line in err if line.startswith("cds-service: refusing to start:")]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import replace
 
 import pytest
@@ -35,7 +34,6 @@ def test_hook_answers_with_cards_and_feedback_is_503_with_retry_after(down_url, 
     with caplog.at_level(logging.ERROR):
         client = _app(down_url, tmp_path)  # starts: the database is only needed for state
     assert "unreachable at start" in caplog.text
-    started = time.monotonic()
     with caplog.at_level(logging.ERROR):
         hook = client.post(support.HOOK, json=support.hook_request())
     assert hook.status_code == 200
@@ -52,8 +50,6 @@ def test_hook_answers_with_cards_and_feedback_is_503_with_retry_after(down_url, 
     ready = client.get("/readyz")
     assert ready.status_code == 503 and "unreachable" in ready.get_json()["checks"]["database"]
     assert client.get("/healthz").status_code == 200
-    # a refused connection fails at once; a silent host is bounded by the connect timeout
-    assert time.monotonic() - started < 10
 
 
 def test_jwt_replay_check_fails_closed_during_an_outage(down_url, tmp_path):
@@ -92,9 +88,10 @@ def test_service_recovers_when_postgresql_comes_back(tmp_path):
         assert client.post(support.FEEDBACK, json=feedback).status_code == 503
         assert client.get("/readyz").status_code == 503
         cluster.resume()
+        # the readiness probe finds it back; calls need not wait out the rest of DOWN_SECONDS
+        assert client.get("/readyz").status_code == 200
         response = client.post(support.FEEDBACK, json=feedback)
         assert response.status_code == 200 and response.get_json()["stored"] == 1
-        assert client.get("/readyz").status_code == 200
 
 
 def test_a_connection_dropped_while_idle_is_replaced_before_use(tmp_path, monkeypatch):
@@ -111,3 +108,38 @@ def test_a_connection_dropped_while_idle_is_replaced_before_use(tmp_path, monkey
         cluster.resume()  # every pooled connection is now dead, and nothing has used it since
         response = client.post(support.FEEDBACK, json={"feedback": [support.accepted(cards[0])]})
         assert response.status_code == 200 and response.get_json()["stored"] == 1
+
+
+def test_a_silent_database_costs_a_hook_call_one_connect_timeout_and_later_calls_none(tmp_path):
+    """A host that takes the connection and never answers (a hung server, a black-holed network):
+    the first call tries once, waiting out the connect timeout (2 s); for DOWN_SECONDS after it,
+    calls do not try again, so none of them waits (connection attempts counted, not timed)."""
+    import socket
+    import threading
+
+    accepted: list[socket.socket] = []
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+
+        def take() -> None:  # accept and never say a word
+            while True:
+                try:
+                    accepted.append(silent.accept()[0])
+                except OSError:
+                    return
+
+        threading.Thread(target=take, daemon=True).start()
+        client = _app(f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/cds", tmp_path)
+        at_start = len(accepted)  # the start-up schema check tried too
+        first = client.post(support.HOOK, json=support.hook_request())
+        assert first.status_code == 200 and first.get_json()["cards"]
+        assert len(accepted) == at_start + 1  # snooze lookup tried; index and audit did not
+        card = first.get_json()["cards"][0]
+        second = client.post(support.HOOK, json=support.hook_request())
+        feedback = client.post(support.FEEDBACK, json={"feedback": [support.accepted(card)]})
+        assert second.status_code == 200 and second.get_json()["cards"]
+        assert feedback.status_code == 503 and feedback.headers["Retry-After"] == "5"
+        assert len(accepted) == at_start + 1
+    for conn in accepted:
+        conn.close()

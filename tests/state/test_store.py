@@ -19,7 +19,7 @@ from cds_service.protocol.feedback import AuditEntry, FeedbackStore, parse_feedb
 from cds_service.protocol.snooze import CardSubject
 from cds_service.state import migrate
 from cds_service.state import tables as t
-from cds_service.state.db import Database
+from cds_service.state.db import Database, DatabaseError
 
 SERVICE = "imaging-appropriateness"
 META = {"rule_id": "prostate-mhspc-bone-scan", "scenario_id": "prostate-metastatic-systemic-therapy",
@@ -211,3 +211,12 @@ def test_ready_reports_an_old_schema(store):
     with store.db.begin() as db:
         db.execute(text("UPDATE alembic_version SET version_num = '0001'"))
     assert "cds-service migrate" in (store.ready() or "")
+
+
+def test_database_errors_carry_no_row_values_into_the_log(store):
+    with store.db.begin() as db:
+        db.execute(text("DROP TABLE card_index"))
+    with pytest.raises(DatabaseError) as failed:
+        store.index_cards(SERVICE, "hook-7f3a", {"card-7f3a": META})
+    assert "INSERT INTO card_index" in str(failed.value)  # the statement is named...
+    assert "7f3a" not in str(failed.value)  # ...its values are not

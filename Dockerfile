@@ -1,6 +1,7 @@
 # CDS Hooks imaging-appropriateness service.
 #   docker build -t cds-imaging .
 #   docker run --rm -p 8080:8080 -e CDS_FHIR_ALLOWED_HOSTS=fhir.example.org cds-imaging
+# Several replicas on PostgreSQL behind a proxy: compose.yaml, deploy/k8s/ (README "Deploying").
 # Needs network only for the Python package index during the build.
 FROM python:3.11-slim
 
@@ -21,12 +22,14 @@ COPY cards ./cards
 COPY docs/openapi.yaml ./docs/openapi.yaml
 RUN pip install . \
     && rm -rf /src \
-    && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin cds \
-    && mkdir -p /app /data && chown cds /data
+    && groupadd --system --gid 10001 cds \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin cds \
+    && mkdir -p /app /data && chown cds:cds /data
 
 WORKDIR /app
 
-USER cds
+# Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 8080
 

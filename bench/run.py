@@ -905,6 +905,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="extra environment for the service (repeatable), e.g. CDS_FHIR_MAX_WORKERS=8",
     )
     parser.add_argument("--no-fallback-arms", action="store_true", help="skip the FHIR fallback arms")
+    parser.add_argument("--no-pg-arms", action="store_true", help="skip the PostgreSQL arms (bench.pgstate)")
     parser.add_argument("--append", type=Path, metavar="MD", help="also append the report to this file")
     return parser.parse_args(argv)
 
@@ -924,6 +925,13 @@ def main(argv: list[str] | None = None) -> None:
 
         section, fallback_verdicts = fallback.run_arms()
         text += "\n" + section + "\n\n" + budget_table(fallback_verdicts) + "\n"
+    pg_arms = {"pg-cases", "replicas"}  # bench.pgstate (issue 13): state in PostgreSQL
+    wanted = not args.only or pg_arms & set(args.only)
+    if wanted and not args.no_pg_arms and not args.floor_only:
+        from bench import pgstate  # noqa: PLC0415 - its own module
+
+        section, pg_verdicts = pgstate.run_arms()
+        text += "\n" + section + "\n" + ("\n" + budget_table(pg_verdicts) + "\n" if pg_verdicts else "")
     text += f"\nWall time of the bench: {time.monotonic() - started:.0f} s.\n"
     print(text)
     if args.append:

@@ -204,10 +204,10 @@ def cluster_version(cluster: Any) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.pgstate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=1500, help="measured requests per server (cap)")
-    parser.add_argument("--duration", type=float, default=6.0, help="seconds per arm and server (cap)")
+    parser.add_argument("--requests", type=int, default=3000, help="measured requests per server (cap)")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per arm and server (cap)")
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured requests per client")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds")
     return parser.parse_args(argv)
 
 

@@ -28,8 +28,9 @@ from sqlalchemy import Float, bindparam, delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from cds_service.protocol import metrics
 from cds_service.state import migrate, tables
-from cds_service.state.db import Database
+from cds_service.state.db import Database, DatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +188,11 @@ class DatabaseReplayCache:
     whose token has expired is taken over by the same statement (ON CONFLICT ... DO UPDATE WHERE
     exp < now). Only (iss, jti, exp) is kept: a nonce, not a credential.
 
-    A database error propagates: the caller answers 503 (an authentication that cannot check for
-    replay fails closed).
+    Every jti is also remembered in this process (ReplayCache). While the database cannot be
+    reached that memory decides alone: guidance is never blocked by the state database (issue 13),
+    and a replay to the same worker is still refused; a replay to another worker or replica within
+    the token's short lifetime (CDS_JWT_MAX_LIFETIME) is the accepted risk, logged and counted in
+    `cds_state_errors{operation="jti"}` so an operator sees the outage.
     """
 
     PRUNE_EVERY = 200  # inserts per process between deletions of expired rows
@@ -209,15 +213,23 @@ class DatabaseReplayCache:
         ).execution_options(preserve_rowcount=True)  # rowcount decides: SQLAlchemy keeps it if asked
         self._prune = delete(seen).where(seen.c.exp < bindparam("now", type_=Float))
         self._inserts = 0
+        self._local = ReplayCache()
 
     def first_use(self, iss: str, jti: str, exp: float) -> bool:
         now = time.time()
+        fresh_here = self._local.first_use(iss, jti, exp)
         self._inserts += 1
-        if self._inserts % self.PRUNE_EVERY == 0:
-            self.prune()
-        with self.db.autocommit() as db:  # one statement decides: no transaction around it needed
-            inserted = db.execute(self._first_use, {"iss": iss, "jti": jti, "exp": exp, "now": now})
-            return inserted.rowcount == 1
+        try:
+            if self._inserts % self.PRUNE_EVERY == 0:
+                self.prune()
+            with self.db.autocommit() as db:  # one statement decides: no transaction around it needed
+                inserted = db.execute(self._first_use, {"iss": iss, "jti": jti, "exp": exp, "now": now})
+                return inserted.rowcount == 1
+        except DatabaseError as exc:
+            log.error("jti replay check on this worker only: state database unavailable (%s)",
+                      type(exc).__name__)
+            metrics.note_state_error("jti")
+            return fresh_here
 
     def prune(self) -> int:
         """Forget the jti values of expired tokens (a replay of those fails on `exp` anyway)."""

@@ -48,6 +48,14 @@ FHIR_CALLS = Counter("cds_fhir_calls", "Outbound FHIR requests made for missing 
 FHIR_INCOMPLETE = Counter("cds_fhir_incomplete", "Hook calls whose record stayed incomplete", ["service"])
 FEEDBACK = Counter("cds_feedback_items", "Feedback items received", ["service", "stored"])
 AUTH_FAILURES = Counter("cds_auth_failures", "Calls refused by JWT authentication", ["reason"])
+# The state database is off the guidance path: its failures show here (alert on it), not in /readyz.
+STATE_ERRORS = Counter("cds_state_errors", "State database operations that failed; the call went on",
+                       ["operation"])
+
+
+def note_state_error(operation: str) -> None:
+    """`operation`: a fixed name from the code (index_cards, audit, snooze, jti, feedback)."""
+    STATE_ERRORS.labels(operation).inc()
 
 
 def init_app(app: Flask) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from cds_service.protocol import metrics
 from cds_service.state.db import DatabaseError
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class Snoozer:
             # Guidance first: show every card. The message names no patient, only the call.
             log.error("snooze store unavailable, cards shown (hookInstance=%s): %s", hook_instance[:100],
                       type(exc).__name__)
+            metrics.note_state_error("snooze")
             return Shown(body, index, subjects)
         hidden = {u for u, s in subjects.items() if s in snoozed}
         if not hidden:

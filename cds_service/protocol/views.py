@@ -24,6 +24,7 @@ from cds_service.protocol.prefetch import gather_record
 from cds_service.protocol.request import ParsedCall, parse_hook_request
 from cds_service.protocol.response import build_body, enforce_contract
 from cds_service.protocol.snooze import Shown, Snoozer
+from cds_service.state import migrate
 from cds_service.state.db import DatabaseError
 
 log = logging.getLogger(__name__)
@@ -74,13 +75,6 @@ def _authenticate() -> Caller | None:
     except AuthError as exc:
         access_log.note(auth=str(exc))
         raise Unauthorized() from exc
-    except DatabaseError as exc:
-        # The jti replay check needs the shared database: without it a replayed token could pass,
-        # so authentication fails closed (503, the client retries), never open.
-        log.error("JWT replay check failed: state database unavailable (%s)", type(exc).__name__)
-        access_log.note(auth="replay check unavailable")
-        raise Unavailable("The service cannot check this token now (state database unavailable); "
-                          "retry later") from exc
     access_log.note(auth="ok")
     return caller
 
@@ -170,6 +164,7 @@ def invoke(service_id: str) -> Response:
     except DatabaseError:
         # The guidance matters more than its feedback link: answer anyway, and say so in the log.
         log.exception("could not index cards for feedback")
+        metrics.note_state_error("index_cards")
     audited = _audit(
         state, service.id, call, result.rule_ids, response_body, stats.fhir_calls, caller, result
     )
@@ -196,6 +191,7 @@ def _audit(
     except DatabaseError:
         # Guidance is never held back by its audit trail; the gap is in the log, by hookInstance.
         log.exception("could not write the audit record")
+        metrics.note_state_error("audit")
     return record
 
 
@@ -214,6 +210,7 @@ def feedback(service_id: str) -> Response:
     except DatabaseError as exc:
         # Nothing was stored (one transaction): the client may send the same items again.
         log.error("could not record feedback: state database unavailable (%s)", type(exc).__name__)
+        metrics.note_state_error("feedback")
         raise Unavailable("Feedback could not be stored now (state database unavailable); "
                           "send it again later") from exc
     access_log.note(
@@ -232,18 +229,25 @@ def healthz() -> Response:
 
 @blueprint.get("/readyz")
 def readyz() -> Response:
-    """Readiness: send traffic here? The knowledge base is loaded and the state database answers.
+    """Readiness: send traffic here? The knowledge base is loaded and the state database is at the
+    schema this code writes.
 
-    A database outage does not block guidance (hook calls still answer), but a replica that cannot
-    record feedback should leave the load balancer's pool until it can.
+    An unreachable database is reported (`"status": "degraded"`, and `cds_state_errors` in /metrics)
+    but keeps the replica ready: the outage is shared by every replica, so taking them out of the
+    load balancer would only stop the guidance, which never needs the database (issue 13: hook calls
+    answer, feedback gets 503). A database that answers at an older schema does take the replica out
+    (a rollout ahead of its migration).
     """
     state = _state()
+    database = state.feedback.ready()
     checks = {
         "knowledge": "ok" if state.knowledge is not None and state.knowledge.scenarios else "not loaded",
-        "database": state.feedback.ready() or "ok",
+        "database": database or "ok",
     }
-    ready = all(v == "ok" for v in checks.values())
-    response = jsonify({"status": "ready" if ready else "not ready", "checks": checks,
+    degraded = database is not None and database.startswith(migrate.UNREACHABLE)
+    ready = all(v == "ok" for k, v in checks.items() if not (k == "database" and degraded))
+    status = ("degraded" if degraded else "ready") if ready else "not ready"
+    response = jsonify({"status": status, "checks": checks,
                         "knowledgeVersion": str(getattr(state.knowledge, "version", None))})
     response.status_code = 200 if ready else 503
     if not ready:

@@ -106,15 +106,19 @@ def prepare(db: Database, auto_migrate: bool) -> None:
                   db.redacted, type(exc).__name__)
 
 
+UNREACHABLE = "database unreachable"
+
+
 def problem(db: Database) -> str | None:
-    """Readiness: None when the database answers, at a current revision, with every table; else why not."""
+    """Readiness: None when the database answers, at a current revision, with every table; else why
+    not (a reason starting with UNREACHABLE when it does not answer at all)."""
     try:
         with db.engine.connect() as conn:
             revision = _current(conn)
             present = set(inspect(conn).get_table_names())
     except DatabaseError as exc:
         cause = getattr(exc, "orig", None) or exc  # the driver's error class says more (OperationalError)
-        return f"database unreachable ({type(cause).__name__})"
+        return f"{UNREACHABLE} ({type(cause).__name__})"
     db.mark_up()
     if not is_current(revision):
         return f"database schema at revision {revision or 'none'}, needs {HEAD} (run cds-service migrate)"

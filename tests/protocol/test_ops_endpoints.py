@@ -21,6 +21,8 @@ from prometheus_client import REGISTRY
 from cds_service import replay
 from cds_service.config import Settings
 
+from . import worker_share
+
 ROOT = Path(__file__).resolve().parents[2]
 CASE = ROOT / "fixtures" / "cases" / "prostate-mets-dialysis-ct-cap-contrast.json"
 
@@ -87,49 +89,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-DISCOVERY_SERVED = 'cds_requests_total{endpoint="discovery",service="-",status="200"}'
-
-
-def _discovery_served_per_worker(prom_dir: Path) -> dict[str, float]:
-    """Discovery calls each worker counted, read from its own multiprocess sample file."""
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    out = {}
-    for path in prom_dir.glob("counter_*.db"):
-        pid = path.stem.split("_")[-1]
-        for metric in MultiProcessCollector.merge([str(path)], accumulate=True):
-            for sample in metric.samples:
-                if sample.name == "cds_requests_total" and sample.labels == {
-                    "endpoint": "discovery", "service": "-", "status": "200"
-                }:
-                    out[pid] = out.get(pid, 0.0) + sample.value
-    return out
-
-
-def _held_request(port: int) -> socket.socket:
-    """A discovery call whose head is not finished: the sync worker that accepts it blocks reading
-    it (one request at a time) until `_finish` sends the blank line that ends the head."""
-    held = socket.create_connection(("127.0.0.1", port), timeout=30)
-    held.sendall(b"GET /cds-services HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n")
-    return held
-
-
-def _finish(held: socket.socket) -> int:
-    with held:
-        held.sendall(b"\r\n")
-        answer = b""
-        while chunk := held.recv(65536):
-            answer += chunk
-    return int(answer.split(b" ", 2)[1])
+DISCOVERY_SERVED = {"endpoint": "discovery", "service": "-", "status": "200"}
 
 
 def test_metrics_are_summed_over_gunicorn_workers(tmp_path):
     """`cds-service serve` with two worker processes: /metrics counts the calls every worker served.
 
-    Which worker accepts a call is up to the kernel and the scheduler: under load one worker may
-    take every call. So one call is held open first: connections are accepted in arrival order,
-    so whichever worker accepts the held one is busy with it, and the next call must be served by
-    the other. Each worker's own sample file then shows a share, and /metrics must be their sum.
+    One call is held open first, so the next one must be served by the other worker (see
+    worker_share): each worker's own sample file then shows a share, and /metrics must be their sum.
     """
     port = _free_port()
     prom = tmp_path / "prom"
@@ -152,12 +119,12 @@ def test_metrics_are_summed_over_gunicorn_workers(tmp_path):
                 pass
             assert time.monotonic() < deadline, "cds-service serve not healthy within 60 s"
             time.sleep(0.2)
-        held = _held_request(port)
+        held = worker_share.held_call(port)
         try:
             # the worker that did not accept the held call serves this one
             assert requests.get(f"{base}/cds-services", timeout=30).status_code == 200
         finally:
-            assert _finish(held) == 200
+            assert worker_share.finish(held) == 200
         # and concurrent calls on top, however the workers share them
         calls = 48
         with ThreadPoolExecutor(16) as pool:
@@ -166,9 +133,9 @@ def test_metrics_are_summed_over_gunicorn_workers(tmp_path):
         assert statuses == [200] * calls
         total = calls + 2
         text = requests.get(f"{base}/metrics", timeout=30).text
-        served = re.search(re.escape(DISCOVERY_SERVED) + r" (\S+)", text)
+        served = re.search(r'cds_requests_total\{endpoint="discovery",service="-",status="200"\} (\S+)', text)
         assert served and float(served.group(1)) == total, served
-        per_worker = _discovery_served_per_worker(prom)
+        per_worker = worker_share.served_per_worker(prom, "cds_requests_total", DISCOVERY_SERVED)
         assert len(per_worker) == 2 and all(n >= 1 for n in per_worker.values()), per_worker
         assert sum(per_worker.values()) == total, per_worker
         assert json.loads(requests.get(f"{base}/readyz", timeout=30).text)["status"] == "ready"

@@ -209,14 +209,21 @@ class DatabaseReplayCache:
         ).execution_options(preserve_rowcount=True)  # rowcount decides: SQLAlchemy keeps it if asked
         self._prune = delete(seen).where(seen.c.exp < bindparam("now", type_=Float))
         self._inserts = 0
+        # PostgreSQL: the statement compiled once, sent on the thread's kept connection (db.hot)
+        self._sql_first_use = db.compiled(self._first_use) if db.dialect == "postgresql" else None
 
     def first_use(self, iss: str, jti: str, exp: float) -> bool:
         now = time.time()
         self._inserts += 1
         if self._inserts % self.PRUNE_EVERY == 0:
             self.prune()
+        params = {"iss": iss, "jti": jti, "exp": exp, "now": now}
+        if self._sql_first_use is not None:
+            with self.db.hot() as conn, conn.cursor() as cur:
+                cur.execute(self._sql_first_use, params)
+                return bool(cur.rowcount == 1)
         with self.db.autocommit() as db:  # one statement decides: no transaction around it needed
-            inserted = db.execute(self._first_use, {"iss": iss, "jti": jti, "exp": exp, "now": now})
+            inserted = db.execute(self._first_use, params)
             return inserted.rowcount == 1
 
     def prune(self) -> int:

@@ -214,22 +214,32 @@ class DatabaseReplayCache:
         self._prune = delete(seen).where(seen.c.exp < bindparam("now", type_=Float))
         self._inserts = 0
         self._local = ReplayCache()
+        # PostgreSQL: the statement compiled once, sent on the thread's kept connection (db.hot)
+        self._sql_first_use = db.compiled(self._first_use) if db.dialect == "postgresql" else None
 
     def first_use(self, iss: str, jti: str, exp: float) -> bool:
         now = time.time()
         fresh_here = self._local.first_use(iss, jti, exp)
         self._inserts += 1
         try:
-            if self._inserts % self.PRUNE_EVERY == 0:
-                self.prune()
-            with self.db.autocommit() as db:  # one statement decides: no transaction around it needed
-                inserted = db.execute(self._first_use, {"iss": iss, "jti": jti, "exp": exp, "now": now})
-                return inserted.rowcount == 1
+            return self._first_use_shared(iss, jti, exp, now)
         except DatabaseError as exc:
             log.error("jti replay check on this worker only: state database unavailable (%s)",
                       type(exc).__name__)
             metrics.note_state_error("jti")
             return fresh_here
+
+    def _first_use_shared(self, iss: str, jti: str, exp: float, now: float) -> bool:
+        if self._inserts % self.PRUNE_EVERY == 0:
+            self.prune()
+        params = {"iss": iss, "jti": jti, "exp": exp, "now": now}
+        if self._sql_first_use is not None:
+            with self.db.hot() as conn, conn.cursor() as cur:
+                cur.execute(self._sql_first_use, params)
+                return bool(cur.rowcount == 1)
+        with self.db.autocommit() as db:  # one statement decides: no transaction around it needed
+            inserted = db.execute(self._first_use, params)
+            return inserted.rowcount == 1
 
     def prune(self) -> int:
         """Forget the jti values of expired tokens (a replay of those fails on `exp` anyway)."""

@@ -192,6 +192,13 @@ class FeedbackStore:
             set_={"snoozed_at": case((upsert.excluded.snoozed_at > t.snooze.c.snoozed_at,
                                       upsert.excluded.snoozed_at), else_=t.snooze.c.snoozed_at)},
         ).execution_options(preserve_rowcount=True)
+        # PostgreSQL hook path (db.hot): the same statements as SQL text, compiled once
+        self._hot = db.dialect == "postgresql"
+        if self._hot:
+            self._sql_index = db.compiled(self._index_card, [c.key for c in t.card_index.c])
+            self._sql_subject = db.compiled(self._index_subject, [c.key for c in t.card_subject.c])
+            self._sql_audit = db.compiled(self._audit, [c.key for c in t.audit.c])
+            self._sql_snoozed = db.compiled(self._snoozed)
 
     @property
     def engine(self) -> Engine:
@@ -214,46 +221,48 @@ class FeedbackStore:
     ) -> None:
         """Remember the cards of a response; `subjects` (with the time `at`) lets a later override
         of one of them snooze it."""
-        if not card_index:
-            return
-        now = _now()
-        rows = [
-            {"card_uuid": uuid, "service_id": service_id, "hook_instance": hook_instance,
-             "rule_id": meta.get("rule_id"), "scenario_id": meta.get("scenario_id"),
-             "knowledge_version": meta.get("knowledge_version"), "procedure_id": meta.get("procedure_id"),
-             "created_at": now, "indicator": meta.get("indicator")}
-            for uuid, meta in card_index.items()
-        ]
-        # Two idempotent inserts, each whole on its own: a card's feedback link without its
-        # snooze subject (should the second fail) only means that card's dismissal does not snooze.
-        with self.db.autocommit() as db:
-            db.execute(self._index_card, rows)
-            if subjects and at is not None:
-                db.execute(self._index_subject, [
-                    {"card_uuid": uuid, "service_id": service_id, "patient_key": s.patient_key,
-                     "order_codes": s.order_codes, "rule_id": s.rule_id, "verdict": s.verdict,
-                     "created_at": at}
-                    for uuid, s in subjects.items()
-                ])
+        if card_index:
+            self._write(_index_rows(service_id, hook_instance, card_index),
+                        _subject_rows(service_id, subjects, at), None)
 
-    def audit(self, entry: AuditEntry) -> None:
-        """One row per hook call: what advice was given, from which rules and knowledge version.
+    def audit(
+        self,
+        entry: AuditEntry,
+        card_index: Mapping[str, Mapping[str, str]] | None = None,
+        subjects: Mapping[str, CardSubject] | None = None,
+        at: float | None = None,
+    ) -> None:
+        """One row per hook call: what advice was given, from which rules and knowledge version;
+        with `card_index` (and `subjects`, `at`: see index_cards) the response's cards are indexed
+        in the same round trip (PostgreSQL) or transaction (SQLite).
 
         Codes and ids of rules only: no patient, user or order identifier, no token, no card text.
         """
-        row = {
-            "hook_instance": entry.hook_instance, "service_id": entry.service_id, "hook": entry.hook,
-            "at": _now(), "knowledge_version": entry.knowledge_version,
-            "rule_ids": json.dumps(list(entry.rule_ids)),
-            "ratings": json.dumps([dict(r) for r in entry.ratings]),
-            "card_uuids": json.dumps(list(entry.card_uuids)), "fhir_calls": entry.fhir_calls,
-            "client_iss": entry.client_iss, "site_config_version": entry.site_config_version,
-            "orders": entry.orders, "missing_facts": json.dumps(list(entry.missing_facts)),
-            "unreadable": json.dumps(list(entry.unreadable)),
-            "unknown_codes": json.dumps(list(entry.unknown_codes)),
-        }
-        with self.db.autocommit() as db:
-            db.execute(self._audit, row)
+        index = _index_rows(entry.service_id, entry.hook_instance, card_index) if card_index else []
+        self._write(index, _subject_rows(entry.service_id, subjects, at) if card_index else [],
+                    _audit_row(entry))
+
+    def _write(self, index: list[dict[str, Any]], subjects: list[dict[str, Any]],
+               audit: dict[str, Any] | None) -> None:
+        """Idempotent inserts, each whole on its own: a card's feedback link without its snooze
+        subject (should the second fail) only means that card's dismissal does not snooze."""
+        if self._hot:
+            # one pipeline: every statement sent at once, one wait for all their results
+            with self.db.hot() as conn, conn.cursor() as cur, conn.pipeline():
+                if index:
+                    cur.executemany(self._sql_index, index)
+                if subjects:
+                    cur.executemany(self._sql_subject, subjects)
+                if audit is not None:
+                    cur.execute(self._sql_audit, audit)
+            return
+        with self.db.autocommit() as db:  # SQLite: one short transaction on the thread's connection
+            if index:
+                db.execute(self._index_card, index)
+            if subjects:
+                db.execute(self._index_subject, subjects)
+            if audit is not None:
+                db.execute(self._audit, audit)
 
     def audit_rows(self) -> list[dict[str, Any]]:
         with self.db.connect() as db:
@@ -280,8 +289,15 @@ class FeedbackStore:
     def snoozed(self, subjects: Iterable[CardSubject], since: float) -> set[CardSubject]:
         wanted = set(subjects)
         found: set[CardSubject] = set()
+        keys = sorted({s.patient_key for s in wanted})  # one patient per call in practice
+        if self._hot:
+            with self.db.hot() as conn, conn.cursor() as cur:
+                for key in keys:
+                    cur.execute(self._sql_snoozed, {"patient_key": key, "since": since})
+                    found.update(CardSubject._make(row) for row in cur.fetchall())
+            return found & wanted
         with self.db.autocommit() as db:
-            for key in sorted({s.patient_key for s in wanted}):  # one patient per call in practice
+            for key in keys:
                 found.update(CardSubject._make(row) for row in db.execute(
                     self._snoozed, {"patient_key": key, "since": since}))
         return found & wanted
@@ -341,6 +357,43 @@ class FeedbackStore:
         )
         with self.db.connect() as db:
             return [dict(r) for r in db.execute(query).mappings()]
+
+
+def _index_rows(service_id: str, hook_instance: str,
+                card_index: Mapping[str, Mapping[str, str]]) -> list[dict[str, Any]]:
+    now = _now()
+    return [
+        {"card_uuid": uuid, "service_id": service_id, "hook_instance": hook_instance,
+         "rule_id": meta.get("rule_id"), "scenario_id": meta.get("scenario_id"),
+         "knowledge_version": meta.get("knowledge_version"), "procedure_id": meta.get("procedure_id"),
+         "created_at": now, "indicator": meta.get("indicator")}
+        for uuid, meta in card_index.items()
+    ]
+
+
+def _subject_rows(service_id: str, subjects: Mapping[str, CardSubject] | None,
+                  at: float | None) -> list[dict[str, Any]]:
+    if not subjects or at is None:
+        return []
+    return [
+        {"card_uuid": uuid, "service_id": service_id, "patient_key": s.patient_key,
+         "order_codes": s.order_codes, "rule_id": s.rule_id, "verdict": s.verdict, "created_at": at}
+        for uuid, s in subjects.items()
+    ]
+
+
+def _audit_row(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "hook_instance": entry.hook_instance, "service_id": entry.service_id, "hook": entry.hook,
+        "at": _now(), "knowledge_version": entry.knowledge_version,
+        "rule_ids": json.dumps(list(entry.rule_ids)),
+        "ratings": json.dumps([dict(r) for r in entry.ratings]),
+        "card_uuids": json.dumps(list(entry.card_uuids)), "fhir_calls": entry.fhir_calls,
+        "client_iss": entry.client_iss, "site_config_version": entry.site_config_version,
+        "orders": entry.orders, "missing_facts": json.dumps(list(entry.missing_facts)),
+        "unreadable": json.dumps(list(entry.unreadable)),
+        "unknown_codes": json.dumps(list(entry.unknown_codes)),
+    }
 
 
 def _now() -> str:

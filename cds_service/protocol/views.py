@@ -23,7 +23,7 @@ from cds_service.protocol.json_input import parse_json_body
 from cds_service.protocol.prefetch import gather_record
 from cds_service.protocol.request import ParsedCall, parse_hook_request
 from cds_service.protocol.response import build_body, enforce_contract
-from cds_service.protocol.snooze import Shown, Snoozer
+from cds_service.protocol.snooze import CardSubject, Shown, Snoozer
 from cds_service.state import migrate
 from cds_service.state.db import DatabaseError
 
@@ -156,17 +156,10 @@ def invoke(service_id: str) -> Response:
     response_body, _ = enforce_contract(build_body(result), strict=state.settings.strict_responses)
     shown = _snooze(state, service.id, call, response_body, result.card_index)
     response_body = shown.body
-    try:
-        state.feedback.index_cards(
-            service.id, call.request.hook_instance, shown.card_index, shown.subjects,
-            state.snoozer.clock() if state.snoozer else None,
-        )
-    except DatabaseError:
-        # The guidance matters more than its feedback link: answer anyway, and say so in the log.
-        log.exception("could not index cards for feedback")
-        metrics.note_state_error("index_cards")
+    # the card index is written with the audit record: one round trip on PostgreSQL
     audited = _audit(
-        state, service.id, call, result.rule_ids, response_body, stats.fhir_calls, caller, result
+        state, service.id, call, result.rule_ids, response_body, stats.fhir_calls, caller, result,
+        shown.card_index, shown.subjects, state.snoozer.clock() if state.snoozer else None,
     )
     metrics.note_result(
         response_body, {u: str(m.get("rule_id")) for u, m in shown.card_index.items()},
@@ -182,16 +175,24 @@ def invoke(service_id: str) -> Response:
 def _audit(
     state: ServiceState, service_id: str, call: ParsedCall, rule_ids: Any, body: dict[str, Any],
     fhir_calls: int, caller: Caller | None, result: EngineResult | None = None,
+    card_index: Mapping[str, Mapping[str, str]] | None = None,
+    subjects: Mapping[str, CardSubject] | None = None, at: float | None = None,
 ) -> AuditEntry:
     record = audit.entry(service_id, call.request.hook_instance, call.request.hook, state.knowledge, rule_ids,
                          body, fhir_calls, caller.iss if caller else None, result,
                          site_config_version=state.site.version if state.site else None)
     try:
-        state.feedback.audit(record)
+        state.feedback.audit(record, card_index, subjects, at)
     except DatabaseError:
-        # Guidance is never held back by its audit trail; the gap is in the log, by hookInstance.
-        log.exception("could not write the audit record")
+        # Guidance is never held back by its audit trail or its feedback links: answer anyway;
+        # the gap is in the log, by hookInstance.
+        if card_index:
+            log.exception("could not index cards for feedback / could not write the audit record")
+        else:
+            log.exception("could not write the audit record")
         metrics.note_state_error("audit")
+        if card_index:
+            metrics.note_state_error("index_cards")
     return record
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,6 +114,10 @@ class Database:
         self._pid = os.getpid()
         self._local = threading.local()
         self._down_until = 0.0  # monotonic time until which PostgreSQL is not tried (per process)
+        self._inherited: list[Connection] = []  # hot connections of the parent process: never touched
+        self._hot: dict[threading.Thread, Connection] = {}  # kept connections of this process's threads
+        self._hot_used: dict[threading.Thread, float] = {}  # monotonic time of each one's last use
+        self._hot_pid = os.getpid()
 
     @property
     def dialect(self) -> str:
@@ -198,6 +202,92 @@ class Database:
             if kept.in_transaction():  # a read left its implicit transaction open: end it
                 kept.rollback()
 
+    @contextmanager
+    def hot(self) -> Iterator[Any]:
+        """PostgreSQL, the hook path: this thread's psycopg connection (autocommit), kept checked
+        out between calls, for statements compiled once to SQL text (`compiled`).
+
+        A pool checkout and return, SQLAlchemy's statement handling and one round trip per
+        statement cost about 1 ms per hook call over SQLite; here the caller sends its statements
+        in one pipeline (one round trip). Same rules as the pool: nothing is tried within
+        DOWN_SECONDS of a failure; a connection idle longer than PING_AFTER_IDLE_SECONDS is pinged
+        first; a broken one is dropped (and the database marked down). Driver errors are raised
+        as SQLAlchemy's DBAPIError, like every other path (callers catch DatabaseError)."""
+        if time.monotonic() < self._down_until:
+            raise DatabaseUnavailable("the state database could not be reached a moment ago")
+        conn, kept = self._hot_connection()
+        dbapi: Any = conn.connection.dbapi_connection  # psycopg.Connection
+        try:
+            yield dbapi
+        except Exception as exc:
+            if not isinstance(exc, _driver_error()):
+                raise
+            broken = bool(dbapi.closed or dbapi.broken)
+            if broken:  # the server went away under the statement
+                conn.invalidate()
+                self.mark_down()
+            raise DBAPIError.instance(None, None, exc, _driver_error(), hide_parameters=True,
+                                      connection_invalidated=broken) from exc
+        finally:
+            if kept:
+                self._hot_used[threading.current_thread()] = time.monotonic()
+            else:
+                conn.close()  # back to the pool
+
+    def _hot_connection(self) -> tuple[Connection, bool]:
+        """This thread's kept connection, or (more threads than pool_size) one from the pool for
+        this call only: kept connections hold pool slots, so at most pool_size are kept; those of
+        threads that ended are closed when a slot is wanted."""
+        me = threading.current_thread()
+        if self._hot_pid != os.getpid():
+            with self._lock:
+                if self._hot_pid != os.getpid():
+                    # forked: the parent's connections are neither used nor closed (nor collected,
+                    # which would reset them on the parent's sockets)
+                    self._inherited.extend(self._hot.values())
+                    self._hot, self._hot_used, self._hot_pid = {}, {}, os.getpid()
+        conn = self._hot.get(me)
+        if conn is not None and (conn.closed or conn.invalidated or not self._alive(conn, me)):
+            self._drop_hot(me)
+            conn = None
+        if conn is not None:
+            return conn, True
+        try:
+            conn = self._engine(autocommit=True).connect()
+        except DatabaseError:
+            self.mark_down()
+            raise
+        with self._lock:
+            if len(self._hot) >= self.options.pool_size:
+                for thread in [t for t in self._hot if not t.is_alive()]:
+                    self._drop_hot(thread)
+            if len(self._hot) >= self.options.pool_size:
+                return conn, False
+            self._hot[me], self._hot_used[me] = conn, time.monotonic()
+        return conn, True
+
+    def _alive(self, conn: Connection, thread: threading.Thread) -> bool:
+        """Used within PING_AFTER_IDLE_SECONDS, or answers a ping (see _ping_when_idle)."""
+        if time.monotonic() - self._hot_used.get(thread, 0.0) < PING_AFTER_IDLE_SECONDS:
+            return True
+        try:
+            dbapi: Any = conn.connection.dbapi_connection
+            return bool(conn.dialect.do_ping(dbapi))
+        except Exception:  # the driver's error, whatever it is: the connection is unusable
+            return False
+
+    def _drop_hot(self, thread: threading.Thread) -> None:
+        conn = self._hot.pop(thread, None)
+        self._hot_used.pop(thread, None)
+        if conn is not None and not conn.closed:
+            with suppress(DatabaseError):  # a connection already broken: nothing to give back
+                conn.close()  # back to the pool (an invalidated one is discarded)
+
+    def compiled(self, statement: Any, keys: Iterable[str] | None = None) -> str:
+        """A Core statement as this database's SQL text with named parameters (`hot`)."""
+        dialect = self._engine(autocommit=True).dialect
+        return str(statement.compile(dialect=dialect, column_keys=list(keys) if keys else None))
+
     def _kept(self) -> Connection:
         """SQLite: this thread's connection in this process, opened on first use."""
         local, pid = self._local, os.getpid()
@@ -234,6 +324,9 @@ class Database:
     def dispose(self) -> None:
         """Close this process's pooled connections (tests, shutdown)."""
         if self._pid == os.getpid():
+            if self._hot_pid == os.getpid():
+                for thread in list(self._hot):
+                    self._drop_hot(thread)
             for engine in self._engines.values():
                 engine.dispose()
 
@@ -303,6 +396,12 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError("pooled connection is gone") from exc
         if not alive:
             raise DisconnectionError("pooled connection is gone")
+
+
+def _driver_error() -> type[Exception]:
+    import psycopg  # only where PostgreSQL is used
+
+    return psycopg.Error
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

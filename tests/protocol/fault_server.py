@@ -20,8 +20,11 @@ gets past the 412 and the fault hits the searches:
   iis404      the same refused with 404, as IIS does for a query string over its limit (404.15)
   elsewhere   searches answer one resource and a `next` link to `server.elsewhere` (another origin)
 
-Every request is logged (`server.requests`: path, Authorization header, start and end times), and
-the most queries in flight at once is kept (`server.max_in_flight`).
+Every request is logged (`server.requests`: path, Authorization header, start and end times, and
+its connection's place in the order the server accepted them), and the most queries in flight at
+once is kept (`server.max_in_flight`). `server.requests` is in the order the handler threads got to
+them, which the scheduler decides (under load a later connection's thread may run first); use
+`server.in_arrival_order()` for the order the queries reached the server.
 
 HTTP/1.0, one request per connection (the stdlib default): a connection the service leaves open is
 then the service's doing, never an idle keep-alive. A handler stops as soon as the client hangs up,
@@ -64,46 +67,76 @@ class FaultServer(ThreadingHTTPServer):
         self.patient_id = patient_id
         self.elsewhere = ""  # base URL the `elsewhere` mode's next links point to
         self.requests: list[Logged] = []
+        self._accepted = 0  # connections accepted so far; each handler gets its connection's number
+        self._arrival: dict[Any, int] = {}
         self.max_in_flight = 0
         self._in_flight = 0
         self._lock = threading.Lock()
-        self._turn = threading.Condition()  # `serial` mode: tickets served in arrival order
-        self._next_ticket = self._serving = 0
+        # `serial` mode: one at a time in accept order. The turn passes over every connection in
+        # that order, waiting only on one that is a `serial` query still to be answered.
+        self._turn = threading.Condition()
+        self._serving = 0  # arrival number whose turn it is
+        self._released: set[int] = set()  # later arrival numbers that need no turn any more
 
     def reset_log(self) -> None:
         with self._lock:
             self.requests.clear()
             self.max_in_flight = 0
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Runs in the serving thread, one connection after another in the kernel's accept order
+        # (first come, first accepted), before the connection's handler thread exists.
+        with self._lock:
+            self._arrival[request] = self._accepted
+            self._accepted += 1
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            arrival = self._arrival.pop(request, None)  # a connection that never sent a request
+        if arrival is not None:
+            self.release_turn(arrival)
+        super().shutdown_request(request)
+
+    def in_arrival_order(self) -> list[Logged]:
+        with self._lock:
+            return sorted(self.requests, key=lambda r: r.arrival)
+
     def searches(self, mode: str) -> list[Logged]:
         return [r for r in self.requests if r.path.startswith(f"/{mode}/") and "?" in r.path]
 
     @contextlib.contextmanager
-    def logged(self, path: str, authorization: str | None) -> Iterator[None]:
+    def logged(self, connection: Any, path: str, authorization: str | None) -> Iterator[Logged]:
         entry = Logged(path, authorization, time.monotonic())
         with self._lock:
+            entry.arrival = self._arrival.pop(connection, -1)
             self.requests.append(entry)
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
         try:
-            yield
+            yield entry
         finally:
             entry.end = time.monotonic()
             with self._lock:
                 self._in_flight -= 1
 
     @contextlib.contextmanager
-    def in_turn(self) -> Iterator[None]:
+    def in_turn(self, arrival: int) -> Iterator[None]:
         with self._turn:
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            self._turn.wait_for(lambda: self._serving == ticket)
+            self._turn.wait_for(lambda: self._serving >= arrival)
         try:
             yield
         finally:
-            with self._turn:
+            self.release_turn(arrival)
+
+    def release_turn(self, arrival: int) -> None:
+        with self._turn:
+            if arrival >= self._serving:
+                self._released.add(arrival)
+            while self._serving in self._released:
+                self._released.discard(self._serving)
                 self._serving += 1
-                self._turn.notify_all()
+            self._turn.notify_all()
 
     @property
     def base_url(self) -> str:
@@ -135,6 +168,7 @@ class Logged:
     authorization: str | None
     start: float
     end: float | None = None
+    arrival: int = -1  # the connection's place in the server's accept order
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -147,11 +181,12 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         mode, _, rest = parts.path.strip("/").partition("/")
         rtype, _, rid = rest.partition("/")
-        with self.server.logged(self.path, self.headers.get("Authorization")):
+        with self.server.logged(self.request, self.path, self.headers.get("Authorization")) as entry:
             if mode == "serial":
-                with self.server.in_turn():
+                with self.server.in_turn(entry.arrival):
                     self._answer(mode, rtype, rid, parts.query)
             else:
+                self.server.release_turn(entry.arrival)
                 self._answer(mode, rtype, rid, parts.query)
 
     def _answer(self, mode: str, rtype: str, rid: str, query: str) -> None:

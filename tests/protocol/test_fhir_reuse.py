@@ -102,16 +102,21 @@ class _CountingClient:
 
     base_url = "https://fhir.example.org/r4"
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
         self.deadline = time.monotonic() + 10
         self.now = self.most = 0
-        self.lock = threading.Lock()
+        self.limit = limit
+        self.lock = threading.Condition()
 
     def search(self, query: str) -> tuple[list[dict], bool]:
         with self.lock:
             self.now += 1
             self.most = max(self.most, self.now)
-        time.sleep(0.02)
+            self.lock.notify_all()
+            # Stay running until `limit` searches have run at once (or 5 s): a fixed sleep would
+            # let one search end before the next thread is scheduled, under load, and undercount.
+            self.lock.wait_for(lambda: self.most >= self.limit, timeout=5)
+        time.sleep(0.02)  # a search started over the limit meanwhile is counted in `most`
         with self.lock:
             self.now -= 1
         return [{"resourceType": "Condition", "id": query}], True
@@ -122,7 +127,7 @@ class _CountingClient:
 
 @pytest.mark.parametrize("limit", [1, 2])
 def test_the_per_call_limit_holds_on_the_kept_pool(limit):
-    client = _CountingClient()
+    client = _CountingClient(limit)
     queries = [Query(f"Condition?n={n}", ((f"k{n}", frozenset()),)) for n in range(6)]
     reported = []
     run_all(client, (), queries, {}, limit, lambda q, outcome: reported.append((q.query, outcome)))  # type: ignore[arg-type]

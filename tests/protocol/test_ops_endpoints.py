@@ -21,6 +21,8 @@ from prometheus_client import REGISTRY
 from cds_service import replay
 from cds_service.config import Settings
 
+from . import worker_share
+
 ROOT = Path(__file__).resolve().parents[2]
 CASE = ROOT / "fixtures" / "cases" / "prostate-mets-dialysis-ct-cap-contrast.json"
 
@@ -87,11 +89,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+DISCOVERY_SERVED = {"endpoint": "discovery", "service": "-", "status": "200"}
+
+
 def test_metrics_are_summed_over_gunicorn_workers(tmp_path):
-    """`cds-service serve` with two worker processes: /metrics counts the calls every worker served."""
+    """`cds-service serve` with two worker processes: /metrics counts the calls every worker served.
+
+    One call is held open first, so the next one must be served by the other worker (see
+    worker_share): each worker's own sample file then shows a share, and /metrics must be their sum.
+    """
     port = _free_port()
+    prom = tmp_path / "prom"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CDS_", "PROMETHEUS"))}
-    env.update(CDS_FEEDBACK_DB=str(tmp_path / "fb.sqlite3"), PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prom"),
+    env.update(CDS_FEEDBACK_DB=str(tmp_path / "fb.sqlite3"), PROMETHEUS_MULTIPROC_DIR=str(prom),
                CDS_CACHE_DIR=str(tmp_path / "cache"))
     server = subprocess.Popen(
         [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port), "--workers", "2"],
@@ -100,24 +110,35 @@ def test_metrics_are_summed_over_gunicorn_workers(tmp_path):
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while True:
+            assert server.poll() is None, f"cds-service serve exited with {server.returncode}"
             try:
                 if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
             except requests.RequestException:
-                time.sleep(0.2)
-        # Concurrent calls: a sync worker serves one at a time, so the other worker must take some.
+                pass
+            assert time.monotonic() < deadline, "cds-service serve not healthy within 60 s"
+            time.sleep(0.2)
+        held = worker_share.held_call(port)
+        try:
+            # the worker that did not accept the held call serves this one
+            assert requests.get(f"{base}/cds-services", timeout=30).status_code == 200
+        finally:
+            assert worker_share.finish(held) == 200
+        # and concurrent calls on top, however the workers share them
         calls = 48
         with ThreadPoolExecutor(16) as pool:
-            statuses = list(pool.map(lambda _: requests.get(f"{base}/cds-services", timeout=10).status_code,
+            statuses = list(pool.map(lambda _: requests.get(f"{base}/cds-services", timeout=30).status_code,
                                      range(calls)))
         assert statuses == [200] * calls
-        text = requests.get(f"{base}/metrics", timeout=10).text
+        total = calls + 2
+        text = requests.get(f"{base}/metrics", timeout=30).text
         served = re.search(r'cds_requests_total\{endpoint="discovery",service="-",status="200"\} (\S+)', text)
-        assert served and float(served.group(1)) == calls
-        pids = {p.name.split("_")[-1].split(".")[0] for p in (tmp_path / "prom").glob("*.db")}
-        assert len(pids) >= 2, f"samples from {pids}: one worker answered everything"
-        assert json.loads(requests.get(f"{base}/readyz", timeout=10).text)["status"] == "ready"
+        assert served and float(served.group(1)) == total, served
+        per_worker = worker_share.served_per_worker(prom, "cds_requests_total", DISCOVERY_SERVED)
+        assert len(per_worker) == 2 and all(n >= 1 for n in per_worker.values()), per_worker
+        assert sum(per_worker.values()) == total, per_worker
+        assert json.loads(requests.get(f"{base}/readyz", timeout=30).text)["status"] == "ready"
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -34,6 +35,22 @@ except ImportError:  # pragma: no cover
     _loads = json.loads
 
 Row = dict[str, Any]
+
+# The hook path's statements run under CDS_DATABASE_STATEMENT_TIMEOUT (~2 s, set per connection:
+# guidance is never held up by the database). A dashboard read scans a date range of audit and card
+# rows and may take longer on a big database: its transaction gets this timeout instead
+# (PostgreSQL; SQLite has none), so the dashboard answers rather than failing with 503.
+READ_STATEMENT_TIMEOUT_SECONDS = 60
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for the dashboard's reads: one transaction (rolled back at the end, it only
+    reads) with the longer statement timeout, which ends with it."""
+    with engine.connect() as db:
+        if db.dialect.name == "postgresql":
+            db.exec_driver_sql(f"SET LOCAL statement_timeout = {READ_STATEMENT_TIMEOUT_SECONDS * 1000}")
+        yield db
 
 # PAMA rating code (audit `ratings[].pama`) -> the rated-share row it counts in
 RATED_SHARE = {"appropriate": "appropriate", "not-appropriate": "not-appropriate",
@@ -371,7 +388,7 @@ def site_versions(engine: Engine, filters: Filters) -> list[tuple[str | None, in
     many hook calls of the range: figures before and after a local change are not comparable."""
     a = audit.c
     q = select(a.site_config_version, func.count()).where(*filters.on_audit()).group_by(a.site_config_version)
-    with engine.connect() as db:
+    with reading(engine) as db:
         found: list[tuple[str | None, int]] = []
         row: Any
         for row in db.execute(q):
@@ -384,7 +401,7 @@ def build(engine: Engine, filters: Filters, names: Iterable[str] | None = None) 
     """The named tables (None: all) for the filters, from one connection and one audit scan."""
     wanted = list(names) if names is not None else [t.name for t in TABLES]
     out: dict[str, list[Row]] = {}
-    with engine.connect() as db:
+    with reading(engine) as db:
         needs_audit = {"rules", "rated-share", "missing-facts", "data-quality", "alert-burden"}
         summary = audit_summary(db, filters) if needs_audit & set(wanted) else AuditSummary()
         needs_feedback = {"rules", "studies", "weekly"}

@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from cds_service.governance.queries import Filters, build
+from cds_service.governance.queries import READ_STATEMENT_TIMEOUT_SECONDS, Filters, build, reading
 from cds_service.protocol import feedback as feedback_module
 from cds_service.protocol.feedback import FeedbackStore
 from cds_service.state import migrate
@@ -34,3 +34,25 @@ def test_every_dashboard_table_is_the_same_on_both_databases(pg_url, tmp_path, m
         expected = build(sqlite.engine, filters)
         assert any(expected.values())
         assert build(postgresql.engine, filters) == expected
+
+
+TIMEOUT_MS = "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'"
+
+
+def test_dashboard_reads_get_the_long_statement_timeout_and_the_hook_path_keeps_the_short_one(pg_url):
+    """CDS_DATABASE_STATEMENT_TIMEOUT (here 2 s) bounds the hook path; a dashboard read scans far more
+    rows, so its transaction runs under READ_STATEMENT_TIMEOUT_SECONDS, and only its transaction."""
+    db = Database(pg_url)
+    migrate.upgrade(db)
+    store = FeedbackStore(db)
+    with reading(store.engine) as conn:
+        assert conn.exec_driver_sql(TIMEOUT_MS).scalar() == str(READ_STATEMENT_TIMEOUT_SECONDS * 1000)
+        # a statement longer than the hook path's timeout completes in a dashboard read
+        conn.exec_driver_sql("SELECT pg_sleep(2.2)")
+    with store.engine.connect() as conn:  # the same pooled connection, after the read: back to 2 s
+        assert conn.exec_driver_sql(TIMEOUT_MS).scalar() == "2000"
+    with db.hot() as conn, conn.cursor() as cur:  # the hook path's kept connection
+        cur.execute(TIMEOUT_MS)
+        assert cur.fetchone() == ("2000",)
+    assert build(store.engine, Filters()) is not None
+    db.dispose()

@@ -23,7 +23,7 @@ from markupsafe import Markup, escape
 from cds_service.engine.card_text import sentences
 from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.knowledge.cases import DEFAULT_CASES_DIR, RuleCases, cases_by_rule
-from cds_service.knowledge.docs import NO_RATING
+from cds_service.knowledge.docs import NO_RATING, SYSTEM_LABELS
 from cds_service.knowledge.explain import Clause, concepts_of, explain, med_classes_of
 from cds_service.knowledge.model import UNVERIFIED_MARK, Outcome, Pitfall, Scenario
 
@@ -48,15 +48,6 @@ PITFALL_KIND_LABELS = {
     "seed": "source article and the literature it cites (a caution, not a rating)",
 }
 SEED_FILE = re.compile(r"\b(?:seed )?(\d{3}_[0-9a-f]{16}\.txt)")
-SYSTEM_LABELS = {
-    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
-    "http://snomed.info/sct": "SNOMED CT",
-    "http://loinc.org": "LOINC",
-    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
-    "http://www.ama-assn.org/go/cpt": "CPT",
-    "urn:oid:2.16.840.1.113883.6.285": "HCPCS",
-    "http://dicom.nema.org/resources/ontology/DCM": "DICOM",
-}
 
 
 def _site() -> Any:

@@ -24,9 +24,9 @@ from cds_service.protocol.feedback import AuditEntry, FeedbackStore
 
 def _store(path: Path, url: str | None) -> tuple[FeedbackStore, Any]:
     if url is None:
-        from cds_service.protocol.auth import SqliteReplayCache
+        from cds_service.protocol.auth import DatabaseReplayCache
 
-        return FeedbackStore(path), SqliteReplayCache(path)
+        return FeedbackStore(path), DatabaseReplayCache(path)
     from cds_service.protocol.auth import DatabaseReplayCache
     from cds_service.state.db import Database
     from cds_service.state.migrate import upgrade

@@ -247,9 +247,6 @@ class DatabaseReplayCache:
             return db.execute(self._prune, {"now": time.time()}).rowcount
 
 
-SqliteReplayCache = DatabaseReplayCache  # the name before PostgreSQL (tests, scripts)
-
-
 @dataclass
 class Authenticator:
     clients: Mapping[str, TrustedClient]

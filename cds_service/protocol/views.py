@@ -186,13 +186,12 @@ def _audit(
     except DatabaseError:
         # Guidance is never held back by its audit trail or its feedback links: answer anyway;
         # the gap is in the log, by hookInstance.
-        if card_index:
-            log.exception("could not index cards for feedback / could not write the audit record")
-        else:
-            log.exception("could not write the audit record")
         metrics.note_state_error("audit")
         if card_index:
+            log.exception("could not index cards for feedback / could not write the audit record")
             metrics.note_state_error("index_cards")
+        else:
+            log.exception("could not write the audit record")
     return record
 
 

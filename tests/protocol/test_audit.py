@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cds_service import cli, replay
 from cds_service.config import Settings
-from cds_service.protocol.auth import SqliteReplayCache
+from cds_service.protocol.auth import DatabaseReplayCache
 from cds_service.protocol.feedback import FeedbackStore
 
 CASES = Path(__file__).resolve().parents[2] / "fixtures" / "cases"
@@ -62,7 +62,7 @@ def test_prune_deletes_by_age_and_keeps_feedback(tmp_path, monkeypatch, capsys):
         conn.execute("UPDATE audit SET at = ? WHERE rowid = 1", (old,))
         conn.execute("INSERT INTO feedback (item_key, service_id, card_uuid, outcome, outcome_timestamp,"
                      " received_at) VALUES ('k', 's', 'c', 'accepted', ?, ?)", (old, old))
-    SqliteReplayCache(db).first_use("https://ehr.example.org", "expired-jti", 1.0)
+    DatabaseReplayCache(db).first_use("https://ehr.example.org", "expired-jti", 1.0)
     monkeypatch.setenv("CDS_FEEDBACK_DB", str(db))
     monkeypatch.setenv("CDS_RETENTION_DAYS", "400")
     assert cli.main(["prune"]) == 0

@@ -399,9 +399,9 @@ def test_jti_store_keeps_one_connection_per_thread_and_process(tmp_path):
     import os
     import threading
 
-    from cds_service.protocol.auth import SqliteReplayCache
+    from cds_service.protocol.auth import DatabaseReplayCache
 
-    cache = SqliteReplayCache(tmp_path / "jti.sqlite3")
+    cache = DatabaseReplayCache(tmp_path / "jti.sqlite3")
     exp = time.time() + 300
     with cache.db.connect() as first, cache.db.connect() as second:
         assert first is second  # kept, not reopened per call
